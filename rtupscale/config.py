@@ -1,0 +1,224 @@
+"""Typed configuration: load, validate, diff.
+
+Every section is a frozen dataclass. Loading rejects unknown keys, wrong types and
+out-of-range values; each problem becomes one line that names the key, e.g.
+``latency.blok_size: unknown key``. All problems are collected, not just the first.
+The model's own parameters (rates, hop, latency, state) live in the model's metadata,
+never here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+BASE_RATES = (44100, 48000)
+PROVIDERS = ("auto", "cuda", "cpu")
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found; ``errors`` holds one line per problem."""
+
+    def __init__(self, errors: list[str], source: str = "config"):
+        self.errors = list(errors)
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(self.errors))
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    capture: str = "auto"
+    """``auto``: the monitor of the virtual sink the daemon creates; else a device name substring or index."""
+    playback: str = "default"
+    """``default``: the sound server's default sink; else a device name substring or index."""
+    virtual_sink: str = "rtupscale"
+    """Name of the virtual sink the daemon creates for ``capture: auto``."""
+    rate: int = 44100
+    """Base rate of the virtual sink, Hz (44100 or 48000). Playback runs at 4x."""
+    channels: int = 2
+
+
+@dataclass(frozen=True)
+class LatencyConfig:
+    block_size: int = 256
+    """Input frames per block; a multiple of the model's block multiple."""
+    prefill_ms: float = 20.0
+    """Output buffering: how much audio the playback ring holds before playback starts, ms."""
+    crossfade_ms: float = 20.0
+    """Length of every crossfade (bypass toggle, state reset, model swap), ms."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "models/default.onnx"
+    """Path to the .onnx model (relative paths are relative to the config file), or ``none``."""
+    provider: str = "auto"
+    """``auto``, ``cuda`` or ``cpu``."""
+    threads: int = 1
+    """ONNX Runtime intra-op threads on the CPU (capped at the number of cores)."""
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    ceiling_dbfs: float = -0.3
+    """No output sample exceeds this level (soft clip above ``ceiling - 1 dB``)."""
+    dither: bool = True
+    """TPDF dither when writing integer samples (file mode)."""
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    socket: str = "auto"
+    """Control socket path; ``auto`` = ``$XDG_RUNTIME_DIR/rtupscale.sock``."""
+    metrics_port: int = 0
+    """Prometheus metrics on 127.0.0.1:PORT; 0 = off."""
+
+
+@dataclass(frozen=True)
+class Config:
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    source: str = ""
+    """The file this config was loaded from ("" for defaults)."""
+
+    def model_path(self) -> Path | None:
+        """The model path resolved against the config file's folder; None for ``none``."""
+        if self.model.path.strip().lower() == "none":
+            return None
+        p = Path(os.path.expanduser(self.model.path))
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).resolve().parent / p
+        return p
+
+
+# Range checks: key -> (predicate, description of what is allowed).
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "audio.rate": (lambda v: v in BASE_RATES, f"one of {', '.join(map(str, BASE_RATES))}"),
+    "audio.channels": (lambda v: 1 <= v <= 32, "an integer from 1 to 32"),
+    "audio.capture": (lambda v: v.strip() != "", "a non-empty string"),
+    "audio.playback": (lambda v: v.strip() != "", "a non-empty string"),
+    "audio.virtual_sink": (
+        lambda v: v != "" and all(c.isalnum() or c in "_-." for c in v),
+        "a sink name of letters, digits, '_', '-', '.'",
+    ),
+    "latency.block_size": (lambda v: 16 <= v <= 16384, "an integer from 16 to 16384"),
+    "latency.prefill_ms": (lambda v: 0 <= v <= 2000, "a number from 0 to 2000"),
+    "latency.crossfade_ms": (lambda v: 0.5 <= v <= 1000, "a number from 0.5 to 1000"),
+    "model.provider": (lambda v: v in PROVIDERS, f"one of {', '.join(PROVIDERS)}"),
+    "model.threads": (lambda v: 1 <= v <= 256, "an integer from 1 to 256"),
+    "model.path": (lambda v: v.strip() != "", "a path to an .onnx file, or none"),
+    "output.ceiling_dbfs": (lambda v: -40 <= v <= 0, "a number from -40 to 0"),
+    "control.metrics_port": (lambda v: v == 0 or 1024 <= v <= 65535, "0 (off) or a port from 1024 to 65535"),
+    "control.socket": (lambda v: v.strip() != "", "auto, or a path"),
+}
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _coerce(key: str, value: Any, typ: type, errors: list[str]) -> Any:
+    """Check one scalar's type; ints are accepted where floats are expected."""
+    if typ is bool:
+        ok = isinstance(value, bool)
+    elif typ is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif typ is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        value = float(value) if ok else value
+    elif typ is str:
+        # YAML reads a bare index (playback: 3) as an int; a device index is allowed.
+        ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+        value = str(value) if ok else value
+    else:  # pragma: no cover - only the types above are used
+        raise TypeError(typ)
+    if not ok:
+        errors.append(f"{key}: expected {_TYPE_NAMES[typ]}, got {value!r}")
+        return None
+    check = _CHECKS.get(key)
+    if check and not check[0](value):
+        errors.append(f"{key}: {value!r} is not allowed; expected {check[1]}")
+        return None
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        errors.append(f"{prefix}: expected a mapping of keys, got {type(data).__name__}")
+        return cls()
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.name != "source"}
+    for key in data:
+        if key not in known:
+            allowed = ", ".join(sorted(known))
+            errors.append(f"{prefix + '.' if prefix else ''}{key}: unknown key (allowed: {allowed})")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name == "source" or f.name not in data:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        typ = hints[f.name]
+        if dataclasses.is_dataclass(typ):
+            kwargs[f.name] = _build(typ, data[f.name], key, errors)
+        else:
+            value = _coerce(key, data[f.name], typ, errors)
+            if value is not None:
+                kwargs[f.name] = value
+    return cls(**kwargs)
+
+
+def parse_config(data: Any, source: str = "") -> Config:
+    """Build a Config from parsed YAML. Raises ConfigError listing every problem."""
+    errors: list[str] = []
+    cfg = _build(Config, data, "", errors)
+    if errors:
+        raise ConfigError(errors, source or "config")
+    return dataclasses.replace(cfg, source=source)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a YAML config file.
+
+    Raises:
+        ConfigError: missing or unreadable file, bad YAML, or any invalid key or value.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: no such file"], str(p)) from None
+    except OSError as e:
+        raise ConfigError([f"{p}: cannot read ({e.strerror})"], str(p)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError([f"{p}: not valid YAML{where}: {problem}"], str(p)) from None
+    return parse_config(data, str(p))
+
+
+def diff_configs(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs, e.g. ``["latency.block_size"]``."""
+    changed = []
+    for f in fields(Config):
+        if f.name == "source":
+            continue
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        for g in fields(a):
+            if getattr(a, g.name) != getattr(b, g.name):
+                changed.append(f"{f.name}.{g.name}")
+    if old.model_path() != new.model_path() and "model.path" not in changed:
+        changed.append("model.path")
+    return changed
+
