@@ -1,0 +1,262 @@
+"""The sound server (PulseAudio, or PipeWire through pipewire-pulse), driven with ``pactl``.
+
+Why ``pactl`` and not libpulse bindings: it is installed wherever either server is, its JSON
+output (``pactl -f json``, PulseAudio >= 16) is stable, and none of this runs on the audio
+path: it is called at start, on reload, on recovery and when ``status`` asks for the rate
+check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+PACTL_TIMEOUT_S = 5.0
+"""A sound server that does not answer ``pactl`` within this many seconds counts as down."""
+
+
+class SoundServerError(RuntimeError):
+    """The sound server is missing, down, or refused a command."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    name: str  # "pulseaudio", or "PulseAudio (on PipeWire 0.3.65)"
+    version: str
+    default_sink: str
+    default_source: str
+
+    @property
+    def is_pipewire(self) -> bool:
+        return "pipewire" in self.name.lower()
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """A parsed ``float32le 2ch 176400Hz``."""
+
+    format: str
+    channels: int
+    rate: int
+
+    @classmethod
+    def parse(cls, text: str) -> "SampleSpec":
+        m = re.fullmatch(r"\s*(\S+)\s+(\d+)ch\s+(\d+)Hz\s*", text)
+        if not m:
+            raise SoundServerError(f"cannot parse sample specification {text!r}")
+        return cls(m.group(1), int(m.group(2)), int(m.group(3)))
+
+    def __str__(self) -> str:
+        return f"{self.format} {self.channels}ch {self.rate}Hz"
+
+
+@dataclass(frozen=True)
+class ServerDevice:
+    """A sink or a source of the sound server."""
+
+    index: int
+    name: str
+    description: str
+    spec: SampleSpec
+    driver: str
+    monitor_of: str | None = None  # for a source: the sink it monitors
+
+    @property
+    def is_null_sink(self) -> bool:
+        return "null-sink" in self.driver
+
+
+@dataclass(frozen=True)
+class StreamRoute:
+    """What the server does with one of our streams (a sink input or a source output)."""
+
+    index: int
+    device: str  # sink or source name
+    stream_spec: SampleSpec
+    device_spec: SampleSpec
+    resample_method: str  # "copy" when nothing is resampled
+
+    @property
+    def resampled(self) -> bool:
+        return self.stream_spec.rate != self.device_spec.rate or self.resample_method not in (
+            "copy",
+            "n/a",
+            "",
+        )
+
+
+def pactl_path() -> str | None:
+    return shutil.which("pactl")
+
+
+def _pactl(*args: str, json_out: bool = True) -> object:
+    exe = pactl_path()
+    if exe is None:
+        raise SoundServerError("pactl not found: install pulseaudio-utils (or pipewire-pulse)")
+    cmd = [exe, *(["-f", "json"] if json_out else []), *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PACTL_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise SoundServerError(f"sound server did not answer `{' '.join(cmd)}` in {PACTL_TIMEOUT_S:g} s") from exc
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise SoundServerError(f"`pactl {' '.join(args)}` failed: {msg[-1] if msg else proc.returncode}")
+    if not json_out:
+        return proc.stdout
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        raise SoundServerError(f"`pactl {' '.join(args)}`: output is not JSON (pactl older than 16?)") from exc
+
+
+def server_info() -> ServerInfo:
+    """Raises SoundServerError when no server answers."""
+    d = _pactl("info")
+    assert isinstance(d, dict)
+    return ServerInfo(
+        name=str(d.get("server_name", "")),
+        version=str(d.get("server_version", "")),
+        default_sink=str(d.get("default_sink_name") or ""),
+        default_source=str(d.get("default_source_name") or ""),
+    )
+
+
+def server_running() -> bool:
+    try:
+        server_info()
+    except SoundServerError:
+        return False
+    return True
+
+
+def _devices(kind: str) -> list[ServerDevice]:
+    rows = _pactl("list", kind)
+    assert isinstance(rows, list)
+    out = []
+    for r in rows:
+        monitor_of = None
+        if kind == "sources":
+            m = r.get("monitor_source")  # for a source: the sink it monitors
+            monitor_of = m if m and m != "n/a" else None
+        out.append(
+            ServerDevice(
+                index=int(r["index"]),
+                name=str(r["name"]),
+                description=str(r.get("description", "")),
+                spec=SampleSpec.parse(r["sample_specification"]),
+                driver=str(r.get("driver", "")),
+                monitor_of=monitor_of,
+            )
+        )
+    return out
+
+
+def list_sinks() -> list[ServerDevice]:
+    return _devices("sinks")
+
+
+def list_sources() -> list[ServerDevice]:
+    return _devices("sources")
+
+
+def load_null_sink(name: str, rate: int, channels: int) -> int:
+    """Create a virtual sink ``name`` (float32, ``rate`` Hz); returns its module index."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise SoundServerError(f"virtual sink name {name!r}: allowed are letters, digits, _ . -")
+    out = _pactl(
+        "load-module",
+        "module-null-sink",
+        f"sink_name={name}",
+        f"rate={rate}",
+        f"channels={channels}",
+        "format=float32le",
+        f"sink_properties=device.description=rtupscale-input-{rate}Hz",
+        json_out=False,
+    )
+    try:
+        return int(str(out).strip())
+    except ValueError as exc:
+        raise SoundServerError(f"load-module module-null-sink: unexpected answer {out!r}") from exc
+
+
+def unload_module(index: int) -> None:
+    _pactl("unload-module", str(index), json_out=False)
+
+
+def null_sink_module(name: str) -> int | None:
+    """Index of the module-null-sink whose sink is ``name``, if one is loaded."""
+    rows = _pactl("list", "modules")
+    assert isinstance(rows, list)
+    for r in rows:
+        if r.get("name") == "module-null-sink" and re.search(
+            rf"(^|\s)sink_name={re.escape(name)}(\s|$)", str(r.get("argument", ""))
+        ):
+            return int(r["index"])
+    return None
+
+
+def _own_streams(kind: str, pid: int) -> list[dict]:
+    rows = _pactl("list", kind)
+    assert isinstance(rows, list)
+    return [r for r in rows if str(r.get("properties", {}).get("application.process.id")) == str(pid)]
+
+
+def playback_route(pid: int | None = None) -> StreamRoute | None:
+    """How the server carries this process's playback stream to its sink (None: no stream)."""
+    pid = os.getpid() if pid is None else pid
+    streams = _own_streams("sink-inputs", pid)
+    if not streams:
+        return None
+    sinks = {str(s.index): s for s in list_sinks()}
+    r = streams[-1]
+    sink = sinks.get(str(r.get("sink")))
+    if sink is None:
+        return None
+    return StreamRoute(
+        index=int(r["index"]),
+        device=sink.name,
+        stream_spec=SampleSpec.parse(r["sample_specification"]),
+        device_spec=sink.spec,
+        resample_method=str(r.get("resample_method", "")),
+    )
+
+
+def capture_route(pid: int | None = None) -> StreamRoute | None:
+    """How the server carries the source to this process's capture stream (None: no stream)."""
+    pid = os.getpid() if pid is None else pid
+    streams = _own_streams("source-outputs", pid)
+    if not streams:
+        return None
+    sources = {str(s.index): s for s in list_sources()}
+    r = streams[-1]
+    src = sources.get(str(r.get("source")))
+    if src is None:
+        return None
+    return StreamRoute(
+        index=int(r["index"]),
+        device=src.name,
+        stream_spec=SampleSpec.parse(r["sample_specification"]),
+        device_spec=src.spec,
+        resample_method=str(r.get("resample_method", "")),
+    )
+
+
+def resampling_advice(info: ServerInfo, wanted_rate: int, device_rate: int) -> str:
+    """One line telling the user what to change so that ``wanted_rate`` reaches the DAC."""
+    if info.is_pipewire:
+        return (
+            f"PipeWire runs the DAC at {device_rate} Hz and resamples our {wanted_rate} Hz: add "
+            f"{wanted_rate} to default.clock.allowed-rates (e.g. ~/.config/pipewire/pipewire.conf.d/"
+            f"rtupscale.conf: context.properties = {{ default.clock.allowed-rates = "
+            f"[ 44100 48000 176400 192000 ] }}) and restart PipeWire"
+        )
+    return (
+        f"PulseAudio runs the DAC sink at {device_rate} Hz and resamples our {wanted_rate} Hz: set "
+        f"'avoid-resampling = yes' and 'alternate-sample-rate = {wanted_rate}' in "
+        f"~/.config/pulse/daemon.conf (the DAC must accept {wanted_rate} Hz), or set "
+        f"audio.playback to a raw ALSA device (hw:...)"
+    )

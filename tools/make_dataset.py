@@ -1,0 +1,156 @@
+"""Build the restoration dataset: clean clips, real-codec degraded copies, aligned, split.
+
+Usage::
+
+    nice -n 10 .venv/bin/python -m tools.make_dataset --out data/dataset [--workers 2]
+
+Layout under ``--out``::
+
+    clips/<clip_id>/clean.flac        16-bit stereo, the target (and the lossless input)
+    clips/<clip_id>/<variant>.flac    decoded codec output, aligned to clean, 24-bit
+    clips/<clip_id>/meta.json         source, rate, split, seed, per-variant alignment
+    manifest.json                     everything above plus the dataset's size
+
+Each clip is a pure function of ``(seed, source, index)``; the builder skips clips whose
+``meta.json`` exists, so an interrupted build resumes where it stopped. The split is by
+clip (a clip's segments never straddle splits): within each source, index % 10 == 0 is
+test, index % 20 == 5 is validation, the rest train. Test clips get every evaluation
+bitrate (MP3 96/128/192/320 kbps); train and validation clips get ``--variants-per-clip``
+variants drawn from all codecs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from tqdm import tqdm
+
+from tools import codecs, sources
+
+EVAL_VARIANTS = ("mp3_96", "mp3_128", "mp3_192", "mp3_320")
+DEFAULT_CLIPS = {"procedural": 90, "gm": 70, "gs": 55, "musescore": 65, "timgm6mb": 55, "speech": 45}
+
+
+def split_of(index: int) -> str:
+    """Split of the ``index``-th clip of a source."""
+    if index % 10 == 0:
+        return "test"
+    if index % 20 == 5:
+        return "val"
+    return "train"
+
+
+def clip_seed(seed: int, source: str, index: int) -> int:
+    digest = hashlib.sha256(f"{seed}/{source}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def build_clip(out_dir: str, seed: int, source: str, index: int, seconds: float,
+               variants_per_clip: int) -> dict:
+    """Render, degrade and align one clip; write its files and return its metadata.
+
+    Idempotent: returns the stored metadata if the clip is already complete.
+    """
+    clip_id = f"{source}_{index:04d}"
+    clip_dir = Path(out_dir) / "clips" / clip_id
+    meta_path = clip_dir / "meta.json"
+    if meta_path.exists():
+        return json.loads(meta_path.read_text())
+    clip_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(clip_seed(seed, source, index))
+    sr = int(rng.choice(sources.SAMPLE_RATES))
+    split = split_of(index)
+    clean = sources.render_source(source, rng, sr, seconds)
+    pcm16 = np.clip(np.round(clean * 32767), -32768, 32767).astype(np.int16)
+    sf.write(clip_dir / "clean.flac", pcm16.T, sr, subtype="PCM_16")
+
+    if split == "test":
+        chosen = list(EVAL_VARIANTS)
+    else:
+        names = sorted(codecs.CODECS)
+        weights = np.array([2.0 if n.startswith("mp3_") and n[4:].isdigit() else 1.0 for n in names])
+        if sr != 48000:
+            weights[names.index("opus_96")] *= 0.5  # opus resamples from 48 kHz internally
+        chosen = list(rng.choice(names, variants_per_clip, replace=False, p=weights / weights.sum()))
+    variants = {}
+    for variant in chosen:
+        aligned, report = codecs.degrade(pcm16, sr, variant)
+        entry = {"shift": report.shift, "lag_first_half": round(report.lag_first_half, 4),
+                 "lag_second_half": round(report.lag_second_half, 4), "ok": report.ok}
+        if report.ok:
+            tmp = clip_dir / f".{variant}.tmp.flac"
+            sf.write(tmp, np.clip(aligned, -1, 1 - 2**-23).T, sr, subtype="PCM_24")
+            os.replace(tmp, clip_dir / f"{variant}.flac")
+        variants[variant] = entry
+    meta = {"id": clip_id, "source": source, "index": index, "sample_rate": sr, "split": split,
+            "frames": int(pcm16.shape[1]), "seconds": pcm16.shape[1] / sr, "variants": variants}
+    tmp = clip_dir / ".meta.tmp"
+    tmp.write_text(json.dumps(meta, indent=1))
+    os.replace(tmp, meta_path)  # written last: its presence marks the clip complete
+    return meta
+
+
+def summarize(metas: list[dict]) -> dict:
+    """The dataset's size: hours, clips per source and split, pairs per codec variant."""
+    summary: dict = {"clips": len(metas), "hours_clean": sum(m["seconds"] for m in metas) / 3600}
+    for split in ("train", "val", "test"):
+        sub = [m for m in metas if m["split"] == split]
+        summary[split] = {
+            "clips": len(sub),
+            "hours_clean": round(sum(m["seconds"] for m in sub) / 3600, 4),
+            "clips_per_source": dict(sorted(Counter(m["source"] for m in sub).items())),
+            "clips_per_rate": dict(sorted(Counter(str(m["sample_rate"]) for m in sub).items())),
+            "pairs_per_variant": dict(sorted(Counter(
+                v for m in sub for v, e in m["variants"].items() if e["ok"]).items())),
+            "hours_degraded_pairs": round(sum(
+                m["seconds"] for m in sub for e in m["variants"].values() if e["ok"]) / 3600, 4),
+        }
+    summary["rejected_pairs"] = [f"{m['id']}/{v}" for m in metas for v, e in m["variants"].items() if not e["ok"]]
+    summary["hours_clean"] = round(summary["hours_clean"], 4)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="data/dataset")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--seconds", type=float, default=8.0, help="clip length, s")
+    parser.add_argument("--variants-per-clip", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="processes (at most 2 on this machine)")
+    for source, n in DEFAULT_CLIPS.items():
+        parser.add_argument(f"--n-{source}", type=int, default=n, help=f"clips from {source}")
+    args = parser.parse_args(argv)
+    if not 1 <= args.workers <= 2:
+        parser.error(f"--workers must be 1 or 2, got {args.workers}")
+    if args.seconds < 1:
+        parser.error(f"--seconds must be >= 1, got {args.seconds}")
+    if not 1 <= args.variants_per_clip <= len(codecs.CODECS):
+        parser.error(f"--variants-per-clip must be in 1..{len(codecs.CODECS)}")
+    jobs = [(source, i) for source in DEFAULT_CLIPS for i in range(getattr(args, f"n_{source}"))]
+    # Interleave sources so a partial build already covers all of them.
+    jobs.sort(key=lambda j: (j[1], j[0]))
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    metas = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(build_clip, args.out, args.seed, s, i, args.seconds, args.variants_per_clip)
+                   for s, i in jobs]
+        for fut in tqdm(futures, desc="clips", unit="clip", file=sys.stderr):
+            metas.append(fut.result())
+    manifest = {"seed": args.seed, "clip_seconds": args.seconds, "summary": summarize(metas),
+                "clips": sorted(metas, key=lambda m: m["id"])}
+    (Path(args.out) / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    print(json.dumps(manifest["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
