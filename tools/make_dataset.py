@@ -54,6 +54,16 @@ def clip_seed(seed: int, source: str, index: int) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
+def quantize_pcm16(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Float ``[channels, frames]`` -> int16 with TPDF dither (+-1 LSB).
+
+    Dither keeps a noise floor everywhere, as in real 16-bit masters: no frame is digital
+    silence, where the log-spectral distance is undefined.
+    """
+    tpdf = rng.random(x.shape) - rng.random(x.shape)
+    return np.clip(np.round(x * 32767 + tpdf), -32768, 32767).astype(np.int16)
+
+
 def build_clip(out_dir: str, seed: int, source: str, index: int, seconds: float,
                variants_per_clip: int) -> dict:
     """Render, degrade and align one clip; write its files and return its metadata.
@@ -70,7 +80,7 @@ def build_clip(out_dir: str, seed: int, source: str, index: int, seconds: float,
     sr = int(rng.choice(sources.SAMPLE_RATES))
     split = split_of(index)
     clean = sources.render_source(source, rng, sr, seconds)
-    pcm16 = np.clip(np.round(clean * 32767), -32768, 32767).astype(np.int16)
+    pcm16 = quantize_pcm16(clean, rng)
     sf.write(clip_dir / "clean.flac", pcm16.T, sr, subtype="PCM_16")
 
     if split == "test":
