@@ -1,0 +1,260 @@
+"""The ``rtupscale`` command: one subcommand per job.
+
+Exit codes: 0 success, 1 failure while working, 2 a user error (bad config, model, file,
+device), 130 interrupted. User errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from rtupscale import __version__
+
+log = logging.getLogger("rtupscale")
+
+EXIT_OK, EXIT_FAIL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def default_config_path() -> str | None:
+    """``./config.yaml`` if present, else ``$XDG_CONFIG_HOME/rtupscale/config.yaml`` if present."""
+    here = Path("config.yaml")
+    if here.is_file():
+        return str(here)
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "rtupscale" / "config.yaml"
+    return str(xdg) if xdg.is_file() else None
+
+
+def load_config_or_exit(path: str | None):
+    """The config at ``path`` (or the default one, or built-in defaults); exit 2 on errors."""
+    from rtupscale.config import Config, ConfigError, load_config
+
+    path = path or default_config_path()
+    if path is None:
+        log.info("no config file found (./config.yaml, ~/.config/rtupscale/config.yaml): using defaults")
+        return Config()
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        for err in e.errors:
+            print(f"{e.source}: {err}" if not err.startswith(e.source) else err, file=sys.stderr)
+        raise SystemExit(EXIT_USER) from None
+
+
+def load_runner(config, model: str | None = None, provider: str | None = None):
+    """The ModelRunner the config (or ``--model``/``--provider``) asks for, or None for bypass."""
+    from rtupscale.model.runner import ModelRunner
+
+    if model is not None:
+        path = None if model.strip().lower() == "none" else Path(model)
+    else:
+        path = config.model_path()
+    if path is None:
+        print("rtupscale: model.path is none: running the bypass path only (plain x4 upsampler)", file=sys.stderr)
+        return None
+    runner = ModelRunner(path, provider=provider or config.model.provider, threads=config.model.threads)
+    log.info("model %s (%s), provider %s, latency %d frames", runner.name, runner.path, runner.provider, runner.latency)
+    return runner
+
+
+def cmd_check_config(args) -> int:
+    from rtupscale.config import ConfigError, load_config
+
+    path = args.path or default_config_path()
+    if path is None:
+        print("rtupscale check-config: no config file given or found (./config.yaml)", file=sys.stderr)
+        return EXIT_USER
+    try:
+        cfg = load_config(path)
+    except ConfigError as e:
+        for err in e.errors:
+            print(f"{e.source}: {err}", file=sys.stderr)
+        return EXIT_USER
+    mp = cfg.model_path()
+    if mp is not None and not mp.is_file():
+        print(f"{path}: model.path: {mp}: no such model file", file=sys.stderr)
+        return EXIT_USER
+    print(f"{path}: config is valid")
+    return EXIT_OK
+
+
+def cmd_check_model(args) -> int:
+    import numpy as np
+
+    from rtupscale.model.runner import ModelRunner
+
+    runner = ModelRunner(args.path, provider=args.provider, threads=1)
+    c = runner.contract
+    block = args.block_size or 4 * c.block_multiple
+    c.check_block_size(block)
+    # Streaming over blocks must equal one call over the whole signal.
+    rng = np.random.default_rng(0)
+    n_blocks = 16
+    x = (0.25 * rng.standard_normal((2, n_blocks * block))).astype(np.float32)
+    stream = runner.stream(2, block)
+    y_stream = np.concatenate([stream.process(x[:, i * block:(i + 1) * block]).copy() for i in range(n_blocks)], axis=1)
+    if c.kind == "stateful":
+        y_once = runner.stream(2, n_blocks * block).process(x).copy()
+        diff = float(np.abs(y_stream - y_once).max())
+        verdict = "ok" if diff <= 1e-4 else "FAILS (state is not fully carried)"
+        print(f"streaming (block {block}) vs one call: max abs difference {diff:.2e}: {verdict}")
+    else:
+        diff = 0.0
+    print(f"{runner.path}: contract {c.kind}, rates {','.join(map(str, c.sample_rates))} Hz, "
+          f"block multiple {c.block_multiple}, latency {runner.latency} frames, provider {runner.provider}")
+    return EXIT_OK if diff <= 1e-4 else EXIT_FAIL
+
+
+def cmd_upscale(args) -> int:
+    from rtupscale.fileio import upscale_file
+
+    config = load_config_or_exit(args.config)
+    runner = load_runner(config, args.model, args.provider)
+    result = upscale_file(
+        args.input,
+        args.output,
+        config,
+        runner=runner,
+        block_size=args.block_size,
+        bits=args.bits,
+        resample=args.resample,
+        progress=False if args.no_progress else None,
+    )
+    extra = f" (resampled from {result.resampled_from} Hz)" if result.resampled_from else ""
+    print(
+        f"{args.output}: {result.output_frames} frames at {result.output_rate} Hz, {result.channels} ch, "
+        f"from {result.input_frames} at {result.input_rate} Hz{extra}; model {result.model}, "
+        f"latency {result.latency} frames compensated",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _daemon(name: str):
+    """A function from the daemon's modules (imported only when a daemon command runs)."""
+    import importlib
+
+    module, func = name.rsplit(".", 1)
+    return getattr(importlib.import_module(module), func)
+
+
+def cmd_run(args) -> int:
+    return _daemon("rtupscale.daemon.run_command")(args.config)
+
+
+def cmd_status(args) -> int:
+    return _daemon("rtupscale.control.status_command")(args.config, args.json)
+
+
+def cmd_bypass(args) -> int:
+    return _daemon("rtupscale.control.bypass_command")(args.config, args.state == "on")
+
+
+def cmd_devices(args) -> int:
+    return _daemon("rtupscale.audio.devices.devices_command")(args.config)
+
+
+def cmd_install_service(args) -> int:
+    return _daemon("rtupscale.service.install_service_command")(args.config, args.force)
+
+
+def cmd_bench(args) -> int:
+    return _daemon("rtupscale.bench.bench_command")(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtupscale", description="Real-time AI audio upscaler (x4 rate).")
+    p.add_argument("--version", action="version", version=f"rtupscale {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cfg(sp):
+        sp.add_argument("--config", metavar="PATH", help="config file (default: ./config.yaml, then ~/.config/rtupscale/config.yaml)")
+
+    sp = sub.add_parser("run", help="run the live daemon in the foreground")
+    cfg(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("upscale", help="upscale a file (WAV/FLAC/MP3/OGG in, FLAC/WAV at 4x the rate out)")
+    sp.add_argument("input")
+    sp.add_argument("output", help="output file, .flac or .wav")
+    cfg(sp)
+    sp.add_argument("--model", metavar="PATH", help="model file, or none (overrides model.path)")
+    sp.add_argument("--block-size", type=int, metavar="N", help="input frames per block (overrides latency.block_size)")
+    sp.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="overrides model.provider")
+    sp.add_argument("--bits", choices=["16", "24", "float"], default="24", help="output sample format (default 24; float only for .wav)")
+    sp.add_argument("--resample", action="store_true", help="resample an input at a rate the model does not accept (soxr VHQ)")
+    sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_upscale)
+
+    sp = sub.add_parser("check-config", help="validate a config file")
+    sp.add_argument("path", nargs="?", help="config file (default: ./config.yaml)")
+    sp.set_defaults(func=cmd_check_config)
+
+    sp = sub.add_parser("check-model", help="load a model through the contract checks and test streaming")
+    sp.add_argument("path")
+    sp.add_argument("--block-size", type=int, metavar="N")
+    sp.add_argument("--provider", choices=["auto", "cuda", "cpu"], default="cpu")
+    sp.set_defaults(func=cmd_check_model)
+
+    sp = sub.add_parser("status", help="show the running daemon's state")
+    cfg(sp)
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_status)
+
+    sp = sub.add_parser("bypass", help="switch the running daemon between the model and the plain upsampler")
+    sp.add_argument("state", choices=["on", "off"])
+    cfg(sp)
+    sp.set_defaults(func=cmd_bypass)
+
+    sp = sub.add_parser("devices", help="list audio devices and the rates they take")
+    cfg(sp)
+    sp.set_defaults(func=cmd_devices)
+
+    sp = sub.add_parser("install-service", help="write a systemd user unit for the daemon")
+    cfg(sp)
+    sp.add_argument("--force", action="store_true", help="overwrite an existing unit")
+    sp.set_defaults(func=cmd_install_service)
+
+    sp = sub.add_parser("bench", help="time the model per block (providers x models x block sizes)")
+    sp.add_argument("--provider", action="append", choices=["cpu", "cuda"], help="repeatable (default: cpu, and cuda if it loads)")
+    sp.add_argument("--model", action="append", metavar="PATH", help="repeatable (default: the config's model)")
+    sp.add_argument("--block", action="append", type=int, metavar="N", help="repeatable (default: 64 128 256 512 1024)")
+    sp.add_argument("--seconds", type=float, default=3.0, help="timed run per case (default 3 s)")
+    sp.add_argument("--json", action="store_true", help="print one JSON list of records")
+    cfg(sp)
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rtupscale.config import ConfigError
+    from rtupscale.fileio import FileModeError
+    from rtupscale.model.contract import ModelError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return args.func(args)
+    except (ModelError, FileModeError, ConfigError) as e:
+        print(f"rtupscale {args.command}: {e}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print(f"rtupscale {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ModuleNotFoundError as e:
+        if e.name and e.name.startswith("rtupscale."):
+            print(f"rtupscale {args.command}: not available in this build ({e.name} is missing)", file=sys.stderr)
+            return EXIT_USER
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
