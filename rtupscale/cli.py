@@ -44,9 +44,9 @@ def load_config_or_exit(path: str | None):
         raise SystemExit(EXIT_USER) from None
 
 
-def load_runner(config, model: str | None = None, provider: str | None = None):
+def load_runner(config, model: str | None = None, provider: str | None = None, block_size: int | None = None):
     """The ModelRunner the config (or ``--model``/``--provider``) asks for, or None for bypass."""
-    from rtupscale.model.runner import ModelRunner
+    from rtupscale.model.runner import select_runner
 
     if model is not None:
         path = None if model.strip().lower() == "none" else Path(model)
@@ -55,7 +55,14 @@ def load_runner(config, model: str | None = None, provider: str | None = None):
     if path is None:
         print("rtupscale: model.path is none: running the bypass path only (plain x4 upsampler)", file=sys.stderr)
         return None
-    runner = ModelRunner(path, provider=provider or config.model.provider, threads=config.model.threads)
+    runner = select_runner(
+        path,
+        provider or config.model.provider,
+        threads=config.model.threads,
+        channels=config.audio.channels,
+        block_size=block_size or config.latency.block_size,
+        cuda_graph=config.model.cuda_graph,
+    )
     log.info("model %s (%s), provider %s, latency %d frames", runner.name, runner.path, runner.provider, runner.latency)
     return runner
 
@@ -112,7 +119,7 @@ def cmd_upscale(args) -> int:
     from rtupscale.fileio import upscale_file
 
     config = load_config_or_exit(args.config)
-    runner = load_runner(config, args.model, args.provider)
+    runner = load_runner(config, args.model, args.provider, args.block_size)
     result = upscale_file(
         args.input,
         args.output,

@@ -56,12 +56,14 @@ class LatencyConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: str = "models/default.onnx"
+    path: str = "none"
     """Path to the .onnx model (relative paths are relative to the config file), or ``none``."""
     provider: str = "auto"
     """``auto``, ``cuda`` or ``cpu``."""
     threads: int = 1
     """ONNX Runtime intra-op threads on the CPU (capped at the number of cores)."""
+    cuda_graph: bool = True
+    """On CUDA, run each block as a captured CUDA graph (much lower per-block overhead)."""
 
 
 @dataclass(frozen=True)
