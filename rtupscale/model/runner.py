@@ -10,7 +10,10 @@ sets: binding A reads set 0 and writes set 1, binding B the reverse.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import importlib.util
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -35,8 +38,8 @@ from rtupscale.model.contract import (
 log = logging.getLogger("rtupscale.model")
 
 CUDA_HELP = (
-    "install the CUDA 13 runtime and cuDNN 9 libraries (system CUDA, or "
-    "`pip install nvidia-cublas nvidia-cudnn-cu13 nvidia-cuda-runtime`) and an NVIDIA driver >= 580"
+    "install the CUDA 13 and cuDNN 9 runtime libraries: `pip install 'rtupscale[cuda]'` "
+    "(NVIDIA's wheels) or system CUDA 13 + cuDNN 9, with an NVIDIA driver >= 580"
 )
 
 
@@ -49,6 +52,14 @@ def cuda_unavailable_reason() -> str | None:
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         return "this onnxruntime build has no CUDA provider (install onnxruntime-gpu)"
     capi = Path(ort.__file__).parent / "capi"
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None and importlib.util.find_spec("nvidia") is not None:
+        # NVIDIA's pip wheels (the `cuda` extra) are not on the loader's path: load them.
+        with contextlib.redirect_stdout(io.StringIO()):
+            try:
+                preload()
+            except Exception:  # noqa: BLE001 - what is missing is diagnosed just below
+                pass
     try:
         ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
         ctypes.CDLL(str(capi / "libonnxruntime_providers_cuda.so"))
