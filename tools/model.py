@@ -1,0 +1,151 @@
+"""The restoration network: a causal, stateful STFT-domain high-band generator.
+
+Per hop of ``HOP`` = 128 input samples (2.9 ms at 44.1 kHz):
+
+1. analysis: the last ``WINDOW`` = 256 input samples, sqrt-Hann window, DFT (129 bins);
+2. features: per-bin log power (relative to the frame's mean) and the mean itself;
+3. a 2-layer GRU at frame rate (the only memory beyond one window);
+4. per output bin ``k >= BAND_START`` and per fold source ``s``, a gain
+   ``gate_s * exp(z)`` applied to input bin ``k - SHIFTS[s]`` (spectral folding with a
+   learned, time-varying envelope; shifts are even so that, at 50 % overlap, the shifted
+   bins keep the phase advance of their new frequency);
+5. synthesis: inverse DFT of the folded bins only, sqrt-Hann window, overlap-add; the
+   result is a residual added to the input delayed by ``HOP``;
+6. the runtime's own x4 polyphase interpolator (``rtupscale.dsp.interp``) takes the
+   restored base-rate signal to 4x the rate.
+
+So above the base Nyquist the output is exactly the clean interpolation of the restored
+signal, and with ``gate = 0`` (the initial value) the residual is exactly zero: an
+untrained model equals the bypass path delayed by ``HOP``. Nothing below ``BAND_START``
+(9.6 kHz at 44.1 kHz, 10.5 kHz at 48 kHz) is written, apart from the synthesis window's
+leakage.
+
+Latency: ``HOP`` (the overlap-add needs the next frame) + ``interp.LATENCY`` (72, the
+linear-phase interpolator's lookahead, the same as the bypass path) = 200 input samples,
+4.5 ms at 44.1 kHz.
+
+Streaming state (all explicit, zeros at start), ``C`` = channels:
+
+- ``frames``  ``[C, HOP]``      the last HOP input samples (analysis history and delay line)
+- ``gru``     ``[LAYERS, C, HIDDEN]``  GRU hidden state
+- ``ola``     ``[C, HOP]``      second half of the last synthesised frame
+- ``interp``  ``[C, 144]``      interpolator history (restored signal)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rtupscale.dsp import interp
+
+HOP = 128
+WINDOW = 2 * HOP
+N_BINS = HOP + 1
+BAND_START = 56
+SHIFTS = (40, 56)
+N_BAND = N_BINS - BAND_START
+FACTOR = 4
+INTERP_TAPS = interp.design_interpolator().shape[0]
+LATENCY = HOP + interp.LATENCY
+STATE_NAMES = ("frames", "gru", "ola", "interp")
+
+
+class Restorer(nn.Module):
+    """See the module docstring.
+
+    Args:
+        hidden: GRU width.
+        layers: GRU layers.
+    """
+
+    def __init__(self, hidden: int = 256, layers: int = 2):
+        super().__init__()
+        if hidden < 8 or layers < 1:
+            raise ValueError(f"hidden must be >= 8 and layers >= 1, got {hidden}, {layers}")
+        for s in SHIFTS:
+            if s % 2 or s > BAND_START:
+                raise ValueError(f"fold shift {s} must be even and <= BAND_START {BAND_START}")
+        self.hidden = hidden
+        self.layers = layers
+        n = np.arange(WINDOW)
+        window = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / WINDOW))  # sqrt periodic Hann
+        k = np.arange(N_BINS)
+        arg = 2 * np.pi * np.outer(n, k) / WINDOW  # [WINDOW, N_BINS]
+        self.register_buffer("dft_cos", torch.tensor(window[:, None] * np.cos(arg), dtype=torch.float32))
+        self.register_buffer("dft_sin", torch.tensor(-window[:, None] * np.sin(arg), dtype=torch.float32))
+        # Inverse real DFT of bins BAND_START.. (weight 2 except Nyquist), then the window.
+        kb = np.arange(BAND_START, N_BINS)
+        weight = np.where(kb == HOP, 1.0, 2.0) / WINDOW
+        iarg = 2 * np.pi * np.outer(kb, n) / WINDOW  # [N_BAND, WINDOW]
+        self.register_buffer("idft_cos", torch.tensor(weight[:, None] * np.cos(iarg) * window, dtype=torch.float32))
+        self.register_buffer("idft_sin", torch.tensor(-weight[:, None] * np.sin(iarg) * window, dtype=torch.float32))
+        poly = interp.design_interpolator()  # [taps, 4], row j multiplies x[n - j]
+        # conv1d is a correlation: weight[p, 0, j] multiplies x[n - (taps - 1) + j].
+        self.register_buffer("interp_w", torch.tensor(poly[::-1].T.copy()[:, None, :], dtype=torch.float32))
+
+        self.inp = nn.Linear(N_BINS + 1, hidden)
+        self.gru = nn.GRU(hidden, hidden, layers, batch_first=True)
+        self.mid = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, len(SHIFTS) * N_BAND)
+        nn.init.constant_(self.out.bias, -2.0)
+        self.gate = nn.Parameter(torch.zeros(len(SHIFTS)))
+
+    def state_shapes(self, channels: int | str) -> dict[str, tuple]:
+        """Shape of each state tensor; ``channels`` may be the string ``"channels"``."""
+        return {"frames": (channels, HOP), "gru": (self.layers, channels, self.hidden),
+                "ola": (channels, HOP), "interp": (channels, INTERP_TAPS - 1)}
+
+    def initial_state(self, channels: int) -> list[torch.Tensor]:
+        return [torch.zeros(s) for s in self.state_shapes(channels).values()]
+
+    def restore(self, audio_in: torch.Tensor, frames: torch.Tensor, gru: torch.Tensor,
+                ola: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Restored base-rate signal, delayed by ``HOP``.
+
+        Shape: ``audio_in [C, N]`` (N a multiple of HOP) -> ``restored [C, N]`` plus the
+        new ``frames``, ``gru``, ``ola`` states.
+        """
+        c, n = audio_in.shape
+        buf = torch.cat([frames, audio_in], dim=1)  # [C, N + HOP]
+        frame = torch.cat([buf[:, :n].reshape(c, -1, HOP), buf[:, HOP:].reshape(c, -1, HOP)], dim=2)
+        re = frame @ self.dft_cos  # [C, M, N_BINS]
+        im = frame @ self.dft_sin
+        logp = torch.log(re * re + im * im + 1e-9)
+        mean = logp.mean(dim=2, keepdim=True)
+        feat = torch.cat([(logp - mean) * 0.2, mean * 0.1], dim=2)
+        h = F.elu(self.inp(feat))
+        h, gru_out = self.gru(h, gru)
+        h = F.elu(self.mid(h))
+        z = self.out(h).clamp(-20.0, 3.0)  # [C, M, S * N_BAND]
+        res_re = torch.zeros_like(re[:, :, BAND_START:])
+        res_im = torch.zeros_like(res_re)
+        for s, shift in enumerate(SHIFTS):
+            g = self.gate[s] * torch.exp(z[:, :, s * N_BAND:(s + 1) * N_BAND])
+            res_re = res_re + g * re[:, :, BAND_START - shift:N_BINS - shift]
+            res_im = res_im + g * im[:, :, BAND_START - shift:N_BINS - shift]
+        syn = res_re @ self.idft_cos + res_im @ self.idft_sin  # [C, M, WINDOW]
+        first, second = syn[:, :, :HOP], syn[:, :, HOP:]
+        prev = torch.cat([ola[:, None, :], second[:, :-1, :]], dim=1)
+        residual = (first + prev).reshape(c, n)
+        restored = buf[:, :n] + residual
+        return restored, buf[:, n:], gru_out, second[:, -1, :]
+
+    def upsample(self, restored: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The runtime's x4 interpolator. ``[C, N] -> [C, 4N]`` plus the new history."""
+        c, n = restored.shape
+        buf = torch.cat([history, restored], dim=1)  # [C, N + taps - 1]
+        up = F.conv1d(buf[:, None, :], self.interp_w)  # [C, 4, N]
+        return up.transpose(1, 2).reshape(c, FACTOR * n), buf[:, n:]
+
+    def forward(self, audio_in, state_frames, state_gru, state_ola, state_interp):
+        """One block: ``audio_in [C, N]`` -> ``audio_out [C, 4N]`` and the four new states."""
+        restored, frames, gru, ola = self.restore(audio_in, state_frames, state_gru, state_ola)
+        audio_out, hist = self.upsample(restored, state_interp)
+        return audio_out, frames, gru, ola, hist
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

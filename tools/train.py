@@ -1,0 +1,262 @@
+"""Train the restoration model on the dataset from ``tools.make_dataset``.
+
+Usage::
+
+    nice -n 10 .venv/bin/python -m tools.train --data data/dataset --run runs/main --steps 12000
+
+Deterministic for a seed: step ``i`` draws its batch from ``numpy`` generator
+``(seed, i)`` and torch is seeded once, so a run resumed from a checkpoint continues as if
+it had not stopped (checkpoints every ``--checkpoint-every`` steps, ``last.pt`` in the run
+folder, picked up automatically). One thread (``torch.set_num_threads(1)``).
+
+Loss (base rate; the x4 interpolation is fixed and linear, so it is left out of training):
+a log-spectral distance, the same per-frame form as the evaluation's LSD, at three STFT
+resolutions (512, 1024, 2048), on two bands: 16 kHz to 0.95 x Nyquist (the band the codec
+removed) and from the model's first bin (9.6/10.5 kHz) to 16 kHz (partly kept by the codec:
+this term keeps the model from adding what is already there). Below ``BAND_START`` the
+model cannot write, so the low band stays faithful by construction. 10 % of the batch
+items are lossless (input = target), which teaches the model to add nothing then.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from rtupscale.dsp import metrics
+from tools.model import HOP, Restorer, count_parameters
+
+LOSSLESS = "lossless"
+
+
+def load_split(data_dir: str | Path, split: str, max_clips: int | None = None) -> list[dict]:
+    """Load clips of one split: ``[{id, sr, clean [2, n] int16, variants {name: int16}}]``."""
+    clips = []
+    metas = sorted((Path(data_dir) / "clips").glob("*/meta.json"))
+    for meta_path in metas:
+        meta = json.loads(meta_path.read_text())
+        if meta["split"] != split:
+            continue
+        d = meta_path.parent
+        clean, sr = sf.read(d / "clean.flac", dtype="int16", always_2d=True)
+        variants = {}
+        for name, entry in meta["variants"].items():
+            if entry["ok"]:
+                v, _ = sf.read(d / f"{name}.flac", dtype="int16", always_2d=True)
+                variants[name] = v.T.copy()
+        clips.append({"id": meta["id"], "sr": sr, "clean": clean.T.copy(), "variants": variants})
+        if max_clips and len(clips) >= max_clips:
+            break
+    if not clips:
+        raise ValueError(f"no {split} clips under {data_dir}/clips (run tools.make_dataset first)")
+    return clips
+
+
+class Batcher:
+    """Random training segments; batch ``i`` depends only on ``(seed, i)``.
+
+    All items of one batch share a sample rate (so the loss bands are the same bins).
+    """
+
+    def __init__(self, clips: list[dict], batch: int, frames: int, seed: int, lossless_prob: float = 0.1):
+        if frames % HOP:
+            raise ValueError(f"segment frames {frames} must be a multiple of the hop {HOP}")
+        self.by_rate: dict[int, list[dict]] = {}
+        for c in clips:
+            if c["clean"].shape[1] > frames:
+                self.by_rate.setdefault(c["sr"], []).append(c)
+        self.rates = sorted(self.by_rate)
+        self.batch, self.frames, self.seed, self.lossless_prob = batch, frames, seed, lossless_prob
+
+    def get(self, step: int) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """Returns ``(sr, degraded [B, frames], clean [B, frames])`` float32."""
+        rng = np.random.default_rng([self.seed, step])
+        sr = self.rates[rng.integers(len(self.rates))]
+        pool = self.by_rate[sr]
+        x = np.empty((self.batch, self.frames), np.float32)
+        y = np.empty((self.batch, self.frames), np.float32)
+        for b in range(self.batch):
+            clip = pool[rng.integers(len(pool))]
+            names = sorted(clip["variants"])
+            name = LOSSLESS if (rng.random() < self.lossless_prob or not names) else names[rng.integers(len(names))]
+            src = clip["clean"] if name == LOSSLESS else clip["variants"][name]
+            ch = rng.integers(2)
+            start = rng.integers(0, clip["clean"].shape[1] - self.frames)
+            gain = 10 ** (rng.uniform(-18, 0) / 20) / 32768.0
+            x[b] = src[ch, start:start + self.frames] * gain
+            y[b] = clip["clean"][ch, start:start + self.frames] * gain
+        return sr, torch.from_numpy(x), torch.from_numpy(y)
+
+
+def _log_power(x: torch.Tensor, n_fft: int) -> torch.Tensor:
+    window = torch.hann_window(n_fft)
+    spec = torch.stft(x, n_fft, n_fft // 4, window=window, center=False, return_complex=True)
+    return torch.log10(spec.real**2 + spec.imag**2 + 1e-11 * n_fft)  # [B, bins, frames]
+
+
+def band_lsd(est: torch.Tensor, ref: torch.Tensor, sr: int, n_fft: int, lo_hz: float, hi_hz: float) -> torch.Tensor:
+    """Differentiable LSD on the bins in ``[lo_hz, hi_hz)``: mean over frames of the RMS log10 power error."""
+    freqs = torch.fft.rfftfreq(n_fft, 1.0 / sr)
+    mask = (freqs >= lo_hz) & (freqs < hi_hz)
+    with torch.no_grad():
+        ref_lp = _log_power(ref, n_fft)[:, mask, :]
+    diff = _log_power(est, n_fft)[:, mask, :] - ref_lp
+    return torch.sqrt(diff.pow(2).mean(dim=1) + 1e-5).mean()
+
+
+RESOLUTIONS = (512, 1024, 2048)
+
+
+def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int) -> tuple[torch.Tensor, dict]:
+    """Returns ``(total, {term: value})``; see the module docstring."""
+    top = metrics.TOP_FRACTION * sr / 2
+    band_start_hz = 56 * sr / (2 * HOP)
+    hf = sum(band_lsd(est, ref, sr, n, metrics.HF_EDGE_HZ, top) for n in RESOLUTIONS) / len(RESOLUTIONS)
+    mid = sum(band_lsd(est, ref, sr, n, band_start_hz, metrics.HF_EDGE_HZ) for n in RESOLUTIONS) / len(RESOLUTIONS)
+    total = hf + mid
+    return total, {"hf": float(hf.detach()), "mid": float(mid.detach())}
+
+
+def run_offline(model: Restorer, x: torch.Tensor) -> torch.Tensor:
+    """Restored base-rate signal, latency ``HOP`` removed. ``[B, n] -> [B, n]`` (n % HOP == 0)."""
+    b = x.shape[0]
+    states = model.initial_state(b)
+    padded = torch.cat([x, torch.zeros(b, HOP)], dim=1)
+    restored, *_ = model.restore(padded, states[0], states[1], states[2])
+    return restored[:, HOP:]
+
+
+@torch.no_grad()
+def validate(model: Restorer, clips: list[dict], seconds: float = 4.0) -> dict:
+    """LSD (all/hf/lf) of the model and of the unprocessed input, per codec variant, base rate."""
+    model.eval()
+    acc: dict[str, list] = {}
+    for clip in clips:
+        sr = clip["sr"]
+        n = int(seconds * sr) // HOP * HOP
+        ref = clip["clean"][:, :n].astype(np.float32) / 32768
+        items = dict(clip["variants"])
+        items[LOSSLESS] = clip["clean"]
+        for name, deg in items.items():
+            x = torch.from_numpy(deg[:, :n].astype(np.float32) / 32768)
+            est = run_offline(model, x).numpy()
+            m = metrics.lsd(ref, est, sr)
+            b = metrics.lsd(ref, x.numpy(), sr)
+            acc.setdefault(name, []).append([m["all"], m["hf"], m["lf"], b["all"], b["hf"], b["lf"]])
+    model.train()
+    out = {}
+    for name, rows in sorted(acc.items()):
+        r = np.mean(rows, axis=0)
+        out[name] = {"model": {"all": r[0], "hf": r[1], "lf": r[2]}, "input": {"all": r[3], "hf": r[4], "lf": r[5]},
+                     "n": len(rows)}
+    keys = [k for k in out if k.startswith("mp3_")]
+    out["mean_mp3_hf_ratio"] = float(np.mean([out[k]["model"]["hf"] / out[k]["input"]["hf"] for k in keys])) if keys else float("nan")
+    return out
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    return 1e-2 * lr + (lr - 1e-2 * lr) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", default="data/dataset")
+    parser.add_argument("--run", default="runs/main", help="folder for checkpoints and logs")
+    parser.add_argument("--steps", type=int, default=12000)
+    parser.add_argument("--batch", type=int, default=12)
+    parser.add_argument("--frames", type=int, default=HOP * 128, help="segment length, samples")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--hidden", type=int, default=192)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--validate-every", type=int, default=1000)
+    parser.add_argument("--val-clips", type=int, default=24)
+    parser.add_argument("--max-train-clips", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.batch < 1:
+        parser.error("--steps and --batch must be >= 1")
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    run = Path(args.run)
+    run.mkdir(parents=True, exist_ok=True)
+    model = Restorer(args.hidden, args.layers)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    step = 0
+    ckpt_path = run / "last.pt"
+    config = {k: v for k, v in vars(args).items()}
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        step = ckpt["step"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        print(f"resumed from {ckpt_path} at step {step}", flush=True)
+
+    train_clips = load_split(args.data, "train", args.max_train_clips)
+    val_clips = load_split(args.data, "val", args.val_clips)
+    batcher = Batcher(train_clips, args.batch, args.frames, args.seed)
+    print(f"{count_parameters(model)} parameters; {len(train_clips)} train clips, {len(val_clips)} val clips",
+          flush=True)
+    log = open(run / "log.jsonl", "a")
+    warm = 8 * HOP  # loss ignores the zero-state start of each segment
+
+    def save(path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "torch_rng": torch.get_rng_state(), "config": config}, tmp)
+        tmp.replace(path)
+
+    t0 = time.time()
+    running: dict[str, float] = {}
+    while step < args.steps:
+        lr = lr_at(step, args.steps, args.lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        sr, x, y = batcher.get(step)
+        est = run_offline(model, x)
+        loss, terms = loss_fn(est[:, warm:], y[:, warm:], sr)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        opt.step()
+        step += 1
+        for k, v in {**terms, "loss": float(loss), "grad": grad_norm}.items():
+            running[k] = running.get(k, 0.0) + v
+        if step % 50 == 0:
+            entry = {"step": step, "lr": lr, "elapsed_s": round(time.time() - t0, 1),
+                     **{k: round(v / 50, 5) for k, v in running.items()},
+                     "gate": [round(float(g), 4) for g in model.gate]}
+            running = {}
+            print(json.dumps(entry), flush=True)
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+        if step % args.checkpoint_every == 0 or step == args.steps:
+            save(ckpt_path)
+        if step % args.validate_every == 0 or step == args.steps:
+            val = validate(model, val_clips)
+            entry = {"step": step, "validation": val}
+            print(json.dumps({"step": step, "val_mean_mp3_hf_ratio": round(val["mean_mp3_hf_ratio"], 4),
+                              **{k: {s: {b: round(x, 3) for b, x in v[s].items()} for s in ("model", "input")}
+                                 for k, v in val.items() if k in ("mp3_128", LOSSLESS, "mp3_320")}}), flush=True)
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+    save(run / f"final.pt")
+    print(f"done: {step} steps in {time.time() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
