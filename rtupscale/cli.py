@@ -238,9 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rtupscale.config import ConfigError
-    from rtupscale.fileio import FileModeError
-    from rtupscale.model.contract import ModelError
+    from rtupscale.errors import UserError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -250,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return args.func(args)
-    except (ModelError, FileModeError, ConfigError) as e:
+    except UserError as e:
         print(f"rtupscale {args.command}: {e}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:

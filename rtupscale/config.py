@@ -18,11 +18,13 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from rtupscale.errors import UserError
+
 BASE_RATES = (44100, 48000)
 PROVIDERS = ("auto", "cuda", "cpu")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """Raised with every problem found; ``errors`` holds one line per problem."""
 
     def __init__(self, errors: list[str], source: str = "config"):

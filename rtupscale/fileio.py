@@ -22,6 +22,7 @@ from rtupscale import FACTOR
 from rtupscale.config import Config
 from rtupscale.dsp.dither import tpdf_dither
 from rtupscale.engine import Engine
+from rtupscale.errors import UserError
 
 log = logging.getLogger("rtupscale.file")
 
@@ -31,7 +32,7 @@ SUBTYPES = {"16": ("PCM_16", 16), "24": ("PCM_24", 24), "float": ("FLOAT", None)
 BYPASS_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000, 88200, 96000)
 
 
-class FileModeError(Exception):
+class FileModeError(UserError):
     """A user-facing file-mode problem; its message is one line."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rtupscale import FACTOR
+from rtupscale.errors import UserError
 
 CONTRACT_VERSION = 1
 AUDIO_IN = "audio_in"
@@ -24,7 +25,7 @@ CHANNELS_AXIS = "channels"
 _PREFIX = "rtupscale."
 
 
-class ModelError(ValueError):
+class ModelError(UserError, ValueError):
     """A model file that cannot be used: missing, corrupt, or not matching the contract."""
 
 
