@@ -111,6 +111,7 @@ class RateAdjuster:
     """
 
     HISTORY = 3  # samples kept from the previous block: x[i-1] .. x[i+2] around a position
+    HISTORY_DELAY = 2  # output lags input by this many samples
 
     def __init__(self, channels: int, max_block: int, max_deviation: float = 0.01):
         if channels < 1 or max_block < 1 or not (0 < max_deviation < 0.5):
@@ -141,6 +142,11 @@ class RateAdjuster:
     @property
     def max_out(self) -> int:
         return self._max_out
+
+    @property
+    def out_buffer(self) -> np.ndarray:
+        """The whole output buffer ``[max_out, channels]``; ``process`` returns a prefix of it."""
+        return self._out
 
     def process(self, block: np.ndarray, step: float) -> np.ndarray:
         c, m = block.shape

@@ -1,0 +1,196 @@
+"""Drift control: a simulated hour with a playback clock 500 ppm fast, and one 500 ppm slow.
+
+The real Pipeline (rings, engine, drift controller, rate adjuster) is driven by simulated
+callbacks: the capture device delivers 384-frame chunks at exactly 44100 Hz, the playback
+device takes 1536-frame chunks at 176400 Hz * (1 +- 500e-6), and the worker wakes every
+5 ms of simulated time. The signal is a sine, so its own largest sample-to-sample step is
+known; the output may never step further than that.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import numpy as np
+import pytest
+
+from rtupscale import FACTOR
+from rtupscale.audio.drift import DriftController, RateAdjuster
+from rtupscale.audio.pipeline import Pipeline
+from rtupscale.audio.rings import FrameRing, cbuffer
+from rtupscale.dsp.interp import LATENCY
+
+RATE = 44100
+OUT_RATE = FACTOR * RATE
+BLOCK = 1024
+CAP_CHUNK = 384
+PLAY_CHUNK = 1536
+WAKE_S = 0.005
+PREFILL = int(0.030 * OUT_RATE)
+PERIOD = 64  # the sine: 44100 / 64 = 689 Hz, an integer period at the capture rate
+AMP = 0.5
+SETTLE_S = 120.0
+BAND_FRAMES = int(0.0015 * OUT_RATE)  # the smoothed level must stay within +-1.5 ms of target
+
+
+class ToneEngine:
+    """A perfect x4 upsampler for the test sine (it continues the sine at 4x the rate),
+    with the engine contract the Pipeline needs. The real engine is not under test here,
+    and its cost would make a simulated hour take minutes."""
+
+    def __init__(self, channels: int, block: int):
+        self.latency = LATENCY
+        self.resets = 0
+        n = FACTOR * PERIOD
+        self._table = (AMP * np.sin(2 * np.pi * np.arange(n) / n)).astype(np.float32)
+        self._idx = np.zeros(FACTOR * block, np.intp)
+        self._base = np.arange(FACTOR * block)
+        self._phase = 0
+        self._out = np.zeros((channels, FACTOR * block), np.float32)
+
+    def process(self, block):
+        n = FACTOR * PERIOD
+        np.add(self._base, self._phase, out=self._idx)
+        np.remainder(self._idx, n, out=self._idx)
+        np.take(self._table, self._idx, out=self._out[0])
+        self._out[1:] = self._out[0]
+        self._phase = (self._phase + self._out.shape[1]) % n
+        return self._out
+
+    def request_reset(self):
+        self.resets += 1
+
+
+def simulate(ppm: float, seconds: float, control: bool = True) -> dict:
+    channels = 1
+    cap_ring = FrameRing(channels, 8 * BLOCK)
+    play_ring = FrameRing(channels, 4 * PREFILL + 8 * FACTOR * BLOCK)
+    engine = ToneEngine(channels, BLOCK)
+    pipe = Pipeline(engine, channels, RATE, BLOCK, cap_ring, play_ring, PREFILL)
+    pipe.prefill()
+    if not control:
+        pipe.drift.update = lambda level, dt: 1.0
+
+    table = (AMP * np.sin(2 * np.pi * np.arange(PERIOD) / PERIOD)).astype(np.float32)
+    chunk_idx = np.zeros(CAP_CHUNK, np.intp)
+    base_idx = np.arange(CAP_CHUNK)
+    cap_buf = np.zeros((CAP_CHUNK, channels), np.float32)
+    cap_c = cbuffer(cap_buf)
+    play_buf = np.zeros((PLAY_CHUNK, channels), np.float32)
+    play_c = cbuffer(play_buf)
+    own_step = 2 * AMP * math.sin(math.pi / (PERIOD * FACTOR))  # the sine's largest step at 4x
+
+    cap_period = CAP_CHUNK / RATE
+    play_period = PLAY_CHUNK / (OUT_RATE * (1 + ppm * 1e-6))
+    events = [(cap_period, 0), (play_period, 1), (WAKE_S, 2)]
+    cap_phase = 0
+    last = 0.0
+    max_step = 0.0
+    underflows = overflows = 0
+    underflow_times = []
+    corr_sum = 0.0
+    corr_n = 0
+    min_ema, max_ema = math.inf, -math.inf
+    ratios = []
+    started = False  # the first samples out are the prefill's silence, then the fade-in of the filter
+    while True:
+        t, kind = heapq.heappop(events)
+        if t > seconds:
+            break
+        if kind == 0:
+            np.add(base_idx, cap_phase, out=chunk_idx)
+            np.remainder(chunk_idx, PERIOD, out=chunk_idx)
+            np.take(table, chunk_idx, out=cap_buf[:, 0])
+            cap_phase = (cap_phase + CAP_CHUNK) % PERIOD
+            if cap_ring.write(cap_c, CAP_CHUNK) < CAP_CHUNK:
+                overflows += 1
+            heapq.heappush(events, (t + cap_period, 0))
+        elif kind == 1:
+            if pipe.counters.blocks == 0:  # the daemon arms playback with the first block
+                heapq.heappush(events, (t + play_period, 1))
+                continue
+            got = play_ring.read(play_c, PLAY_CHUNK)
+            if got < PLAY_CHUNK:
+                underflows += 1
+                underflow_times.append(round(t, 3))
+            x = play_buf[:got, 0]
+            if started and got:
+                max_step = max(max_step, abs(float(x[0]) - last), float(np.abs(np.diff(x)).max()))
+            if got:
+                last = float(x[-1])
+            started = True
+            heapq.heappush(events, (t + play_period, 1))
+        else:
+            pipe.sample_levels(t)
+            while pipe.step():
+                if t > SETTLE_S:  # the ratio each block was resampled with
+                    corr_sum += pipe.step_ratio - 1.0
+                    corr_n += 1
+            if t > SETTLE_S:
+                ema = pipe.drift.state.level_ema
+                min_ema, max_ema = min(min_ema, ema), max(max_ema, ema)
+            if int(t / 60) != int((t - WAKE_S) / 60):
+                ratios.append(pipe.step_ratio)
+            heapq.heappush(events, (t + WAKE_S, 2))
+    return dict(
+        underflows=underflows,
+        overflows=overflows,
+        min_ema=min_ema,
+        max_ema=max_ema,
+        max_step=max_step,
+        own_step=own_step,
+        resets=engine.resets,
+        late_skips=pipe.counters.late_skips,
+        playback_full=pipe.counters.playback_full,
+        mean_correction_ppm=1e6 * corr_sum / max(corr_n, 1),
+        underflow_times=underflow_times,
+        ratios=ratios,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ppm", [500.0, -500.0])
+def test_simulated_hour_holds_the_level_without_steps(ppm):
+    r = simulate(ppm, 3600.0)
+    assert r["underflows"] == 0 and r["overflows"] == 0, r
+    assert r["late_skips"] == 0 and r["playback_full"] == 0 and r["resets"] == 0, r
+    assert PREFILL - BAND_FRAMES <= r["min_ema"] and r["max_ema"] <= PREFILL + BAND_FRAMES, (
+        f"level left target {PREFILL} +- {BAND_FRAMES}: {r['min_ema']:.0f} .. {r['max_ema']:.0f}"
+    )
+    # The controller found the clock ratio: a fast playback clock takes more frames, so we
+    # make more output per input (step < 1), a correction of about -ppm on average.
+    assert r["mean_correction_ppm"] == pytest.approx(-ppm, abs=10), r["mean_correction_ppm"]
+    assert r["max_step"] <= 1.01 * r["own_step"], (r["max_step"], r["own_step"])
+
+
+def test_without_drift_control_the_same_clocks_run_dry():
+    """The check above can fail: with the ratio pinned at 1, 500 ppm drains the cushion."""
+    r = simulate(500.0, 120.0, control=False)
+    assert r["underflows"] > 0
+
+
+def test_rate_adjuster_is_exact_at_unity():
+    ra = RateAdjuster(2, 512)
+    x = np.random.default_rng(0).standard_normal((2, 512 * 8)).astype(np.float32)
+    y = np.concatenate([ra.process(x[:, i * 512:(i + 1) * 512], 1.0).copy() for i in range(8)])
+    assert y.shape == (512 * 8, 2)
+    np.testing.assert_array_equal(y[RateAdjuster.HISTORY_DELAY:].T, x[:, : -RateAdjuster.HISTORY_DELAY])
+
+
+def test_rate_adjuster_resamples_a_tone_cleanly():
+    fs, f, step = OUT_RATE, 10000.0, 1.0 + 800e-6
+    x = np.sin(2 * np.pi * f * np.arange(2048 * 50) / fs).astype(np.float32)[None]
+    ra = RateAdjuster(1, 2048)
+    y = np.concatenate([ra.process(x[:, i * 2048:(i + 1) * 2048], step)[:, 0].copy() for i in range(50)])
+    assert abs(len(y) - 2048 * 50 / step) <= 2
+    ref = np.sin(2 * np.pi * f * (np.arange(len(y)) * step - RateAdjuster.HISTORY_DELAY) / fs)
+    err = np.abs(y[8:] - ref[8:]).max()
+    assert 20 * np.log10(err) < -55, err
+
+
+def test_controller_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="rate"):
+        DriftController(0, 100)
+    with pytest.raises(ValueError, match="step"):
+        RateAdjuster(1, 16).process(np.zeros((1, 16), np.float32), 1.5)
