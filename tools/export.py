@@ -1,0 +1,207 @@
+"""Export a trained checkpoint to an rtupscale model (docs/model-contract.md) and prove it.
+
+Usage::
+
+    .venv/bin/python -m tools.export runs/main/final.pt models/rtupscale-restore-v1.onnx
+
+Steps, each of which fails the export (non-zero exit, the file removed) rather than warns:
+
+1. ``torch.onnx.export`` (TorchScript exporter, opset 17) with the contract's names
+   (``audio_in``, ``audio_out``, ``state_in_*`` -> ``state_out_*``) and dynamic channel and
+   frame axes; IR version set to ``IR_VERSION`` (onnxruntime 1.31 reads <= 13);
+2. the contract metadata, then ``onnx.checker.check_model``;
+3. parity: onnxruntime (one thread) against PyTorch over many consecutive blocks with the
+   state carried, at two block sizes, each compared with one offline PyTorch call over the
+   whole signal: max abs difference must be <= ``TOLERANCE``;
+4. the runtime's own loader, ``rtupscale.model.runner.ModelRunner``, reads the file
+   (metadata and graph checked against the contract) and streams the same signal in
+   blocks of 256: it must agree with PyTorch too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from tools.model import FACTOR, HOP, LATENCY, STATE_NAMES, Restorer, count_parameters
+
+IR_VERSION = 10
+OPSET = 17
+TOLERANCE = 1e-4
+SAMPLE_RATES = (44100, 48000)
+PARITY_BLOCKS = (128, 512)
+
+
+class ExportError(RuntimeError):
+    """The exported model does not match PyTorch or the contract."""
+
+
+def load_checkpoint(path: str | Path) -> tuple[Restorer, dict]:
+    """A ``Restorer`` from a ``tools.train`` checkpoint, in eval mode, and the checkpoint's config."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    config = ckpt.get("config", {})
+    model = Restorer(config.get("hidden", 192), config.get("layers", 2))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model, {**config, "step": ckpt.get("step")}
+
+
+def metadata(model: Restorer, name: str, description: str) -> dict[str, str]:
+    shapes = model.state_shapes("channels")
+    states = [{"in": f"state_in_{n}", "out": f"state_out_{n}", "shape": list(shapes[n])} for n in STATE_NAMES]
+    return {
+        "rtupscale.contract": "1",
+        "rtupscale.kind": "stateful",
+        "rtupscale.sample_rates": ",".join(str(r) for r in SAMPLE_RATES),
+        "rtupscale.factor": str(FACTOR),
+        "rtupscale.block_multiple": str(HOP),
+        "rtupscale.latency": str(LATENCY),
+        "rtupscale.state": json.dumps(states),
+        "rtupscale.name": name,
+        "rtupscale.description": description,
+    }
+
+
+def export_onnx(model: Restorer, path: str | Path, name: str, description: str) -> None:
+    """Write ``path`` (steps 1 and 2 of the module docstring)."""
+    channels, frames = 2, 4 * HOP
+    example = (torch.zeros(channels, frames), *model.initial_state(channels))
+    inputs = ["audio_in"] + [f"state_in_{n}" for n in STATE_NAMES]
+    outputs = ["audio_out"] + [f"state_out_{n}" for n in STATE_NAMES]
+    shapes = model.state_shapes("channels")
+    dynamic = {"audio_in": {0: "channels", 1: "frames"}, "audio_out": {0: "channels", 1: "frames_out"}}
+    for n in STATE_NAMES:
+        axis = shapes[n].index("channels")
+        dynamic[f"state_in_{n}"] = {axis: "channels"}
+        dynamic[f"state_out_{n}"] = {axis: "channels"}
+    with torch.no_grad():
+        torch.onnx.export(model, example, str(path), input_names=inputs, output_names=outputs,
+                          dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+    proto = onnx.load(str(path))
+    proto.ir_version = IR_VERSION
+    onnx.helper.set_model_props(proto, metadata(model, name, description))
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def parity_signal(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Stereo test signal: tones, noise bursts and clicks at a music-like level. ``[2, n]`` float32."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr) // (max(PARITY_BLOCKS) * 2) * (max(PARITY_BLOCKS) * 2)
+    t = np.arange(n) / sr
+    x = np.zeros((2, n))
+    for c in range(2):
+        for f in rng.uniform(100, 15000, 6):
+            x[c] += 0.05 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3))
+        env = (np.sin(2 * np.pi * rng.uniform(1, 4) * t) > 0.5).astype(float)
+        x[c] += 0.1 * rng.standard_normal(n) * env
+        x[c, rng.integers(0, n, 10)] += 0.5
+    return x.astype(np.float32)
+
+
+def torch_offline(model: Restorer, x: np.ndarray) -> np.ndarray:
+    """One PyTorch call over the whole signal from zero state. ``[C, n] -> [C, 4n]``."""
+    with torch.no_grad():
+        out, *_ = model(torch.from_numpy(x), *model.initial_state(x.shape[0]))
+    return out.numpy()
+
+
+def ort_blocks(session: ort.InferenceSession, x: np.ndarray, block: int, shapes: dict) -> np.ndarray:
+    """onnxruntime over consecutive blocks with every state carried. ``[C, n] -> [C, 4n]``."""
+    c, n = x.shape
+    state = {f"state_in_{k}": np.zeros(tuple(c if d == "channels" else d for d in s), np.float32)
+             for k, s in shapes.items()}
+    out = []
+    for i in range(0, n, block):
+        result = session.run(None, {"audio_in": x[:, i:i + block], **state})
+        out.append(result[0])
+        state = {f"state_in_{k}": v for k, v in zip(STATE_NAMES, result[1:])}
+    return np.concatenate(out, axis=1)
+
+
+def check_parity(model: Restorer, path: str | Path, seconds: float = 3.0) -> dict[str, float]:
+    """Step 3. Returns ``{"block_<N>": max_abs_diff}``; raises ``ExportError`` above ``TOLERANCE``."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = parity_signal(44100, seconds)
+    reference = torch_offline(model, x)
+    if not np.any(reference):
+        raise ExportError("PyTorch output is all zeros: nothing to compare")
+    diffs = {}
+    for block in PARITY_BLOCKS:
+        got = ort_blocks(session, x, block, model.state_shapes("channels"))
+        diffs[f"block_{block}"] = float(np.max(np.abs(got - reference)))
+    # Mono (a batch of one) must give channel 0's output: channels are independent.
+    got = ort_blocks(session, x[:1], PARITY_BLOCKS[0], model.state_shapes("channels"))
+    diffs["mono"] = float(np.max(np.abs(got - reference[:1])))
+    bad = {k: v for k, v in diffs.items() if not v <= TOLERANCE}
+    if bad:
+        raise ExportError(f"onnxruntime and PyTorch disagree: max abs diff {bad} > {TOLERANCE}")
+    return diffs
+
+
+def check_runtime(model: Restorer, path: str | Path, block: int = 256, seconds: float = 2.0) -> float:
+    """Step 4: load through the runtime's contract checks and stream. Returns max abs diff."""
+    from rtupscale.model.runner import ModelRunner
+
+    runner = ModelRunner(path, provider="cpu", threads=1)
+    if runner.latency != LATENCY:
+        raise ExportError(f"runtime reads latency {runner.latency}, the model has {LATENCY}")
+    x = parity_signal(48000, seconds, seed=1)
+    x = x[:, : x.shape[1] // block * block]
+    stream = runner.stream(2, block)
+    out = np.concatenate([stream.process(x[:, i:i + block]).copy() for i in range(0, x.shape[1], block)], axis=1)
+    diff = float(np.max(np.abs(out - torch_offline(model, x))))
+    if not diff <= TOLERANCE:
+        raise ExportError(f"the runtime's stream and PyTorch disagree: max abs diff {diff} > {TOLERANCE}")
+    return diff
+
+
+def export_and_check(model: Restorer, path: str | Path, name: str, description: str) -> dict:
+    """Steps 1-4; on any failure the file is removed and the error raised."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        export_onnx(model, path, name, description)
+        report = {"parity": check_parity(model, path), "runtime_block_256": check_runtime(model, path)}
+    except Exception:
+        path.unlink(missing_ok=True)
+        raise
+    report["bytes"] = path.stat().st_size
+    report["parameters"] = count_parameters(model)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("checkpoint", help="a tools.train checkpoint (.pt)")
+    parser.add_argument("output", help="the .onnx file to write")
+    parser.add_argument("--name", default="rtupscale-restore-v1")
+    parser.add_argument("--description", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    model, config = load_checkpoint(args.checkpoint)
+    description = args.description or (
+        f"STFT-domain spectral folding with a GRU envelope ({count_parameters(model)} parameters, "
+        f"hidden {model.hidden} x {model.layers}); trained {config.get('step')} steps on procedural, "
+        f"fluidsynth GM and espeak-ng audio through MP3/AAC/Opus")
+    try:
+        report = export_and_check(model, args.output, args.name, description)
+    except Exception as e:
+        print(f"export failed: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps({"output": args.output, **report}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
