@@ -73,7 +73,7 @@ def bench_case(runner: ModelRunner, block: int, seconds: float, rate: int) -> di
 def format_table(records: list[dict]) -> str:
     cols = ["provider", "model", "block", "median_ms", "p99_ms", "max_ms", "rtf", "p99_rtf", "rss_mib"]
     rows = [[str(r[c]) for c in cols] for r in records]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(cols)]
     line = lambda vals: "  ".join(v.rjust(w) if i >= 2 else v.ljust(w) for i, (v, w) in enumerate(zip(vals, widths)))
     return "\n".join([line(cols), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
