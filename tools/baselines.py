@@ -22,8 +22,9 @@ def folding_exciter(x: np.ndarray, sr: int) -> np.ndarray:
 
     Args:
         x: ``[frames]`` or ``[channels, frames]`` float audio at ``sr`` Hz.
-        sr: sample rate in Hz (the shift is a whole number of bins only approximately:
-            the nearest bin is used, ``round(8000 * N_FFT / sr)`` bins).
+        sr: sample rate in Hz. The shift is the multiple of 4 bins nearest 8 kHz (8010 Hz
+            at 44.1 kHz, 7969 Hz at 48 kHz): with a hop of a quarter frame, a shift of 4k
+            bins keeps each copied bin's phase advance, so a tone is copied as a tone.
 
     Returns:
         the same shape and dtype float32.
@@ -44,7 +45,7 @@ def folding_exciter(x: np.ndarray, sr: int) -> np.ndarray:
     idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
     spec = np.fft.rfft(xp[:, idx] * window, axis=-1)  # [channels, frames, bins]
     freqs = np.fft.rfftfreq(N_FFT, 1.0 / sr)
-    shift = int(round(SHIFT_HZ * N_FFT / sr))
+    shift = 4 * int(round(SHIFT_HZ * N_FFT / sr / 4))
     src = np.nonzero((freqs >= SOURCE_BAND_HZ[0]) & (freqs < SOURCE_BAND_HZ[1]))[0]
     dst = src + shift
     keep = dst < len(freqs)

@@ -17,8 +17,10 @@ Per hop of ``HOP`` = 128 input samples (2.9 ms at 44.1 kHz):
 So above the base Nyquist the output is exactly the clean interpolation of the restored
 signal, and with ``gate = 0`` (the initial value) the residual is exactly zero: an
 untrained model equals the bypass path delayed by ``HOP``. Nothing below ``BAND_START``
-(9.6 kHz at 44.1 kHz, 10.5 kHz at 48 kHz) is written, apart from the synthesis window's
-leakage.
+(13.8 kHz at 44.1 kHz, 15 kHz at 48 kHz) is written, apart from the synthesis window's
+leakage: the codecs in the dataset keep at least 15.3 kHz (LAME at 96 kbps), so the band
+they kept stays as it was. Three fold shifts (5.5, 8.3, 11 kHz at 44.1 kHz) give a source
+below the codec's cutoff for every output bin at every bitrate.
 
 Latency: ``HOP`` (the overlap-add needs the next frame) + ``interp.LATENCY`` (72, the
 linear-phase interpolator's lookahead, the same as the bypass path) = 200 input samples,
@@ -44,8 +46,8 @@ from rtupscale.dsp import interp
 HOP = 128
 WINDOW = 2 * HOP
 N_BINS = HOP + 1
-BAND_START = 56
-SHIFTS = (40, 56)
+BAND_START = 80
+SHIFTS = (32, 48, 64)
 N_BAND = N_BINS - BAND_START
 FACTOR = 4
 INTERP_TAPS = interp.design_interpolator().shape[0]

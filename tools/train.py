@@ -12,9 +12,9 @@ folder, picked up automatically). One thread (``torch.set_num_threads(1)``).
 Loss (base rate; the x4 interpolation is fixed and linear, so it is left out of training):
 a log-spectral distance, the same per-frame form as the evaluation's LSD, at three STFT
 resolutions (512, 1024, 2048), on two bands: 16 kHz to 0.95 x Nyquist (the band the codec
-removed) and from the model's first bin (9.6/10.5 kHz) to 16 kHz (partly kept by the codec:
+removed) and from the model's first bin (13.8/15 kHz) to 16 kHz (partly kept by the codec:
 this term keeps the model from adding what is already there). Below ``BAND_START`` the
-model cannot write, so the low band stays faithful by construction. 10 % of the batch
+model cannot write, so the low band stays faithful by construction. 15 % of the batch
 items are lossless (input = target), which teaches the model to add nothing then.
 """
 
@@ -32,7 +32,7 @@ import soundfile as sf
 import torch
 
 from rtupscale.dsp import metrics
-from tools.model import HOP, Restorer, count_parameters
+from tools.model import BAND_START, HOP, Restorer, count_parameters
 
 LOSSLESS = "lossless"
 
@@ -66,7 +66,7 @@ class Batcher:
     All items of one batch share a sample rate (so the loss bands are the same bins).
     """
 
-    def __init__(self, clips: list[dict], batch: int, frames: int, seed: int, lossless_prob: float = 0.1):
+    def __init__(self, clips: list[dict], batch: int, frames: int, seed: int, lossless_prob: float = 0.15):
         if frames % HOP:
             raise ValueError(f"segment frames {frames} must be a multiple of the hop {HOP}")
         self.by_rate: dict[int, list[dict]] = {}
@@ -118,7 +118,7 @@ RESOLUTIONS = (512, 1024, 2048)
 def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int) -> tuple[torch.Tensor, dict]:
     """Returns ``(total, {term: value})``; see the module docstring."""
     top = metrics.TOP_FRACTION * sr / 2
-    band_start_hz = 56 * sr / (2 * HOP)
+    band_start_hz = BAND_START * sr / (2 * HOP)
     hf = sum(band_lsd(est, ref, sr, n, metrics.HF_EDGE_HZ, top) for n in RESOLUTIONS) / len(RESOLUTIONS)
     mid = sum(band_lsd(est, ref, sr, n, band_start_hz, metrics.HF_EDGE_HZ) for n in RESOLUTIONS) / len(RESOLUTIONS)
     total = hf + mid

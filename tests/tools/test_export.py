@@ -1,0 +1,86 @@
+"""Export: a tiny model trained for a few steps exports, matches PyTorch in onnxruntime
+over carried-state blocks, and loads through the runtime; mismatches fail the export."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from rtupscale.dsp import interp
+from tools import export, train
+from tools.model import HOP, LATENCY, Restorer
+
+
+def _tiny_trained(steps=5, seed=0):
+    torch.manual_seed(seed)
+    model = Restorer(hidden=16, layers=1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        clean = torch.from_numpy((0.1 * rng.standard_normal((2, HOP * 24))).astype(np.float32))
+        spec = torch.fft.rfft(clean)
+        spec[:, spec.shape[1] * 3 // 4:] = 0  # a crude "codec": no top quarter of the band
+        degraded = torch.fft.irfft(spec, clean.shape[1])
+        loss, _ = train.loss_fn(train.run_offline(model, degraded), clean, 44100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    assert float(model.gate.abs().sum()) > 0, "training did not move the gate: the test would prove nothing"
+    return model
+
+
+def test_tiny_model_exports_and_passes_parity_and_runtime(tmp_path):
+    model = _tiny_trained()
+    path = tmp_path / "tiny.onnx"
+    report = export.export_and_check(model, path, "tiny", "test model")
+    assert all(v <= export.TOLERANCE for v in report["parity"].values())
+    assert report["runtime_block_256"] <= export.TOLERANCE
+    proto = onnx.load(str(path))
+    assert proto.ir_version <= 13
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["rtupscale.kind"] == "stateful"
+    assert meta["rtupscale.latency"] == str(LATENCY)
+    assert meta["rtupscale.block_multiple"] == str(HOP)
+    states = json.loads(meta["rtupscale.state"])
+    assert [s["in"] for s in states] == [f"state_in_{n}" for n in ("frames", "gru", "ola", "interp")]
+    assert all(s["shape"].count("channels") == 1 for s in states)
+
+
+def test_parity_check_fails_when_onnx_and_torch_disagree(tmp_path):
+    model = _tiny_trained()
+    path = tmp_path / "tiny.onnx"
+    export.export_onnx(model, path, "tiny", "test model")
+    with torch.no_grad():
+        model.gate.mul_(1.5)  # the file no longer matches the PyTorch model
+    with pytest.raises(export.ExportError, match="disagree"):
+        export.check_parity(model, path)
+
+
+def test_dropping_the_state_breaks_parity(tmp_path):
+    model = _tiny_trained()
+    path = tmp_path / "tiny.onnx"
+    export.export_onnx(model, path, "tiny", "test model")
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = export.parity_signal(44100, 0.5)
+    reference = export.torch_offline(model, x)
+    shapes = model.state_shapes("channels")
+    zero = {f"state_in_{k}": np.zeros(tuple(2 if d == "channels" else d for d in s), np.float32)
+            for k, s in shapes.items()}
+    out = np.concatenate([session.run(None, {"audio_in": x[:, i:i + 256], **zero})[0]
+                          for i in range(0, x.shape[1], 256)], axis=1)
+    assert np.max(np.abs(out - reference)) > 1e-2
+
+
+def test_untrained_model_is_the_bypass_interpolation_delayed_by_one_hop():
+    model = Restorer(hidden=16, layers=1).eval()
+    x = export.parity_signal(48000, 0.2)
+    out = export.torch_offline(model, x)
+    bypass = interp.Interpolator(2, x.shape[1])
+    delayed = np.concatenate([np.zeros((2, HOP), np.float32), x[:, :-HOP]], axis=1)
+    expected = bypass.process(delayed)
+    np.testing.assert_allclose(out, expected, atol=1e-6)
