@@ -99,3 +99,42 @@ def test_cuda_request_falls_back_with_reason(fir_model, caplog):
         runner = ModelRunner(fir_model, provider="cuda")
     assert runner.provider == "cpu"
     assert any("CUDA is unavailable" in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("blocks_before", [3, 4])
+def test_snapshot_after_odd_and_even_block_counts(fir_model, noise, blocks_before):
+    """The ping-pong phase flips every block; a snapshot must read the live buffer set."""
+    stream = ModelRunner(fir_model).stream(2, 256)
+    for i in range(blocks_before):
+        stream.process(noise[:, i * 256:(i + 1) * 256])
+    snap = stream.snapshot()
+    tail = noise[:, 2048:2048 + 4 * 256]
+    first = run_blocks(stream.process, tail, 256)
+    other = ModelRunner(fir_model).stream(2, 256)
+    other.process(noise[:, :256])  # put it in the opposite phase
+    other.restore(snap)
+    assert np.array_equal(run_blocks(other.process, tail, 256), first)
+
+
+def test_each_stream_gets_its_own_graph_ids(fir_model):
+    runner = ModelRunner(fir_model)
+    assert runner.next_graph_ids() != runner.next_graph_ids()
+
+
+def test_auto_without_cuda_picks_cpu_and_says_why(fir_model, caplog):
+    from rtupscale.model.runner import select_runner
+
+    if cuda_unavailable_reason() is None:
+        pytest.skip("CUDA loads here: auto measures instead")
+    with caplog.at_level("INFO", logger="rtupscale.model"):
+        runner = select_runner(fir_model, "auto", threads=1, channels=2, block_size=256)
+    assert runner.provider == "cpu"
+    assert any("model.provider auto: CPU (" in r.message and "CUDA" in r.message for r in caplog.records)
+
+
+def test_threads_capped_at_cores(fir_model):
+    import os
+
+    runner = ModelRunner(fir_model, threads=64)
+    opts = runner.session.get_session_options()
+    assert opts.intra_op_num_threads == min(64, os.cpu_count())
