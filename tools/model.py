@@ -6,7 +6,7 @@ Per hop of ``HOP`` = 128 input samples (2.9 ms at 44.1 kHz):
 2. features: per-bin log power (relative to the frame's mean) and the mean itself;
 3. a 2-layer GRU at frame rate (the only memory beyond one window);
 4. per output bin ``k >= BAND_START`` and per fold source ``s``, a gain
-   ``gate_s * exp(z)`` applied to input bin ``k - SHIFTS[s]`` (spectral folding with a
+   ``10 gate_s * exp(z)`` applied to input bin ``k - SHIFTS[s]`` (spectral folding with a
    learned, time-varying envelope; shifts are even so that, at 50 % overlap, the shifted
    bins keep the phase advance of their new frequency);
 5. synthesis: inverse DFT of the folded bins only, sqrt-Hann window, overlap-add; the
@@ -121,11 +121,12 @@ class Restorer(nn.Module):
         h = F.elu(self.inp(feat))
         h, gru_out = self.gru(h, gru)
         h = F.elu(self.mid(h))
-        z = self.out(h).clamp(-20.0, 3.0)  # [C, M, S * N_BAND]
+        z = self.out(h).clamp(-20.0, 6.0)  # [C, M, S * N_BAND]
         res_re = torch.zeros_like(re[:, :, BAND_START:])
         res_im = torch.zeros_like(res_re)
         for s, shift in enumerate(SHIFTS):
-            g = self.gate[s] * torch.exp(z[:, :, s * N_BAND:(s + 1) * N_BAND])
+            # x10: the gate starts at 0 and reaches useful gains (about 1) in tens of steps.
+            g = (10.0 * self.gate[s]) * torch.exp(z[:, :, s * N_BAND:(s + 1) * N_BAND])
             res_re = res_re + g * re[:, :, BAND_START - shift:N_BINS - shift]
             res_im = res_im + g * im[:, :, BAND_START - shift:N_BINS - shift]
         syn = res_re @ self.idft_cos + res_im @ self.idft_sin  # [C, M, WINDOW]
