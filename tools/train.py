@@ -222,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp.replace(path)
 
     t0 = time.time()
+    first_step = step
     running: dict[str, float] = {}
     while step < args.steps:
         lr = lr_at(step, args.steps, args.lr)
@@ -256,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             log.write(json.dumps(entry) + "\n")
             log.flush()
     save(run / f"final.pt")
-    print(f"done: {step} steps in {time.time() - t0:.0f} s", flush=True)
+    print(f"done: step {step} ({step - first_step} steps this run) in {time.time() - t0:.0f} s", flush=True)
     return 0
 
 
