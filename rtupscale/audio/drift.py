@@ -143,6 +143,12 @@ class RateAdjuster:
     def max_out(self) -> int:
         return self._max_out
 
+    def take_state(self, other: "RateAdjuster") -> None:
+        """Continue another adjuster's stream (its history and read phase)."""
+        h = self.HISTORY
+        self._buf[:, :h] = other._buf[:, :h]
+        self._t = other._t
+
     @property
     def out_buffer(self) -> np.ndarray:
         """The whole output buffer ``[max_out, channels]``; ``process`` returns a prefix of it."""

@@ -16,6 +16,8 @@ from rtupscale import FACTOR
 from rtupscale.audio.drift import DriftController, RateAdjuster
 from rtupscale.audio.rings import FrameRing, cbuffer
 
+HISTORY_FRAMES = 4096
+"""Input frames kept for priming a replacement engine (a reload with a new block size)."""
 TIMING_WINDOW = 8192
 """Processing times of the last this many blocks feed the median / p99 in ``status``."""
 
@@ -69,8 +71,13 @@ class Pipeline:
         self._in_c = cbuffer(self._in_inter)
         self._in_planar = np.zeros((channels, block_size), np.float32)
         self._out_c = cbuffer(self.adjuster.out_buffer)
-        self._zeros = np.zeros((max(self.prefill_frames, 1), channels), np.float32)
+        self._zeros = np.zeros((4096, channels), np.float32)
         self._zeros_c = cbuffer(self._zeros)
+        self._hist = np.zeros((channels, max(HISTORY_FRAMES, block_size)), np.float32)
+        self._fade_total = 0
+        self._fade_left = 0
+        self._fade_k = np.arange(self.adjuster.max_out, dtype=np.float32)
+        self._fade_g = np.zeros(self.adjuster.max_out, np.float32)
         self._times = np.zeros(TIMING_WINDOW, np.float64)
         self.counters = PipelineCounters()
         self.step_ratio = 1.0
@@ -81,11 +88,12 @@ class Pipeline:
         self._avg_tau_s = 2.0
 
     # -- levels -------------------------------------------------------------------
-    def sample_levels(self, now: float) -> None:
+    def sample_levels(self, now: float, playing: bool = True) -> None:
         """Sample both ring levels (call at the worker's wake-ups, which are not tied to the
-        callbacks); feeds the drift controller with the time-weighted playback level."""
-        if self._last_sample_t is None:
-            self._last_sample_t = now
+        callbacks); feeds the drift controller with the time-weighted playback level.
+        Nothing is measured while playback is not armed (start, or refilling)."""
+        if self._last_sample_t is None or not playing:
+            self._last_sample_t = now if playing else None
             return
         dt = now - self._last_sample_t
         if dt <= 0:
@@ -100,9 +108,60 @@ class Pipeline:
 
     def prefill(self) -> None:
         """Top the playback ring up to its target with silence (start, or after an underflow)."""
-        missing = self.prefill_frames - self.playback.fill
-        if missing > 0:
-            self.playback.write(self._zeros_c, min(missing, self.playback.space))
+        missing = min(self.prefill_frames - self.playback.fill, self.playback.space)
+        while missing > 0:
+            n = self.playback.write(self._zeros_c, min(missing, self._zeros.shape[0]))
+            if n == 0:
+                break
+            missing -= n
+
+    def set_target(self, prefill_frames: int) -> None:
+        """A new pre-fill: the drift control moves the level there (no jump, no gap)."""
+        self.prefill_frames = int(prefill_frames)
+        self.drift.target = float(prefill_frames)
+        self.drift.reset_band()
+
+    # -- replacing the pipeline (reload) -------------------------------------------------
+    def adopt(self, old: "Pipeline") -> None:
+        """Continue where ``old`` stops (worker thread, at a block boundary): the drift
+        controller (it holds the clock ratio), counters, level averages and the rate
+        adjuster's phase carry over; the engine is primed with the recent input so that its
+        bypass path continues seamlessly."""
+        self.drift = old.drift
+        self.drift.target = float(self.prefill_frames)
+        self.drift.reset_band()
+        self.counters = old.counters
+        self._times = old._times
+        self.step_ratio = old.step_ratio
+        self.cap_level_avg, self.play_level_avg = old.cap_level_avg, old.play_level_avg
+        self._last_sample_t = old._last_sample_t
+        self.adjuster.take_state(old.adjuster)
+        m = min(self._hist.shape[1], old._hist.shape[1])
+        self._hist[:, -m:] = old._hist[:, -m:]
+        b, hn = self.block_size, self._hist.shape[1]
+        need = 2 * self.engine.latency + 256
+        k = min(hn // b, -(-need // b)) * b
+        for i in range(hn - k, hn, b):
+            np.copyto(self._in_planar, self._hist[:, i:i + b])
+            self.engine.process(self._in_planar)
+
+    # -- fade out (stop) ---------------------------------------------------------------
+    def begin_fade_out(self, frames: int) -> None:
+        self._fade_left = self._fade_total = max(1, int(frames))
+
+    @property
+    def faded(self) -> bool:
+        return self._fade_total > 0 and self._fade_left == 0
+
+    def _apply_fade(self, out: np.ndarray) -> None:
+        n = out.shape[0]
+        g = self._fade_g[:n]
+        # gain (left - k) / total, clipped at 0: a linear ramp down across blocks
+        np.subtract(float(self._fade_left), self._fade_k[:n], out=g)
+        g *= 1.0 / self._fade_total
+        np.clip(g, 0.0, 1.0, out=g)
+        out *= g[:, None]
+        self._fade_left = max(0, self._fade_left - n)
 
     # -- the step -----------------------------------------------------------------
     def step(self) -> bool:
@@ -120,9 +179,16 @@ class Pipeline:
         t0 = time.perf_counter()
         cap.read(self._in_c, self.block_size)
         np.copyto(self._in_planar, self._in_inter.T)
+        b = self.block_size
+        h = self._hist
+        if b < h.shape[1]:
+            h[:, :-b] = h[:, b:]
+        h[:, -b:] = self._in_planar
         y = self.engine.process(self._in_planar)
         out = self.adjuster.process(y, self.step_ratio)
         n = out.shape[0]
+        if self._fade_total:
+            self._apply_fade(out)
         written = self.playback.write(self._out_c, n)  # out is a prefix of out_buffer
         if written < n:
             self.counters.playback_full += n - written

@@ -1,0 +1,165 @@
+"""The two PortAudio streams, through rtmixer: its callback is C, runs without the GIL, and
+only copies between the device and our rings.
+
+rtmixer's ring-buffer actions end themselves: the playback action when its ring cannot fill
+a whole callback (an underflow of our ring), the record action when its ring is full. The
+worker checks them between blocks (:meth:`LiveStreams.poll`) and re-arms. PortAudio's own
+xrun flags are counted by the callback and fetched with ``fetch_and_reset_stats``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import rtmixer
+
+from rtupscale import FACTOR
+from rtupscale.audio.devices import Endpoint
+from rtupscale.audio.rings import FrameRing
+
+log = logging.getLogger("rtupscale.audio")
+
+CLIENT_PROPS = "application.name=rtupscale media.role=music application.icon_name=audio-card"
+
+
+@dataclass
+class XrunCounters:
+    """Counted from PortAudio's callback flags and from our rings' ends."""
+
+    input_overflows: int = 0  # PortAudio: capture data lost before our callback
+    output_underflows: int = 0  # PortAudio: the device played a gap
+    capture_ring_full: int = 0  # our capture ring overflowed (the worker stalled)
+    playback_ring_empty: int = 0  # our playback ring ran dry (late worker, or drift)
+    callbacks_in: int = 0
+    callbacks_out: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input_overflows + self.output_underflows + self.capture_ring_full + self.playback_ring_empty
+
+
+class LiveStreams:
+    """A capture stream into ``capture`` and a playback stream (4x the rate) from ``playback``.
+
+    Args:
+        capture, playback: where the streams go (see :mod:`rtupscale.audio.devices`).
+        rate: capture rate, Hz.
+        channels: channels of both streams.
+        latency_in_s, latency_out_s: PortAudio's suggested device latencies.
+    """
+
+    def __init__(
+        self,
+        capture: Endpoint,
+        playback: Endpoint,
+        rate: int,
+        channels: int,
+        cap_ring: FrameRing,
+        play_ring: FrameRing,
+        latency_in_s: float,
+        latency_out_s: float,
+    ):
+        self.capture, self.playback = capture, playback
+        self.rate, self.channels = rate, channels
+        self.cap_ring, self.play_ring = cap_ring, play_ring
+        self.latency_in_s, self.latency_out_s = latency_in_s, latency_out_s
+        self.recorder: rtmixer.Recorder | None = None
+        self.mixer: rtmixer.Mixer | None = None
+        self._rec_action = None
+        self._play_action = None
+        self._stats_rec = None
+        self._stats_play = None
+        self.xruns = XrunCounters()
+        self.playing = False
+
+    # -- open / close (main thread) -----------------------------------------------------
+    def open(self) -> None:
+        os.environ["PULSE_PROP"] = CLIENT_PROPS
+        if self.capture.server_name:
+            os.environ["PULSE_SOURCE"] = self.capture.server_name
+        self.recorder = rtmixer.Recorder(
+            device=self.capture.portaudio_device,
+            channels=self.channels,
+            samplerate=self.rate,
+            latency=self.latency_in_s,
+            blocksize=int(os.environ.get("RTU_BSIN", "0")),
+        )
+        if self.playback.server_name:
+            os.environ["PULSE_SINK"] = self.playback.server_name
+        self.mixer = rtmixer.Mixer(
+            device=self.playback.portaudio_device,
+            channels=self.channels,
+            samplerate=FACTOR * self.rate,
+            latency=self.latency_out_s,
+            blocksize=int(os.environ.get("RTU_BSOUT", "0")),
+        )
+
+    def start(self) -> None:
+        """Start both streams and the capture; playback is armed by :meth:`arm_playback`."""
+        assert self.recorder is not None and self.mixer is not None
+        self.mixer.start()
+        self.recorder.start()
+        self._rec_action = self.recorder.record_ringbuffer(self.cap_ring.ring)
+
+    def arm_playback(self) -> None:
+        assert self.mixer is not None
+        self._play_action = self.mixer.play_ringbuffer(self.play_ring.ring)
+        self.playing = True
+
+    def close(self) -> None:
+        for s in (self.recorder, self.mixer):
+            if s is None:
+                continue
+            try:
+                s.abort()
+                s.close()
+            except Exception as e:  # the server went away; the stream is gone either way
+                log.debug("closing stream: %s", e)
+        self.recorder = self.mixer = None
+        self.playing = False
+
+    # -- between blocks (worker thread) ---------------------------------------------------
+    def poll(self) -> tuple[bool, bool]:
+        """(capture ended, playback ended): a ring action that ended itself; re-arms it."""
+        cap_ended = play_ended = False
+        if self._rec_action is not None and self._rec_action not in self.recorder.actions:
+            cap_ended = True
+            self.xruns.capture_ring_full += 1
+            self._rec_action = self.recorder.record_ringbuffer(self.cap_ring.ring)
+        if self.playing and self._play_action not in self.mixer.actions:
+            play_ended = True
+            self.xruns.playback_ring_empty += 1
+            self.playing = False  # the worker re-fills and calls arm_playback()
+        return cap_ended, play_ended
+
+    def collect_stats(self) -> int:
+        """Fetch PortAudio's xrun flags counted since the last call; returns new xruns."""
+        new = 0
+        if self._stats_rec is None:
+            self._stats_rec = self.recorder.fetch_and_reset_stats()
+        elif self._stats_rec not in self.recorder.actions:
+            st = self._stats_rec.stats
+            self.xruns.input_overflows += st.input_overflows
+            self.xruns.callbacks_in += st.blocks
+            new += st.input_overflows
+            self._stats_rec = None
+        if self._stats_play is None:
+            self._stats_play = self.mixer.fetch_and_reset_stats()
+        elif self._stats_play not in self.mixer.actions:
+            st = self._stats_play.stats
+            self.xruns.output_underflows += st.output_underflows
+            self.xruns.callbacks_out += st.blocks
+            new += st.output_underflows
+            self._stats_play = None
+        return new
+
+    def frames_captured(self) -> int:
+        """Frames the capture callback has delivered (progress, for the stall watchdog)."""
+        return int(self._rec_action.done_frames) if self._rec_action is not None else 0
+
+    @property
+    def device_latency_s(self) -> tuple[float, float]:
+        """PortAudio's input and output latency of the open streams, s."""
+        return float(self.recorder.latency), float(self.mixer.latency)

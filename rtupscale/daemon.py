@@ -1,0 +1,657 @@
+"""The live daemon: ``rtupscale run``.
+
+Threads::
+
+    rtmixer callbacks (C, no GIL)   capture -> capture ring        playback ring -> DAC
+    worker (one)                    capture ring -> Engine -> rate adjust -> playback ring;
+                                    re-arms ended ring actions, fetches xrun flags
+    main                            signals (TERM/INT: fade out and stop; HUP: reload),
+                                    systemd notify + watchdog, stall detection, recovery
+                                    with backoff, the rate check, event logging
+    control                         unix socket (status, bypass); optional Prometheus
+
+The worker never logs or waits on a lock: it appends events to a deque that the main
+thread logs. Everything the worker allocates, it allocates when a session or pipeline
+is built, not per block.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rtupscale import FACTOR
+from rtupscale.audio import priority, pulse
+from rtupscale.audio.devices import DeviceError, Endpoint, resolve_capture, resolve_playback
+from rtupscale.audio.pipeline import Pipeline
+from rtupscale.audio.rings import FrameRing
+from rtupscale.audio.streams import LiveStreams
+
+log = logging.getLogger("rtupscale.daemon")
+
+EXIT_OK, EXIT_FAILURE, EXIT_USER = 0, 1, 2
+
+WORKER_POLL_S = 0.001
+"""The worker sleeps this long when no block is waiting (1000 wake-ups/s: a few % of a core)."""
+STATS_EVERY_S = 0.2
+STALL_S = 2.0
+"""No capture callback for this long (or a silent worker) counts as a stall: recover."""
+RECOVER_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)
+RECOVER_GIVE_UP_S = 120.0
+"""Recovery tries this long, then the daemon stops with the reason (exit 1; systemd restarts it)."""
+RATE_CHECK_EVERY_S = 2.0
+DEVICE_LATENCY_S = float(os.environ.get("RTU_DEVLAT", "0.004"))
+DEVICE_LATENCY_OUT_S = float(os.environ.get("RTU_DEVLAT_OUT", str(DEVICE_LATENCY_S)))
+"""PortAudio's suggested latency for both streams. Through the ALSA pulse plugin this sets
+the server-side buffer of each stream; the measured end-to-end figures in the README
+were taken with it."""
+
+
+class StopDaemon(Exception):
+    def __init__(self, reason: str, code: int = EXIT_FAILURE):
+        super().__init__(reason)
+        self.reason, self.code = reason, code
+
+
+@dataclass
+class Routing:
+    """What was chosen and what the server does with it (for logs and ``status``)."""
+
+    server: str = "none"
+    capture: str = ""
+    playback: str = ""
+    rate: int = 0
+    out_rate: int = 0
+    capture_route: str = ""
+    playback_route: str = ""
+    dac_rate: int | None = None
+    resampled: bool | None = None
+    advice: str = ""
+
+
+# ----------------------------------------------------------------------------- session
+class Session:
+    """One opening of the audio path: virtual sink, endpoints, rings, streams, pipeline.
+
+    Built by the main thread; run by the worker thread it starts; torn down by ``close``.
+    """
+
+    def __init__(self, daemon: "Daemon", config, runner, rate: int | None = None):
+        self.d = daemon
+        self.config = config
+        a = config.audio
+        self.channels = a.channels
+        self.sink_module: int | None = None
+        self.routing = Routing()
+        try:
+            server = pulse.server_info()
+        except pulse.SoundServerError as e:
+            server = None
+            log.info("no sound server (%s): using PortAudio devices directly", e)
+        self.server = server
+        if server is not None:
+            self.routing.server = f"{server.name} {server.version}"
+        try:
+            playback = resolve_playback(a.playback, a.virtual_sink, server)
+            if a.capture == "auto":
+                self._create_virtual_sink(a.virtual_sink, a.rate, a.channels)
+            capture = resolve_capture(a.capture, a.virtual_sink, server)
+        except Exception:
+            self._remove_virtual_sink()
+            raise
+        self.capture_ep, self.playback_ep = capture, playback
+        if rate is None:
+            rate = a.rate
+            if capture.server_name and a.capture != "auto" and capture.device_rate in (44100, 48000):
+                rate = capture.device_rate  # a source at 48 kHz is captured at 48 kHz
+        self.rate = rate
+        self.routing.capture, self.routing.playback = str(capture), str(playback)
+        self.routing.rate, self.routing.out_rate = rate, FACTOR * rate
+        lat = config.latency
+        self.engine = daemon.build_engine(config, runner, rate)
+        prefill = int(round(lat.prefill_ms * 1e-3 * FACTOR * rate))
+        block = lat.block_size
+        self.cap_ring = FrameRing(self.channels, max(16 * block, int(0.5 * rate)))
+        self.play_ring = FrameRing(self.channels, 2 * prefill + 16 * FACTOR * block + FACTOR * int(0.25 * rate))
+        self.pipeline = Pipeline(self.engine, self.channels, rate, block, self.cap_ring, self.play_ring, prefill)
+        self.streams = LiveStreams(
+            capture, playback, rate, self.channels, self.cap_ring, self.play_ring, DEVICE_LATENCY_S, DEVICE_LATENCY_OUT_S
+        )
+        self._threads_before = priority.thread_ids()
+        self.audio_thread_priority: list[str] = []
+        try:
+            self.streams.open()
+        except Exception as e:
+            self.close()
+            raise RuntimeError(f"cannot open the audio streams ({capture} -> {playback}): {e}") from e
+        self.worker: threading.Thread | None = None
+        self.stop_worker = False
+        self.heartbeat = time.monotonic()
+        self.last_capture_progress = time.monotonic()
+        self.pending_pipeline: Pipeline | None = None
+        self.fading_out = False
+        self.failure: str | None = None
+        self.started_at = time.monotonic()
+        self.first_audio_at: float | None = None
+
+    # -- virtual sink ----------------------------------------------------------------
+    def _create_virtual_sink(self, name: str, rate: int, channels: int) -> None:
+        stale = pulse.null_sink_module(name)
+        if stale is not None:
+            log.warning("a virtual sink %r is already loaded (module %d, left by a crash?): replacing it", name, stale)
+            pulse.unload_module(stale)
+        self.sink_module = pulse.load_null_sink(name, rate, channels)
+        log.info("virtual sink %r created at %d Hz, %d ch (module %d): set it as the output of your apps", name, rate, channels, self.sink_module)
+
+    def _remove_virtual_sink(self) -> None:
+        if self.sink_module is None:
+            return
+        try:
+            pulse.unload_module(self.sink_module)
+            log.info("virtual sink removed (module %d)", self.sink_module)
+        except pulse.SoundServerError as e:
+            log.info("virtual sink not removed: %s", e)
+        self.sink_module = None
+
+    # -- run ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self.streams.start()
+        self.audio_thread_priority = priority.promote_new_threads(self._threads_before)
+        self.worker = threading.Thread(target=self._work, name="rtupscale-worker", daemon=True)
+        self.worker.start()
+
+    def close(self) -> None:
+        self.stop_worker = True
+        if self.worker is not None and self.worker is not threading.current_thread():
+            self.worker.join(timeout=2.0)
+        self.streams.close()
+        self._remove_virtual_sink()
+
+    def _work(self) -> None:
+        d = self.d
+        d.raise_thread_priority()
+        events = d.events
+        next_stats = time.monotonic() + STATS_EVERY_S
+        streams = self.streams
+        last_callbacks = -1
+        try:
+            while not self.stop_worker:
+                now = time.monotonic()
+                self.heartbeat = now
+                pipe = self.pipeline
+                if self.pending_pipeline is not None and pipe.engine.model_gain == 0.0:
+                    new = self.pending_pipeline
+                    new.adopt(pipe)
+                    self.pipeline = pipe = new
+                    self.engine = new.engine
+                    self.pending_pipeline = None
+                    events.append(("info", f"switched to block {new.block_size}, prefill {new.prefill_frames} frames"))
+                pipe.sample_levels(now, streams.playing)
+                if not streams.playing and self.cap_ring.fill >= pipe.block_size:
+                    if self.first_audio_at is None:
+                        self.first_audio_at = now
+                    pipe.prefill()
+                    streams.arm_playback()
+                while pipe.step():
+                    pass
+                cap_ended, play_ended = streams.poll()
+                if cap_ended:
+                    pipe.engine.request_reset()
+                    events.append(("warning", "capture ring overflowed (the worker fell behind): state reset"))
+                if play_ended and not self.fading_out:
+                    pipe.engine.request_reset()
+                    events.append(("warning", f"playback ring ran dry (level {self.play_ring.fill} frames): refilled, state reset"))
+                if now >= next_stats:
+                    next_stats = now + STATS_EVERY_S
+                    before = streams.xruns.input_overflows + streams.xruns.output_underflows
+                    if streams.collect_stats():
+                        pipe.engine.request_reset()
+                        x = streams.xruns
+                        events.append(("warning", f"device xrun (input overflows {x.input_overflows}, output underflows {x.output_underflows}, was {before}): state reset"))
+                    cb = streams.xruns.callbacks_in
+                    if cb != last_callbacks:
+                        last_callbacks = cb
+                        self.last_capture_progress = now
+                    elif now - self.last_capture_progress > STALL_S and self.failure is None:
+                        self.failure = f"no audio from {self.capture_ep} for {STALL_S:g} s (device gone or server down)"
+                time.sleep(WORKER_POLL_S)
+        except Exception as e:  # a broken session must not kill the daemon: recover instead
+            self.failure = f"worker error: {type(e).__name__}: {e}"
+            events.append(("error", self.failure))
+
+    # -- reporting ---------------------------------------------------------------------
+    def latency_report(self) -> dict:
+        p = self.pipeline
+        try:
+            dev_in, dev_out = self.streams.device_latency_s
+        except Exception:
+            dev_in = dev_out = math.nan
+        buffered = p.buffered_latency_s()
+        block_s = p.block_size / self.rate
+        return {
+            "total_ms": 1e3 * (buffered + block_s + dev_in + dev_out),
+            "block_ms": 1e3 * block_s,
+            "engine_ms": 1e3 * p.engine.latency / self.rate,
+            "capture_ring_ms": 1e3 * p.cap_level_avg / self.rate,
+            "playback_ring_ms": 1e3 * p.play_level_avg / p.out_rate,
+            "prefill_target_ms": 1e3 * p.prefill_frames / p.out_rate,
+            "device_in_ms": 1e3 * dev_in,
+            "device_out_ms": 1e3 * dev_out,
+        }
+
+
+# ----------------------------------------------------------------------------- daemon
+class Daemon:
+    def __init__(self, config, config_path: str | None):
+        self.config = config
+        self.config_path = config_path
+        self.state = "starting"
+        self.stop_reason: str | None = None
+        self.started = time.monotonic()
+        self.events: collections.deque = collections.deque(maxlen=1000)
+        self.session: Session | None = None
+        self.runner = None
+        self.bypass = False
+        self.recoveries = 0
+        self.reloads = 0
+        self.reload_errors = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reload = False
+        self._stop_signal: str | None = None
+        self.control = None
+        self.priority = "normal"
+        self.last_rate_check = 0.0
+        self._prev_counters: dict = {}
+
+    # -- helpers used by sessions ---------------------------------------------------
+    def build_engine(self, config, runner, rate: int):
+        from rtupscale.engine import build_engine
+
+        engine = build_engine(config, config.audio.channels, rate, runner)
+        engine.set_bypass(self.bypass)
+        return engine
+
+    def raise_thread_priority(self) -> None:
+        """SCHED_FIFO for the worker if allowed (root, or an rtprio limit), else a lower nice."""
+        self.priority = priority.promote(0, priority.WORKER_PRIO)
+
+    # -- signals ----------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stop_signal = signal.Signals(signum).name
+            self._stop.set()
+        self._wake.set()
+
+    # -- main ------------------------------------------------------------------------
+    def run(self) -> int:
+        from rtupscale import control, service
+
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, self._on_signal)
+        self.control = control.ControlServer(self, self.config.control)
+        self.control.start()  # refuses to start if another daemon answers on the socket
+        try:
+            self.runner = self._load_runner(self.config)
+            self.session = self._open_session(self.config)
+            self.session.start()
+            self.state = "running"
+            self._log_start()
+            service.sd_notify("READY=1\nSTATUS=running")
+            code = self._main_loop()
+        except StopDaemon as e:
+            self.stop_reason = e.reason
+            log.error("stopping: %s", e.reason)
+            code = e.code
+        finally:
+            self.state = "stopped"
+            service.sd_notify(f"STOPPING=1\nSTATUS=stopped: {self.stop_reason or 'unknown'}")
+            if self.session is not None:
+                self.session.close()
+            self.control.stop()
+        log.info("stopped: %s", self.stop_reason)
+        return code
+
+    def _load_runner(self, config):
+        if config.model_path() is None:
+            log.info("model: none (model.path) - the plain x4 upsampler")
+            return None
+        from rtupscale.cli import load_runner
+
+        return load_runner(config)
+
+    def _open_session(self, config, rate: int | None = None) -> Session:
+        try:
+            return Session(self, config, self.runner, rate)
+        except DeviceError:
+            raise
+        except pulse.SoundServerError as e:
+            raise StopDaemon(f"sound server: {e}") from e
+
+    def _log_start(self) -> None:
+        s = self.session
+        r = s.routing
+        eng = s.engine
+        model = "none (plain x4 upsampler)" if self.runner is None else f"{self.runner.name} on {self.runner.provider}"
+        log.info("sound server: %s", r.server)
+        log.info("capture: %s at %d Hz; playback: %s at %d Hz", r.capture, r.rate, r.playback, r.out_rate)
+        log.info(
+            "model: %s; block %d frames (%.1f ms), prefill %.1f ms, crossfade %.1f ms, engine latency %d frames",
+            model, s.pipeline.block_size, 1e3 * s.pipeline.block_size / s.rate,
+            self.config.latency.prefill_ms, self.config.latency.crossfade_ms, eng.latency,
+        )
+        log.info("control socket %s", self.control.path)
+        log.info("audio threads: %s; worker: %s", ", ".join(s.audio_thread_priority) or "none new", self.priority)
+
+    def _main_loop(self) -> int:
+        from rtupscale import service
+
+        watchdog_s = service.watchdog_interval_s()
+        next_watchdog = 0.0
+        rate_checked = False
+        while True:
+            self._wake.wait(0.25)
+            self._wake.clear()
+            self._drain_events()
+            if self._stop.is_set():
+                self.stop_reason = f"{self._stop_signal or 'stop'} received"
+                self._fade_out()
+                return EXIT_OK
+            if self._reload:
+                self._reload = False
+                self.reload()
+            s = self.session
+            now = time.monotonic()
+            if s.failure is not None:
+                self._recover(s.failure)
+                rate_checked = False
+                continue
+            if now - s.heartbeat > STALL_S:
+                self.state = "stalled"
+            elif self.state == "stalled":
+                self.state = "running"
+            if not rate_checked and s.first_audio_at is not None and now - s.first_audio_at > 0.5:
+                rate_checked = True
+                self.check_rates()
+            if now - self.last_rate_check > RATE_CHECK_EVERY_S and rate_checked:
+                self._check_capture_rate()
+            if watchdog_s and now >= next_watchdog and self.state != "stalled":
+                service.sd_notify("WATCHDOG=1")
+                next_watchdog = now + watchdog_s / 3
+
+    def _drain_events(self) -> None:
+        while self.events:
+            level, msg = self.events.popleft()
+            getattr(log, level)(msg)
+
+    # -- stop -------------------------------------------------------------------------
+    def _fade_out(self) -> None:
+        s = self.session
+        if s is None or not s.streams.playing:
+            return
+        fade_frames = int(self.config.latency.crossfade_ms * 1e-3 * s.pipeline.out_rate)
+        s.pipeline.begin_fade_out(fade_frames)
+        s.fading_out = True
+        deadline = time.monotonic() + 1.0 + fade_frames / s.pipeline.out_rate
+        # the fade itself, then what the playback ring still holds
+        while time.monotonic() < deadline and not (s.pipeline.faded and s.play_ring.fill < s.pipeline.out_rate * 0.002):
+            time.sleep(0.005)
+        log.info("faded out")
+
+    # -- recovery ---------------------------------------------------------------------
+    def _recover(self, why: str) -> None:
+        self.state = "recovering"
+        self.recoveries += 1
+        log.warning("audio path failed: %s; reopening", why)
+        old = self.session
+        rate = None
+        if old is not None:
+            old.close()
+        t0 = time.monotonic()
+        attempt = 0
+        while not self._stop.is_set():
+            delay = RECOVER_BACKOFF_S[min(attempt, len(RECOVER_BACKOFF_S) - 1)]
+            try:
+                self.session = self._open_session(self.config, rate)
+                self.session.start()
+                self.state = "running"
+                log.info("recovered after %.1f s (%d attempt%s)", time.monotonic() - t0, attempt + 1, "" if attempt == 0 else "s")
+                self._log_start()
+                return
+            except (StopDaemon, DeviceError, RuntimeError, OSError) as e:
+                msg = e.reason if isinstance(e, StopDaemon) else str(e)
+                attempt += 1
+                if time.monotonic() - t0 > RECOVER_GIVE_UP_S:
+                    raise StopDaemon(f"audio path down for {RECOVER_GIVE_UP_S:g} s: {msg}") from None
+                log.info("reopen attempt %d failed (%s); next in %.2f s", attempt, msg, delay)
+                self._stop.wait(delay)
+                if self._stop.is_set():
+                    break
+            except Exception as e:  # PortAudio errors and the like
+                attempt += 1
+                log.info("reopen attempt %d failed (%s: %s); next in %.2f s", attempt, type(e).__name__, e, delay)
+                self._stop.wait(delay)
+            self._reinit_portaudio()
+        raise StopDaemon(f"{self._stop_signal or 'stop'} received during recovery", EXIT_OK)
+
+    @staticmethod
+    def _reinit_portaudio() -> None:
+        """PortAudio lists ALSA's pulse device only while a server runs: re-scan."""
+        import sounddevice as sd
+
+        try:
+            sd._terminate()
+        except Exception:
+            pass
+        try:
+            sd._initialize()
+        except Exception as e:
+            log.debug("PortAudio re-init: %s", e)
+
+    # -- rate checks --------------------------------------------------------------------
+    def check_rates(self) -> None:
+        """Log (and keep for ``status``) the rate that really reaches the DAC."""
+        self.last_rate_check = time.monotonic()
+        s = self.session
+        r = s.routing
+        if s.playback_ep.server_name is None:
+            r.playback_route = f"direct to PortAudio device, {r.out_rate} Hz"
+            r.dac_rate, r.resampled = r.out_rate, False
+            log.info("rate check: %s", r.playback_route)
+            return
+        try:
+            route = pulse.playback_route()
+            croute = pulse.capture_route()
+        except pulse.SoundServerError as e:
+            log.warning("rate check failed: %s", e)
+            return
+        if croute is not None:
+            r.capture_route = f"{croute.device} [{croute.device_spec}] -> stream [{croute.stream_spec}], resample {croute.resample_method or 'n/a'}"
+        if route is None:
+            log.warning("rate check: our playback stream is not listed by the server")
+            return
+        r.dac_rate = route.device_spec.rate
+        r.resampled = route.resampled
+        r.playback_route = f"stream [{route.stream_spec}] -> {route.device} [{route.device_spec}], resample method {route.resample_method or 'n/a'}"
+        if route.resampled:
+            r.advice = pulse.resampling_advice(s.server, r.out_rate, route.device_spec.rate) if s.server else ""
+            log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz. %s", r.playback_route, r.dac_rate, r.out_rate, r.advice)
+        else:
+            r.advice = ""
+            log.info("rate check: %s: %d Hz reaches the DAC", r.playback_route, r.dac_rate)
+
+    def _check_capture_rate(self) -> None:
+        """A capture source that switched between 44.1 and 48 kHz: reopen at its new rate."""
+        self.last_rate_check = time.monotonic()
+        s = self.session
+        ep = s.capture_ep
+        if not ep.server_name or self.config.audio.capture == "auto":
+            return
+        try:
+            src = [x for x in pulse.list_sources() if x.name == ep.server_name]
+        except pulse.SoundServerError:
+            return  # the stall watchdog handles a server that went away
+        if src and src[0].spec.rate in (44100, 48000) and src[0].spec.rate != s.rate:
+            new_rate = src[0].spec.rate
+            log.warning("capture source %s switched to %d Hz (was %d): reopening at %d Hz", ep.server_name, new_rate, s.rate, new_rate)
+            s.close()
+            self.session = self._open_session(self.config, new_rate)
+            self.session.start()
+            self.recoveries += 1
+
+    # -- reload -------------------------------------------------------------------------
+    def reload(self) -> None:
+        from rtupscale.config import ConfigError, diff_configs, load_config
+
+        self.reloads += 1
+        if not self.config_path:
+            log.warning("SIGHUP: no config file to reload (running on defaults)")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            self.reload_errors += 1
+            for err in e.errors:
+                log.error("reload: %s", err)
+            log.error("reload: keeping the running config")
+            return
+        changed = diff_configs(self.config, new)
+        if not changed:
+            log.info("reload: no change")
+            return
+        log.info("reload: changed %s", ", ".join(changed))
+        try:
+            self._apply(new, changed)
+        except Exception as e:
+            self.reload_errors += 1
+            log.error("reload failed, keeping the running config: %s", e)
+            return
+        self.config = new
+
+    def _apply(self, new, changed: list[str]) -> None:
+        s = self.session
+        audio_changed = any(k.startswith("audio.") for k in changed)
+        model_changed = any(k.startswith("model.") for k in changed)
+        engine_changed = any(k in changed for k in ("latency.block_size", "latency.crossfade_ms", "output.ceiling_dbfs"))
+        runner = self.runner
+        if model_changed:
+            runner = self._load_runner(new)  # raises on a bad model: the old one keeps running
+        if audio_changed:
+            log.info("reload: audio devices changed: reopening the audio path")
+            s.close()
+            self.runner = runner
+            self.session = self._open_session(new, None)
+            self.session.start()
+            self.check_rates()
+        elif engine_changed or (model_changed and s.engine.can_swap(runner) is not None):
+            engine = self.build_engine(new, runner, s.rate)
+            prefill = int(round(new.latency.prefill_ms * 1e-3 * FACTOR * s.rate))
+            pipe = Pipeline(engine, s.channels, s.rate, new.latency.block_size, s.cap_ring, s.play_ring, prefill)
+            pipe.prime_from(s.pipeline)
+            # the old engine fades its model out first; the worker switches at model gain 0
+            s.engine.set_bypass(True)
+            s.pending_pipeline = pipe
+            self.runner = runner
+            log.info("reload: new engine (block %d), switching after the crossfade", new.latency.block_size)
+        else:
+            if model_changed:
+                s.engine.swap_runner(runner)
+                self.runner = runner
+                log.info("reload: model swapped under the crossfade: %s", "none" if runner is None else runner.name)
+            if "latency.prefill_ms" in changed:
+                prefill = int(round(new.latency.prefill_ms * 1e-3 * FACTOR * s.rate))
+                s.pipeline.set_target(prefill)
+                log.info("reload: prefill %.1f ms (the drift control moves the level there)", new.latency.prefill_ms)
+        if any(k.startswith("control.") for k in changed):
+            self.control.restart(new.control)
+
+    # -- control --------------------------------------------------------------------------
+    def set_bypass(self, on: bool) -> None:
+        self.bypass = bool(on)
+        s = self.session
+        if s is not None:
+            s.engine.set_bypass(on)
+            if s.pending_pipeline is not None:
+                s.pending_pipeline.engine.set_bypass(on)
+        log.info("bypass %s", "on: plain x4 upsampler" if on else "off: model")
+
+    def status(self) -> dict:
+        s = self.session
+        out: dict = {
+            "state": self.state,
+            "stop_reason": self.stop_reason,
+            "pid": os.getpid(),
+            "uptime_s": round(time.monotonic() - self.started, 1),
+            "config": self.config_path,
+            "recoveries": self.recoveries,
+            "reloads": self.reloads,
+            "reload_errors": self.reload_errors,
+            "worker_priority": self.priority,
+            "bypass": self.bypass,
+            "model": None if self.runner is None else {"name": self.runner.name, "path": str(self.runner.path), "provider": self.runner.provider},
+        }
+        if s is None:
+            return out
+        p = s.pipeline
+        r = s.routing
+        x = s.streams.xruns
+        out.update(
+            {
+                "server": r.server,
+                "capture": {"device": r.capture, "rate": r.rate, "route": r.capture_route},
+                "playback": {"device": r.playback, "rate": r.out_rate, "route": r.playback_route, "dac_rate": r.dac_rate, "resampled": r.resampled, "advice": r.advice},
+                "block_size": p.block_size,
+                "channels": s.channels,
+                "model_gain": round(float(s.engine.model_gain), 3),
+                "latency_ms": {k: round(v, 2) for k, v in s.latency_report().items()},
+                "rings": {
+                    "capture_fill": s.cap_ring.fill,
+                    "capture_capacity": s.cap_ring.capacity,
+                    "playback_fill": s.play_ring.fill,
+                    "playback_capacity": s.play_ring.capacity,
+                    "playback_target": p.prefill_frames,
+                    "playback_level_ema": round(p.drift.state.level_ema, 1),
+                    "playback_level_band": [round(p.drift.state.min_ema, 1), round(p.drift.state.max_ema, 1)] if math.isfinite(p.drift.state.min_ema) else None,
+                    "drift_correction_ppm": round(p.drift.state.correction * 1e6, 1),
+                },
+                "processing_ms": {k: round(v, 3) for k, v in p.timing().items()},
+                "blocks": p.counters.blocks,
+                "xruns": {
+                    "total": x.total,
+                    "input_overflows": x.input_overflows,
+                    "output_underflows": x.output_underflows,
+                    "capture_ring_full": x.capture_ring_full,
+                    "playback_ring_empty": x.playback_ring_empty,
+                    "late_skips": p.counters.late_skips,
+                },
+                "engine": s.engine.counters.snapshot(),
+            }
+        )
+        return out
+
+
+def run_command(config_path: str | None) -> int:
+    """``rtupscale run``: the daemon in the foreground. Exit 0 on TERM/INT, 2 on a user
+    error (bad config, device, model: one line), 1 when the audio path cannot be kept up."""
+    from rtupscale.cli import load_config_or_exit, default_config_path
+    from rtupscale.control import ControlError
+
+    path = config_path or default_config_path()
+    cfg = load_config_or_exit(path)
+    daemon = Daemon(cfg, path)
+    try:
+        return daemon.run()
+    except (DeviceError, ControlError) as e:
+        print(f"rtupscale run: {e}", file=sys.stderr)
+        return EXIT_USER

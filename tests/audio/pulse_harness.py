@@ -1,0 +1,330 @@
+"""A private PulseAudio server, the daemon as a subprocess, and the measurements the live
+tests share (delay between two monitors, alignment of a recording with the file-mode output).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+PA_FILE = HERE / "null-sinks.pa"
+PYTHON = sys.executable
+
+
+class PulseServer:
+    """``pulseaudio -n -F null-sinks.pa`` with a private XDG_RUNTIME_DIR (no session bus)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.runtime = root / "run"
+        self.log = root / "pulse.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict:
+        e = dict(os.environ)
+        e["XDG_RUNTIME_DIR"] = str(self.runtime)
+        e["HOME"] = str(self.root)  # no user ~/.config/pulse, no ~/.asoundrc
+        e.pop("PULSE_SERVER", None)
+        e.pop("DBUS_SESSION_BUS_ADDRESS", None)
+        return e
+
+    def start(self) -> None:
+        self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.runtime, 0o700)
+        self.proc = subprocess.Popen(
+            [shutil.which("pulseaudio") or "pulseaudio", "-n", "-F", str(PA_FILE), "--daemonize=no",
+             "--exit-idle-time=-1", "--realtime=yes", "--high-priority=yes", f"--log-target=file:{self.log}"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"pulseaudio exited with {self.proc.returncode} (another server running?); log {self.log}")
+            if self.pactl("info", check=False).returncode == 0:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("pulseaudio did not answer within 10 s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """As a crash: SIGKILL, no cleanup."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+        sock = self.runtime / "pulse" / "native"
+        if sock.exists():
+            sock.unlink()
+
+    def pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, check=check, timeout=10)
+
+    def sinks(self) -> list[dict]:
+        return json.loads(self.pactl("-f", "json", "list", "sinks").stdout)
+
+    def sink_inputs(self) -> list[dict]:
+        return json.loads(self.pactl("-f", "json", "list", "sink-inputs").stdout)
+
+
+class Daemon:
+    """``rtupscale run --config CONFIG`` as a child process with the server's environment."""
+
+    def __init__(self, server: PulseServer, config: Path, log: Path):
+        self.server, self.config, self.logpath = server, config, log
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+
+    def start(self) -> None:
+        self._log = open(self.logpath, "ab")
+        self.proc = subprocess.Popen(
+            [PYTHON, "-c", "import sys; from rtupscale.cli import main; sys.exit(main(sys.argv[1:]))", "run", "--config", str(self.config)],
+            env=self.server.env, cwd=str(REPO), stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_running(self, timeout: float = 20.0) -> dict:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            try:
+                st = self.status()
+                last = st
+                if st["state"] == "running" and st.get("blocks", 0) > 0:
+                    return st
+            except Exception:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"daemon not running after {timeout} s (last status {last}):\n{self.log_text()[-3000:]}")
+
+    def status(self) -> dict:
+        from rtupscale.control import request
+
+        ans = request(self.socket, {"cmd": "status"})
+        assert ans["ok"], ans
+        return ans["status"]
+
+    def bypass(self, on: bool) -> dict:
+        from rtupscale.control import request
+
+        return request(self.socket, {"cmd": "bypass", "on": on})
+
+    @property
+    def socket(self) -> Path:
+        import yaml
+
+        cfg = yaml.safe_load(self.config.read_text())
+        return Path(cfg["control"]["socket"])
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.logpath.read_text(errors="replace") if self.logpath.exists() else ""
+
+
+# ------------------------------------------------------------------------ signals
+def noise_signal(seconds: float, rate: int, seed: int = 1, cutoff_hz: float = 9000.0) -> np.ndarray:
+    """Band-limited noise with a slow envelope, ``[frames, 2]`` float32, peak about 0.5.
+
+    Noise has no period, so a correlation finds one lag; the band limit keeps interpolation
+    errors of the alignment far below the error bound.
+    """
+    n = int(seconds * rate)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 2))
+    spec = np.fft.rfft(x, axis=0)
+    f = np.fft.rfftfreq(n, 1 / rate)
+    spec[f > cutoff_hz] = 0
+    spec[f < 40] = 0
+    x = np.fft.irfft(spec, n, axis=0)
+    t = np.arange(n) / rate
+    env = 0.6 + 0.4 * np.sin(2 * np.pi * 0.37 * t)[:, None]
+    x = x * env
+    x *= 0.5 / np.abs(x).max()
+    fade = min(n // 4, int(0.01 * rate))
+    ramp = np.sin(np.linspace(0, np.pi / 2, fade)) ** 2
+    x[:fade] *= ramp[:, None]
+    x[-fade:] *= ramp[::-1, None]
+    return x.astype(np.float32)
+
+
+def sine(seconds: float, rate: int, freq: float = 997.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    x = amp * np.sin(2 * np.pi * freq * t)
+    fade = int(0.05 * rate)
+    ramp = np.sin(np.linspace(0, np.pi / 2, fade)) ** 2
+    x[:fade] *= ramp
+    x[-fade:] *= ramp[::-1]
+    return np.stack([x, x], 1).astype(np.float32)
+
+
+# ---------------------------------------------------------------------- measuring
+def _clock_fit(stamps: np.ndarray) -> tuple[float, float]:
+    """Fit adc_time = t0 + index * period over the callbacks (robust to a few late ones)."""
+    idx, adc = stamps[:, 0], stamps[:, 1]
+    ok = adc > 0
+    idx, adc = idx[ok], adc[ok]
+    period, t0 = np.polyfit(idx, adc, 1)
+    resid = adc - (t0 + period * idx)
+    keep = np.abs(resid - np.median(resid)) < 0.003
+    period, t0 = np.polyfit(idx[keep], adc[keep], 1)
+    return float(t0), float(period)
+
+
+def _xcorr_lag(a: np.ndarray, b: np.ndarray, max_lag: int) -> tuple[float, float]:
+    """Lag L (samples, fractional) maximising corr(a[n], b[n + L]); and the peak's correlation."""
+    n = len(a) + len(b)
+    nfft = 1 << (n - 1).bit_length()
+    c = np.fft.irfft(np.conj(np.fft.rfft(a, nfft)) * np.fft.rfft(b, nfft), nfft)
+    lags = np.concatenate([c[: max_lag + 1], c[-max_lag:]])
+    lag_idx = np.concatenate([np.arange(max_lag + 1), np.arange(-max_lag, 0)])
+    k = int(np.argmax(lags))
+    L = float(lag_idx[k])
+    if 0 < k < len(lags) - 1 and lag_idx[k - 1] == lag_idx[k] - 1 and lag_idx[(k + 1) % len(lags)] == lag_idx[k] + 1:
+        y0, y1, y2 = lags[k - 1], lags[k], lags[(k + 1) % len(lags)]
+        den = y0 - 2 * y1 + y2
+        if den != 0:
+            L += 0.5 * (y0 - y2) / den
+    i = int(lag_idx[k])
+    if i >= 0:
+        bb = b[i:i + len(a)]
+        aa = a[: len(bb)]
+    else:
+        aa = a[-i:]
+        bb = b[: len(aa)]
+        aa = aa[: len(bb)]
+    norm = np.sqrt(np.sum(aa * aa) * np.sum(bb * bb)) or 1.0
+    return L, float(np.sum(aa * bb) / norm)
+
+
+def monitor_delay(rec: dict, factor: int = 4) -> tuple[float, float]:
+    """Delay (s) from monitor A to monitor B and the correlation, with B at ``factor`` x A's rate.
+
+    B is brought to A's rate by taking every ``factor``-th sample (the upsampler's phase-0
+    samples are its input), the lag is found by correlation, and the two callbacks' clocks
+    turn sample indices into times.
+    """
+    a, b = rec["a"][:, 0].astype(np.float64), rec["b"][:, 0].astype(np.float64)
+    ra, rb = int(rec["a_rate"]), int(rec["b_rate"])
+    assert rb == factor * ra
+    ta0, pa = _clock_fit(rec["a_stamps"])
+    tb0, pb = _clock_fit(rec["b_stamps"])
+    # the signal's stretch in A
+    env = np.abs(a) > 0.02
+    first = int(np.argmax(env)) + int(0.2 * ra)
+    seg = a[first:first + int(0.1 * ra)]  # short: the drift control warps time by <1 ms/s
+    best = None
+    for phase in range(factor):
+        bd = b[phase::factor]
+        lo = max(0, first - int(0.05 * ra))
+        bseg = bd[lo:lo + len(seg) + int(0.3 * ra)]
+        L, c = _xcorr_lag(seg, bseg, int(0.25 * ra))
+        if best is None or c > best[1]:
+            best = (lo + L - first, c, phase)
+    lag_a, corr, phase = best
+    ia = first
+    ib = factor * (first + lag_a) + phase
+    delay = (tb0 + pb * ib) - (ta0 + pa * ia)
+    return float(delay), float(corr)
+
+
+def catmull_rom(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """``x`` sampled at fractional positions ``pos`` (cubic Catmull-Rom)."""
+    i = np.floor(pos).astype(np.int64)
+    f = pos - i
+    i = np.clip(i, 1, len(x) - 3)
+    xm1, x0, x1, x2 = x[i - 1], x[i], x[i + 1], x[i + 2]
+    return x0 + 0.5 * f * (x1 - xm1 + f * (2 * xm1 - 5 * x0 + 4 * x1 - x2 + f * (3 * (x0 - x1) + x2 - xm1)))
+
+
+def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float = 0.25) -> dict:
+    """Align a recording of the daemon's output with the file-mode output of the same input.
+
+    The daemon resamples its output by a few hundred ppm (drift control), so the lag drifts:
+    it is measured in windows (fractional, by correlation), smoothed, and the recording is
+    read at the reference's positions plus that lag. Returns SNR (dB), worst-window
+    correlation and the lag track.
+    """
+    rec = rec.astype(np.float64)
+    ref = ref.astype(np.float64)
+    w = int(win_s * rate)
+    # coarse lag of the whole thing from the first seconds
+    L0, _ = _xcorr_lag(ref[: 4 * rate], rec[: len(ref[: 4 * rate]) + 2 * rate], 2 * rate)
+    centers, lags, corrs = [], [], []
+    for s in range(0, len(ref) - w, w):
+        r = ref[s:s + w]
+        if np.sqrt(np.mean(r * r)) < 1e-3:
+            continue
+        lo = int(s + L0) - 200
+        if lo < 0 or lo + w + 400 > len(rec):
+            continue
+        L, c = _xcorr_lag(r, rec[lo:lo + w + 400], 400)
+        centers.append(s + w / 2)
+        lags.append(lo + L - s)
+        corrs.append(c)
+    centers, lags, corrs = map(np.asarray, (centers, lags, corrs))
+    # smooth lag track (drift control changes the ratio slowly); median filter against outliers
+    k = 5
+    pad = np.pad(lags, k // 2, mode="edge")
+    med = np.array([np.median(pad[i:i + k]) for i in range(len(lags))])
+    pos_ref = np.arange(len(ref), dtype=np.float64)
+    lag_at = np.interp(pos_ref, centers, med)
+    good = (pos_ref >= centers[0]) & (pos_ref <= centers[-1])
+    aligned = catmull_rom(rec, pos_ref[good] + lag_at[good])
+    r = ref[good]
+    err = aligned - r
+    snr = 10 * np.log10(np.sum(r * r) / max(np.sum(err * err), 1e-30))
+    # the worst 50 ms stretch (a click or a gap would show here)
+    seg = int(0.05 * rate)
+    nseg = len(r) // seg
+    e2 = (err[: nseg * seg] ** 2).reshape(nseg, seg).sum(1)
+    r2 = (r[: nseg * seg] ** 2).reshape(nseg, seg).sum(1)
+    live = r2 > 1e-6 * seg
+    worst = 10 * np.log10(np.min(r2[live] / np.maximum(e2[live], 1e-30))) if live.any() else float("nan")
+    return {
+        "snr_db": float(snr),
+        "worst_50ms_snr_db": float(worst),
+        "min_window_corr": float(corrs.min()),
+        "lag_start": float(med[0]),
+        "lag_end": float(med[-1]),
+        "seconds_compared": float(good.sum() / rate),
+    }
+
+
+def max_step(x: np.ndarray) -> float:
+    """The largest sample-to-sample step of ``x [frames, ch]``."""
+    return float(np.abs(np.diff(x, axis=0)).max())
