@@ -214,7 +214,7 @@ def prometheus_text(st: dict) -> str:
     for k, v in (st.get("processing_ms") or {}).items():
         metric(f"processing_{k.removesuffix('_ms')}_seconds", v / 1e3, f"processing time per block: {k}")
     for k, v in (st.get("xruns") or {}).items():
-        metric(f"xruns_{k}_total", v, f"xruns: {k}", "counter")
+        metric("xruns_total" if k == "total" else f"xruns_{k}_total", v, f"xruns: {k}", "counter")
     for k, v in (st.get("engine") or {}).items():
         metric(f"engine_{k}_total", v, f"engine counter {k}", "counter")
     rings = st.get("rings") or {}
@@ -248,8 +248,8 @@ def format_status(st: dict) -> list[str]:
     lines.append(f"model: {'none (plain x4 upsampler)' if m is None else m['name'] + ' on ' + m['provider']}; bypass {'on' if st['bypass'] else 'off'} (model gain {st['model_gain']})")
     lat = st["latency_ms"]
     lines.append(
-        f"latency: {lat['total_ms']:.1f} ms = block {lat['block_ms']:.1f} + engine {lat['engine_ms']:.1f} + capture ring {lat['capture_ring_ms']:.1f}"
-        f" + playback ring {lat['playback_ring_ms']:.1f} (target {lat['prefill_target_ms']:.1f}) + devices {lat['device_in_ms']:.1f} in / {lat['device_out_ms']:.1f} out"
+        f"latency: {lat['total_ms']:.1f} ms = engine {lat['engine_ms']:.1f} + capture ring {lat['capture_ring_ms']:.1f}"
+        f" + playback ring {lat['playback_ring_ms']:.1f} (target {lat['prefill_target_ms']:.1f}; the rings hold the {lat['block_ms']:.1f} ms block) + devices {lat['device_in_ms']:.1f} in / {lat['device_out_ms']:.1f} out + sink {lat['sink_ms']:.1f}"
     )
     r = st["rings"]
     band = r.get("playback_level_band")

@@ -142,6 +142,8 @@ class Session:
         self.failure: str | None = None
         self.started_at = time.monotonic()
         self.first_audio_at: float | None = None
+        # device latencies, s: the server's figures (averaged) where it has them, else PortAudio's
+        self.dev_latency: dict[str, float] | None = None
 
     # -- virtual sink ----------------------------------------------------------------
     def _create_virtual_sink(self, name: str, rate: int, channels: int) -> None:
@@ -229,23 +231,52 @@ class Session:
             events.append(("error", self.failure))
 
     # -- reporting ---------------------------------------------------------------------
+    def measure_device_latency(self) -> None:
+        """Average the server's account of our streams' latencies (main thread, ~1/s)."""
+        sample = None
+        if self.capture_ep.server_name or self.playback_ep.server_name:
+            try:
+                sl = pulse.stream_latencies()
+            except pulse.SoundServerError:
+                return
+            if None not in (sl.capture_buffer, sl.source, sl.playback_buffer, sl.sink):
+                sample = {"device_in": sl.capture_buffer + sl.source, "device_out": sl.playback_buffer, "sink": sl.sink}
+        if sample is None:
+            try:
+                dev_in, dev_out = self.streams.device_latency_s
+            except Exception:
+                return
+            sample = {"device_in": dev_in, "device_out": dev_out, "sink": 0.0}
+        if self.dev_latency is None:
+            self.dev_latency = sample
+        else:
+            for k, v in sample.items():
+                self.dev_latency[k] += 0.2 * (v - self.dev_latency[k])
+
     def latency_report(self) -> dict:
+        """Where a sample's time goes, ms. The two rings (Little's law on their time-averaged
+        levels) include the block; the device figures are the sound server's own (PortAudio's
+        without a server). ``sink_ms`` is the DAC sink's latency: a monitor of that sink hears
+        the audio this much before the DAC does."""
         p = self.pipeline
-        try:
-            dev_in, dev_out = self.streams.device_latency_s
-        except Exception:
-            dev_in = dev_out = math.nan
+        dl = self.dev_latency
+        if dl is None:
+            try:
+                dev_in, dev_out = self.streams.device_latency_s
+            except Exception:
+                dev_in = dev_out = math.nan
+            dl = {"device_in": dev_in, "device_out": dev_out, "sink": 0.0}
         buffered = p.buffered_latency_s()
-        block_s = p.block_size / self.rate
         return {
-            "total_ms": 1e3 * (buffered + block_s + dev_in + dev_out),
-            "block_ms": 1e3 * block_s,
+            "total_ms": 1e3 * (buffered + dl["device_in"] + dl["device_out"] + dl["sink"]),
+            "block_ms": 1e3 * p.block_size / self.rate,
             "engine_ms": 1e3 * p.engine.latency / self.rate,
             "capture_ring_ms": 1e3 * p.cap_level_avg / self.rate,
             "playback_ring_ms": 1e3 * p.play_level_avg / p.out_rate,
             "prefill_target_ms": 1e3 * p.prefill_frames / p.out_rate,
-            "device_in_ms": 1e3 * dev_in,
-            "device_out_ms": 1e3 * dev_out,
+            "device_in_ms": 1e3 * dl["device_in"],
+            "device_out_ms": 1e3 * dl["device_out"],
+            "sink_ms": 1e3 * dl["sink"],
         }
 
 
@@ -271,6 +302,7 @@ class Daemon:
         self.control = None
         self.priority = "normal"
         self.last_rate_check = 0.0
+        self.last_latency_probe = 0.0
         self._prev_counters: dict = {}
 
     # -- helpers used by sessions ---------------------------------------------------
@@ -386,6 +418,9 @@ class Daemon:
                 self.check_rates()
             if now - self.last_rate_check > RATE_CHECK_EVERY_S and rate_checked:
                 self._check_capture_rate()
+            if s.first_audio_at is not None and now - self.last_latency_probe > 1.0:
+                self.last_latency_probe = now
+                s.measure_device_latency()
             if watchdog_s and now >= next_watchdog and self.state != "stalled":
                 service.sd_notify("WATCHDOG=1")
                 next_watchdog = now + watchdog_s / 3

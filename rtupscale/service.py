@@ -50,7 +50,6 @@ def unit_text(exec_start: list[str], working_dir: str | None = None) -> str:
     wd = f"WorkingDirectory={working_dir}\n" if working_dir else ""
     return f"""[Unit]
 Description=rtupscale: real-time AI audio upscaler (x4 rate)
-Documentation=https://github.com/rtupscale/rtupscale
 After=pipewire-pulse.service pulseaudio.service sound.target
 Wants=sound.target
 
@@ -59,6 +58,7 @@ Type=notify
 NotifyAccess=main
 ExecStart={cmd}
 ExecReload=/bin/kill -HUP $MAINPID
+Environment=PYTHONUNBUFFERED=1
 {wd}Restart=on-failure
 RestartSec=2
 WatchdogSec={WATCHDOG_SEC}
@@ -81,7 +81,8 @@ def install_service_command(config_path: str | None, force: bool) -> int:
 
     cfg_path = config_path or default_config_path()
     load_config_or_exit(cfg_path)  # a broken config is reported now, not at boot
-    exe = [sys.executable, "-m", "rtupscale", "run"]
+    script = Path(sys.executable).parent / "rtupscale"  # the console script of this install
+    exe = [str(script), "run"] if script.exists() else [sys.executable, "-m", "rtupscale.cli", "run"]
     if cfg_path:
         exe += ["--config", str(Path(cfg_path).resolve())]
     path = unit_path()

@@ -245,6 +245,34 @@ def capture_route(pid: int | None = None) -> StreamRoute | None:
     )
 
 
+@dataclass(frozen=True)
+class StreamLatency:
+    """The server's own account of our streams' latencies, s (None: no such stream)."""
+
+    capture_buffer: float | None  # source output: data waiting in the server for us
+    source: float | None  # the source's latency (for a monitor: how far ahead the sink renders)
+    playback_buffer: float | None  # sink input: our data queued in the server
+    sink: float | None  # the sink's latency (to the DAC, or to the null sink's clock)
+
+
+def stream_latencies(pid: int | None = None) -> StreamLatency:
+    pid = os.getpid() if pid is None else pid
+    out = _own_streams("sink-inputs", pid)
+    inp = _own_streams("source-outputs", pid)
+
+    def us(rows: list[dict], key: str) -> float | None:
+        if not rows or key not in rows[-1]:
+            return None
+        return float(rows[-1][key]) / 1e6
+
+    return StreamLatency(
+        capture_buffer=us(inp, "buffer_latency_usec"),
+        source=us(inp, "source_latency_usec"),
+        playback_buffer=us(out, "buffer_latency_usec"),
+        sink=us(out, "sink_latency_usec"),
+    )
+
+
 def resampling_advice(info: ServerInfo, wanted_rate: int, device_rate: int) -> str:
     """One line telling the user what to change so that ``wanted_rate`` reaches the DAC."""
     if info.is_pipewire:

@@ -41,7 +41,7 @@ def main() -> int:
                 p[0] = i + frames
 
         os.environ["PULSE_SOURCE"] = source
-        s = sd.InputStream(device="pulse", channels=2, samplerate=rate, dtype="float32", latency=0.005, callback=cb)
+        s = sd.InputStream(device="pulse", channels=2, samplerate=rate, dtype="float32", latency=float(os.environ.get("RECORD_LATENCY", "0.02")), callback=cb)
         streams.append(s)
     for s in streams:
         s.start()

@@ -1,0 +1,70 @@
+"""The live tests' sound server: one private PulseAudio per session (see pulse_harness)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.audio.pulse_harness import REPO, Daemon, PulseServer
+
+
+@pytest.fixture(scope="session")
+def pulse_server(tmp_path_factory):
+    if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
+        pytest.fail("the live tests need pulseaudio and pulseaudio-utils (apt); .ci/run installs them")
+    server = PulseServer(tmp_path_factory.mktemp("pulse"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def make_config(pulse_server, tmp_path):
+    """Write a daemon config: the shipped config.yaml with the given overrides."""
+
+    def make(name: str = "config.yaml", **sections) -> object:
+        cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+        cfg.setdefault("control", {})["socket"] = str(pulse_server.runtime / f"rtupscale-{tmp_path.name}.sock")
+        for section, values in sections.items():
+            cfg.setdefault(section, {}).update(values)
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return make
+
+
+@pytest.fixture
+def daemon_factory(pulse_server, tmp_path):
+    """Start daemons (stopped, with their logs printed on failure, at the end of the test)."""
+    started: list[Daemon] = []
+    keepalive: list[subprocess.Popen] = []
+    zero = open("/dev/zero", "rb")
+
+    def start(config, wait: bool = True, keep_alive: bool = True) -> Daemon:
+        d = Daemon(pulse_server, config, tmp_path / f"daemon{len(started)}.log")
+        d.start()
+        started.append(d)
+        if wait:
+            d.wait_running()
+            if keep_alive:
+                # trap 1 of ../shared/audio: an idle null sink may hold a new stream's data for
+                # up to 2 s; a low-latency client on the virtual sink keeps it rendering.
+                keepalive.append(subprocess.Popen(
+                    ["pacat", "--playback", "--raw", "--latency-msec=20", "-d", "rtupscale"],
+                    stdin=zero, env=pulse_server.env,
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ))
+        return d
+
+    yield start
+    for p in keepalive:
+        p.terminate()
+        p.wait(5)
+    zero.close()
+    for d in started:
+        d.stop()
+        print(f"--- {d.logpath} ---\n{d.log_text()[-4000:]}")

@@ -1,0 +1,277 @@
+"""The daemon against a real sound server (a private PulseAudio with null sinks for the DACs).
+
+The one long run (>= 60 s of signal) carries several checks: zero xruns, the recording
+equals the file-mode output after alignment, the measured delay agrees with ``status``
+and meets the default config's 40 ms target, the 4x rate reaches the DAC unresampled,
+and ``status``/``bypass`` work from the CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from tests.audio.pulse_harness import (
+    HERE,
+    PYTHON,
+    REPO,
+    align_to_reference,
+    max_step,
+    monitor_delay,
+    noise_signal,
+    sine,
+)
+
+pytestmark = pytest.mark.pulse
+
+RATE = 44100
+OUT_RATE = 4 * RATE
+
+
+def record(server, out, seconds: float, a="rtupscale.monitor", b="dac.monitor") -> subprocess.Popen:
+    p = subprocess.Popen(
+        [PYTHON, str(HERE / "record_monitors.py"), str(out), str(seconds), a, str(RATE), b, str(OUT_RATE)],
+        env=server.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = p.stdout.readline()
+    assert line.strip() == "READY", p.stderr.read()
+    return p
+
+
+def finish(p: subprocess.Popen) -> dict:
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    return p
+
+
+def paplay(server, path, sink="rtupscale") -> subprocess.Popen:
+    return subprocess.Popen(["paplay", "-d", sink, str(path)], env=server.env)
+
+
+def cli(server, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-c", "import sys; from rtupscale.cli import main; sys.exit(main(sys.argv[1:]))", *args],
+        env=server.env, cwd=str(REPO), capture_output=True, text=True, timeout=60,
+    )
+
+
+def file_mode_output(config_path, wav_in, wav_out) -> np.ndarray:
+    from rtupscale.cli import load_runner
+    from rtupscale.config import load_config
+    from rtupscale.fileio import upscale_file
+
+    cfg = load_config(config_path)
+    upscale_file(wav_in, wav_out, cfg, runner=load_runner(cfg), bits="float", progress=False)
+    y, rate = sf.read(wav_out, dtype="float32")
+    assert rate == OUT_RATE
+    return y
+
+
+def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server, make_config, daemon_factory, tmp_path):
+    config = make_config()
+    d = daemon_factory(config)
+    seconds = 62.0
+    sig = noise_signal(seconds, RATE, seed=3)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, sig, RATE, subtype="FLOAT")
+    time.sleep(2.5)  # trap 1: let the sinks settle
+    before = d.status()["xruns"]["total"]
+    rec = record(pulse_server, tmp_path / "rec.npz", seconds + 4)
+    time.sleep(0.5)
+    player = paplay(pulse_server, wav)
+    # during the run: the server really carries 176400 Hz to the DAC sink, unresampled
+    time.sleep(3)
+    ours = [r for r in pulse_server.sink_inputs() if str(r["properties"].get("application.process.id")) == str(d.proc.pid)]
+    assert len(ours) == 1, pulse_server.sink_inputs()
+    assert ours[0]["sample_specification"] == "float32le 2ch 176400Hz"
+    assert ours[0]["resample_method"] in ("copy", "n/a", ""), ours[0]["resample_method"]
+    player.wait(seconds + 20)
+    finish(rec)
+    st = d.status()
+    data = dict(np.load(tmp_path / "rec.npz"))
+
+    # zero xruns over the whole signal
+    assert st["state"] == "running"
+    assert st["xruns"]["total"] - before == 0, st["xruns"]
+    assert st["playback"]["dac_rate"] == OUT_RATE and st["playback"]["resampled"] is False, st["playback"]
+
+    # measured delay, monitor to monitor, against status (the monitor of the DAC sink hears the
+    # audio the sink's own latency before the DAC: status reports that part separately)
+    delay, corr = monitor_delay(data)
+    lat = st["latency_ms"]
+    reported = lat["total_ms"] - lat["sink_ms"]
+    print(f"measured delay {1e3 * delay:.2f} ms (corr {corr:.4f}); status {lat}")
+    assert corr > 0.95
+    assert abs(1e3 * delay - reported) <= 4.0, (1e3 * delay, lat)
+    assert 1e3 * delay <= 40.0, f"default config: {1e3 * delay:.1f} ms end to end, target 40 ms"
+
+    # the recording equals the file-mode output of the same input
+    ref = file_mode_output(config, wav, tmp_path / "ref.wav")
+    b = data["b"]
+    res = [align_to_reference(b[:, ch], ref[:, ch], OUT_RATE) for ch in range(2)]
+    print("alignment", res)
+    for r in res:
+        assert r["seconds_compared"] >= 55.0, r
+        assert r["min_window_corr"] >= 0.98, r
+        assert r["snr_db"] >= 35.0, r
+        assert r["worst_50ms_snr_db"] >= 20.0, r  # no click, gap or burst anywhere
+
+    # status and bypass from the CLI
+    out = cli(pulse_server, "status", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "state: running" in out.stdout and "176400 Hz reaches the DAC" in out.stdout, out.stdout
+    js = json.loads(cli(pulse_server, "status", "--json", "--config", str(config)).stdout)
+    for key in ("state", "capture", "playback", "model", "block_size", "latency_ms", "rings", "processing_ms", "xruns", "engine", "uptime_s"):
+        assert key in js, key
+    assert js["processing_ms"]["p99_ms"] > 0 and js["processing_ms"]["max_ms"] >= js["processing_ms"]["p99_ms"]
+    on = cli(pulse_server, "bypass", "on", "--config", str(config))
+    assert on.returncode == 0 and d.status()["bypass"] is True, on.stderr
+    assert cli(pulse_server, "bypass", "off", "--config", str(config)).returncode == 0
+    assert d.status()["bypass"] is False
+    sock = d.socket
+    assert oct(sock.stat().st_mode & 0o777) == "0o600"
+
+    # SIGTERM: fade out, exit 0, virtual sink removed, socket gone
+    assert d.stop() == 0
+    assert "rtupscale" not in [s["name"] for s in pulse_server.sinks()]
+    assert not sock.exists()
+
+
+def test_low_latency_setting(pulse_server, make_config, daemon_factory, tmp_path):
+    """Block 64 with a small pre-fill: at most 25 ms, clean."""
+    config = make_config(latency={"block_size": 64, "prefill_ms": 8})
+    d = daemon_factory(config)
+    sig = noise_signal(20.0, RATE, seed=5)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, sig, RATE, subtype="FLOAT")
+    time.sleep(2.5)
+    before = d.status()["xruns"]["total"]
+    rec = record(pulse_server, tmp_path / "rec.npz", 23.0)
+    time.sleep(0.5)
+    paplay(pulse_server, wav).wait(40)
+    finish(rec)
+    st = d.status()
+    delay, corr = monitor_delay(dict(np.load(tmp_path / "rec.npz")))
+    print(f"block 64: measured {1e3 * delay:.2f} ms (corr {corr:.4f}); status {st['latency_ms']}; xruns {st['xruns']}")
+    assert corr > 0.95
+    assert st["xruns"]["total"] - before == 0, st["xruns"]
+    assert 1e3 * delay <= 25.0
+    assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= 4.0
+
+
+def _steps_around(b: np.ndarray, center: int, half: int) -> float:
+    return max_step(b[max(0, center - half): center + half])
+
+
+def test_sighup_block_size_model_and_broken_config(pulse_server, make_config, daemon_factory, tmp_path, fir_model):
+    config = make_config()
+    d = daemon_factory(config)
+    wav = tmp_path / "sine.wav"
+    sf.write(wav, sine(16.0, RATE), RATE, subtype="FLOAT")
+    time.sleep(2.5)
+    before = d.status()["xruns"]["total"]
+    rec = record(pulse_server, tmp_path / "rec.npz", 17.0)
+    t0 = time.monotonic()
+    player = paplay(pulse_server, wav)
+    cfg = yaml.safe_load(config.read_text())
+
+    def rewrite_and_hup(at: float, **changes):
+        while time.monotonic() - t0 < at:
+            time.sleep(0.02)
+        for section, values in changes.items():
+            cfg.setdefault(section, {}).update(values)
+        config.write_text(yaml.safe_dump(cfg))
+        d.signal(signal.SIGHUP)
+
+    rewrite_and_hup(4.0, latency={"block_size": 128})
+    rewrite_and_hup(7.0, model={"path": str(fir_model)})
+    time.sleep(1.0)
+    # a broken config: logged, the daemon keeps running on the one it has
+    config.write_text(config.read_text() + "\nlatency:\n  blok_size: 3\n")
+    d.signal(signal.SIGHUP)
+    player.wait(40)
+    finish(rec)
+    st = d.status()
+    log = d.log_text()
+    assert "reload: changed latency.block_size" in log, log
+    assert "switched to block 128" in log, log
+    assert "reload: changed model.path" in log, log
+    assert "keeping the running config" in log, log
+    assert st["state"] == "running" and st["block_size"] == 128, st
+    assert st["model"] is not None and st["reload_errors"] >= 1, st
+    assert st["xruns"]["total"] - before == 0, st["xruns"]
+
+    b = dict(np.load(tmp_path / "rec.npz"))["b"]
+    on = np.flatnonzero(np.abs(b[:, 0]) > 0.05)
+    start, end = on[0] + OUT_RATE, on[-1] - OUT_RATE
+    # the signal's own largest step, from a stretch before any reload
+    own = max_step(b[start:start + OUT_RATE])
+    whole = max_step(b[start:end])
+    print(f"sine: own step {own:.5f}, largest step over the reloads {whole:.5f}")
+    assert whole <= 1.05 * own, (whole, own)
+    assert np.abs(b[start:end]).min(axis=0).max() >= 0 and np.sqrt(np.mean(b[start:end] ** 2)) > 0.2  # no dropout
+
+
+def test_bad_device_is_a_one_line_error_listing_devices(pulse_server, make_config):
+    config = make_config(audio={"playback": "no-such-dac"})
+    out = cli(pulse_server, "run", "--config", str(config))
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    lines = [l for l in out.stderr.splitlines() if l.strip() and not l.startswith("ALSA lib")]
+    err = [l for l in lines if "no-such-dac" in l]
+    assert len(err) == 1, out.stderr
+    assert "dac" in err[0] and "dac192" in err[0] and "audio.playback" in err[0], err[0]
+    assert "rtupscale" not in [s["name"] for s in pulse_server.sinks()]  # nothing left behind
+
+
+def test_devices_lists_rates_and_the_4x_verdict(pulse_server, make_config):
+    config = make_config()
+    out = cli(pulse_server, "devices", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert "dac  [float32le 2ch 176400Hz]  takes 176400 Hz unresampled" in out.stdout, out.stdout
+    assert "dac192  [float32le 2ch 192000Hz]  runs at 192000 Hz: PulseAudio would resample 176400 -> 192000" in out.stdout
+
+
+def test_server_killed_and_restarted_mid_stream(pulse_server, make_config, daemon_factory, tmp_path):
+    """Runs last in this module: it kills the session's server (and brings it back)."""
+    config = make_config()
+    d = daemon_factory(config, keep_alive=False)
+    time.sleep(1.0)
+    pulse_server.kill()
+    time.sleep(1.5)
+    pulse_server.start()
+    t_back = time.monotonic()
+    deadline = t_back + 15
+    recovered = None
+    while time.monotonic() < deadline:
+        try:
+            st = d.status()
+            if st["state"] == "running" and st["recoveries"] >= 1:
+                b0 = st["blocks"]
+                time.sleep(0.3)
+                if d.status()["blocks"] > b0:
+                    recovered = time.monotonic() - t_back
+                    break
+        except Exception:
+            pass
+        time.sleep(0.1)
+    assert recovered is not None, d.log_text()[-3000:]
+    print(f"playing again {recovered:.2f} s after the server came back")
+    assert recovered <= 5.0
+    assert "rtupscale" in [s["name"] for s in pulse_server.sinks()]  # virtual sink re-created
+    # and audio flows again through it
+    wav = tmp_path / "sine.wav"
+    sf.write(wav, sine(3.0, RATE), RATE, subtype="FLOAT")
+    rec = record(pulse_server, tmp_path / "rec.npz", 4.5)
+    paplay(pulse_server, wav).wait(20)
+    finish(rec)
+    b = dict(np.load(tmp_path / "rec.npz"))["b"]
+    assert np.abs(b).max() > 0.3
+    assert "recovered after" in d.log_text()
