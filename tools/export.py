@@ -30,7 +30,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from tools.model import FACTOR, HOP, LATENCY, STATE_NAMES, Restorer, count_parameters
+from tools.model import FACTOR, HOP, LATENCY, STATE_NAMES, Restorer, count_parameters, load_weights
 
 IR_VERSION = 10
 OPSET = 17
@@ -48,7 +48,7 @@ def load_checkpoint(path: str | Path) -> tuple[Restorer, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     config = ckpt.get("config", {})
     model = Restorer(config.get("hidden", 192), config.get("layers", 2))
-    model.load_state_dict(ckpt["model"])
+    load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
 

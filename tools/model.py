@@ -76,17 +76,35 @@ class Restorer(nn.Module):
         window = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / WINDOW))  # sqrt periodic Hann
         k = np.arange(N_BINS)
         arg = 2 * np.pi * np.outer(n, k) / WINDOW  # [WINDOW, N_BINS]
-        self.register_buffer("dft_cos", torch.tensor(window[:, None] * np.cos(arg), dtype=torch.float32))
-        self.register_buffer("dft_sin", torch.tensor(-window[:, None] * np.sin(arg), dtype=torch.float32))
-        # Inverse real DFT of bins BAND_START.. (weight 2 except Nyquist), then the window.
+        n_src = len(SHIFTS) * N_BAND
+        # The DSP is a few constant matrices, so that the exported graph has few nodes
+        # (onnxruntime's per-node cost dominates a 256-frame block):
+        # analysis: frame [W] -> [re | im] [2 * N_BINS]
+        analysis = np.concatenate([window[:, None] * np.cos(arg), -window[:, None] * np.sin(arg)], axis=1)
+        # power: [re | im]^2 -> re^2 + im^2
+        power = np.concatenate([np.eye(N_BINS), np.eye(N_BINS)], axis=0)
+        # fold: [re | im] -> [re sources of every shift | im sources of every shift]
+        fold = np.zeros((2 * N_BINS, 2 * n_src))
+        for s, shift in enumerate(SHIFTS):
+            for j in range(N_BAND):
+                src = BAND_START + j - shift
+                fold[src, s * N_BAND + j] = 1.0
+                fold[N_BINS + src, n_src + s * N_BAND + j] = 1.0
+        # synthesis: inverse real DFT of bins BAND_START.. (weight 2 except Nyquist) summed
+        # over the shifts, then the window.
         kb = np.arange(BAND_START, N_BINS)
         weight = np.where(kb == HOP, 1.0, 2.0) / WINDOW
         iarg = 2 * np.pi * np.outer(kb, n) / WINDOW  # [N_BAND, WINDOW]
-        self.register_buffer("idft_cos", torch.tensor(weight[:, None] * np.cos(iarg) * window, dtype=torch.float32))
-        self.register_buffer("idft_sin", torch.tensor(-weight[:, None] * np.sin(iarg) * window, dtype=torch.float32))
+        icos = weight[:, None] * np.cos(iarg) * window
+        isin = -weight[:, None] * np.sin(iarg) * window
+        synthesis = np.concatenate([np.tile(icos, (len(SHIFTS), 1)), np.tile(isin, (len(SHIFTS), 1))], axis=0)
         poly = interp.design_interpolator()  # [taps, 4], row j multiplies x[n - j]
         # conv1d is a correlation: weight[p, 0, j] multiplies x[n - (taps - 1) + j].
-        self.register_buffer("interp_w", torch.tensor(poly[::-1].T.copy()[:, None, :], dtype=torch.float32))
+        interp_w = poly[::-1].T.copy()[:, None, :]
+        for name, value in [("analysis", analysis), ("power", power), ("fold", fold),
+                            ("synthesis", synthesis), ("interp_w", interp_w)]:
+            # Not saved in checkpoints: they are constants of the design.
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
 
         self.inp = nn.Linear(N_BINS + 1, hidden)
         self.gru = nn.GRU(hidden, hidden, layers, batch_first=True)
@@ -113,23 +131,18 @@ class Restorer(nn.Module):
         c, n = audio_in.shape
         buf = torch.cat([frames, audio_in], dim=1)  # [C, N + HOP]
         frame = torch.cat([buf[:, :n].reshape(c, -1, HOP), buf[:, HOP:].reshape(c, -1, HOP)], dim=2)
-        re = frame @ self.dft_cos  # [C, M, N_BINS]
-        im = frame @ self.dft_sin
-        logp = torch.log(re * re + im * im + 1e-9)
+        spec = frame @ self.analysis  # [C, M, 2 * N_BINS]: re | im
+        logp = torch.log((spec * spec) @ self.power + 1e-9)
         mean = logp.mean(dim=2, keepdim=True)
         feat = torch.cat([(logp - mean) * 0.2, mean * 0.1], dim=2)
         h = F.elu(self.inp(feat))
         h, gru_out = self.gru(h, gru)
         h = F.elu(self.mid(h))
         z = self.out(h).clamp(-20.0, 6.0)  # [C, M, S * N_BAND]
-        res_re = torch.zeros_like(re[:, :, BAND_START:])
-        res_im = torch.zeros_like(res_re)
-        for s, shift in enumerate(SHIFTS):
-            # x10: the gate starts at 0 and reaches useful gains (about 1) in tens of steps.
-            g = (10.0 * self.gate[s]) * torch.exp(z[:, :, s * N_BAND:(s + 1) * N_BAND])
-            res_re = res_re + g * re[:, :, BAND_START - shift:N_BINS - shift]
-            res_im = res_im + g * im[:, :, BAND_START - shift:N_BINS - shift]
-        syn = res_re @ self.idft_cos + res_im @ self.idft_sin  # [C, M, WINDOW]
+        # x10: the gate starts at 0 and reaches useful gains (about 1) in tens of steps.
+        gain = torch.exp(z) * (10.0 * self.gate).repeat_interleave(N_BAND)
+        folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * N_BAND]
+        syn = folded @ self.synthesis  # [C, M, WINDOW]
         first, second = syn[:, :, :HOP], syn[:, :, HOP:]
         prev = torch.cat([ola[:, None, :], second[:, :-1, :]], dim=1)
         residual = (first + prev).reshape(c, n)
@@ -148,6 +161,12 @@ class Restorer(nn.Module):
         restored, frames, gru, ola = self.restore(audio_in, state_frames, state_gru, state_ola)
         audio_out, hist = self.upsample(restored, state_interp)
         return audio_out, frames, gru, ola, hist
+
+
+def load_weights(model: Restorer, state_dict: dict) -> None:
+    """Load a checkpoint's weights; constant buffers an older version saved are ignored."""
+    wanted = model.state_dict()
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in wanted})
 
 
 def count_parameters(model: nn.Module) -> int:

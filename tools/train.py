@@ -32,7 +32,7 @@ import soundfile as sf
 import torch
 
 from rtupscale.dsp import metrics
-from tools.model import BAND_START, HOP, Restorer, count_parameters
+from tools.model import BAND_START, HOP, Restorer, count_parameters, load_weights
 
 LOSSLESS = "lossless"
 
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     config = {k: v for k, v in vars(args).items()}
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False)
-        model.load_state_dict(ckpt["model"])
+        load_weights(model, ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
         torch.set_rng_state(ckpt["torch_rng"])
