@@ -17,9 +17,9 @@ Per hop of ``HOP`` = 128 input samples (2.9 ms at 44.1 kHz):
 So above the base Nyquist the output is exactly the clean interpolation of the restored
 signal, and with ``gate = 0`` (the initial value) the residual is exactly zero: an
 untrained model equals the bypass path delayed by ``HOP``. Nothing below ``BAND_START``
-(13.8 kHz at 44.1 kHz, 15 kHz at 48 kHz) is written, apart from the synthesis window's
+(15.2 kHz at 44.1 kHz, 16.5 kHz at 48 kHz) is written, apart from the synthesis window's
 leakage: the codecs in the dataset keep at least 15.3 kHz (LAME at 96 kbps), so the band
-they kept stays as it was. Three fold shifts (5.5, 8.3, 11 kHz at 44.1 kHz) give a source
+they kept, and the whole band below 15 kHz, stays as it was. Three fold shifts (5.5, 8.3, 11 kHz at 44.1 kHz) give a source
 below the codec's cutoff for every output bin at every bitrate.
 
 Latency: ``HOP`` (the overlap-add needs the next frame) + ``interp.LATENCY`` (72, the
@@ -46,7 +46,7 @@ from rtupscale.dsp import interp
 HOP = 128
 WINDOW = 2 * HOP
 N_BINS = HOP + 1
-BAND_START = 80
+BAND_START = 88
 SHIFTS = (32, 48, 64)
 N_BAND = N_BINS - BAND_START
 FACTOR = 4

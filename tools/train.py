@@ -12,9 +12,10 @@ folder, picked up automatically). One thread (``torch.set_num_threads(1)``).
 Loss (base rate; the x4 interpolation is fixed and linear, so it is left out of training):
 a log-spectral distance, the same per-frame form as the evaluation's LSD, at three STFT
 resolutions (512, 1024, 2048), on two bands: 16 kHz to 0.95 x Nyquist (the band the codec
-removed) and from the model's first bin (13.8/15 kHz) to 16 kHz (partly kept by the codec:
-this term keeps the model from adding what is already there). Below ``BAND_START`` the
-model cannot write, so the low band stays faithful by construction. 15 % of the batch
+removed) and 12-16 kHz (kept by the codec, apart from holes: this term keeps the model's
+first bins and its synthesis leakage from adding what is already there). Below
+``tools.model.BAND_START`` the
+model cannot write, so the low band stays faithful by construction. 25 % of the batch
 items are lossless (input = target), which teaches the model to add nothing then.
 """
 
@@ -32,7 +33,7 @@ import soundfile as sf
 import torch
 
 from rtupscale.dsp import metrics
-from tools.model import BAND_START, HOP, Restorer, count_parameters, load_weights
+from tools.model import HOP, Restorer, count_parameters, load_weights
 
 LOSSLESS = "lossless"
 
@@ -66,7 +67,7 @@ class Batcher:
     All items of one batch share a sample rate (so the loss bands are the same bins).
     """
 
-    def __init__(self, clips: list[dict], batch: int, frames: int, seed: int, lossless_prob: float = 0.15):
+    def __init__(self, clips: list[dict], batch: int, frames: int, seed: int, lossless_prob: float = 0.25):
         if frames % HOP:
             raise ValueError(f"segment frames {frames} must be a multiple of the hop {HOP}")
         self.by_rate: dict[int, list[dict]] = {}
@@ -115,14 +116,14 @@ def band_lsd(est: torch.Tensor, ref: torch.Tensor, sr: int, n_fft: int, lo_hz: f
 
 
 RESOLUTIONS = (512, 1024, 2048)
+MID_EDGE_HZ = 12000.0
 
 
 def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int) -> tuple[torch.Tensor, dict]:
     """Returns ``(total, {term: value})``; see the module docstring."""
     top = metrics.TOP_FRACTION * sr / 2
-    band_start_hz = BAND_START * sr / (2 * HOP)
     hf = sum(band_lsd(est, ref, sr, n, metrics.HF_EDGE_HZ, top) for n in RESOLUTIONS) / len(RESOLUTIONS)
-    mid = sum(band_lsd(est, ref, sr, n, band_start_hz, metrics.HF_EDGE_HZ) for n in RESOLUTIONS) / len(RESOLUTIONS)
+    mid = sum(band_lsd(est, ref, sr, n, MID_EDGE_HZ, metrics.HF_EDGE_HZ) for n in RESOLUTIONS) / len(RESOLUTIONS)
     total = hf + mid
     return total, {"hf": float(hf.detach()), "mid": float(mid.detach())}
 
