@@ -265,7 +265,7 @@ def format_status(st: dict) -> list[str]:
     e = st["engine"]
     lines.append(
         f"xruns: {x['total']} (input overflows {x['input_overflows']}, output underflows {x['output_underflows']}, "
-        f"capture ring full {x['capture_ring_full']}, playback ring empty {x['playback_ring_empty']}, late skips {x['late_skips']})"
+        f"capture ring full {x['capture_ring_full']}, playback ring empty {x['playback_ring_empty']}, late skips {x['late_skips']}, drops {x.get('drops', 0)})"
     )
     lines.append(f"guard events {e.get('guard_events', 0)}, resets {e.get('resets', 0)}, swaps {e.get('swaps', 0)}, limited samples {e.get('limited_samples', 0)}")
     lines.append(f"worker priority: {st['worker_priority']}")

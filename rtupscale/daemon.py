@@ -50,7 +50,7 @@ RECOVER_GIVE_UP_S = 120.0
 """Recovery tries this long, then the daemon stops with the reason (exit 1; systemd restarts it)."""
 RATE_CHECK_EVERY_S = 2.0
 DEVICE_LATENCY_S = float(os.environ.get("RTU_DEVLAT", "0.004"))
-DEVICE_LATENCY_OUT_S = float(os.environ.get("RTU_DEVLAT_OUT", str(DEVICE_LATENCY_S)))
+DEVICE_LATENCY_OUT_S = float(os.environ.get("RTU_DEVLAT_OUT", "0.008"))
 """PortAudio's suggested latency for both streams. Through the ALSA pulse plugin this sets
 the server-side buffer of each stream; the measured end-to-end figures in the README
 were taken with it."""
@@ -185,6 +185,8 @@ class Session:
         next_stats = time.monotonic() + STATS_EVERY_S
         streams = self.streams
         last_callbacks = -1
+        last_callbacks_out = -1
+        self.last_playback_progress = time.monotonic()
         try:
             while not self.stop_worker:
                 now = time.monotonic()
@@ -225,6 +227,12 @@ class Session:
                         self.last_capture_progress = now
                     elif now - self.last_capture_progress > STALL_S and self.failure is None:
                         self.failure = f"no audio from {self.capture_ep} for {STALL_S:g} s (device gone or server down)"
+                    cbo = streams.xruns.callbacks_out
+                    if cbo != last_callbacks_out or not streams.playing:
+                        last_callbacks_out = cbo
+                        self.last_playback_progress = now
+                    elif now - self.last_playback_progress > STALL_S and self.failure is None:
+                        self.failure = f"{self.playback_ep} took no audio for {STALL_S:g} s (device gone or server down)"
                 time.sleep(WORKER_POLL_S)
         except Exception as e:  # a broken session must not kill the daemon: recover instead
             self.failure = f"worker error: {type(e).__name__}: {e}"
@@ -663,12 +671,13 @@ class Daemon:
                 "processing_ms": {k: round(v, 3) for k, v in p.timing().items()},
                 "blocks": p.counters.blocks,
                 "xruns": {
-                    "total": x.total,
+                    "total": x.total + p.counters.late_skips + p.counters.drops,
                     "input_overflows": x.input_overflows,
                     "output_underflows": x.output_underflows,
                     "capture_ring_full": x.capture_ring_full,
                     "playback_ring_empty": x.playback_ring_empty,
                     "late_skips": p.counters.late_skips,
+                    "drops": p.counters.drops,
                 },
                 "engine": s.engine.counters.snapshot(),
             }

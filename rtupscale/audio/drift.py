@@ -39,7 +39,7 @@ class DriftController:
 
     Closed loop: ``level' = drift - correction``, ``correction = Kp*e + Ki*integral(e)``, a
     second-order loop with natural frequency ``sqrt(Ki)`` and damping ``Kp / (2 sqrt(Ki))``.
-    With ``settle_s = 20`` the loop settles in about 20 s, tracks a constant drift with zero
+    With ``settle_s = 40`` the loop settles in about 40 s, tracks a constant drift with zero
     steady-state error, and moves the ratio by well under 1 ppm per block.
 
     Args:
@@ -57,8 +57,8 @@ class DriftController:
         rate: float,
         target_frames: float,
         max_ppm: float = 2000.0,
-        settle_s: float = 20.0,
-        smoothing_s: float = 0.5,
+        settle_s: float = 40.0,
+        smoothing_s: float = 1.0,
     ):
         if rate <= 0 or target_frames < 0 or max_ppm <= 0 or settle_s <= 0 or smoothing_s <= 0:
             raise ValueError(

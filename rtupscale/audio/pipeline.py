@@ -28,6 +28,8 @@ class PipelineCounters:
     late_skips: int = 0  # capture backlog beyond the limit: frames dropped to bound latency
     skipped_frames: int = 0
     playback_full: int = 0  # output frames that did not fit the playback ring
+    drops: int = 0  # times the playback ring was far over target and output was dropped
+    dropped_blocks: int = 0
     max_process_s: float = 0.0
 
 
@@ -65,6 +67,10 @@ class Pipeline:
         self.playback = playback
         self.prefill_frames = int(prefill_frames)
         self.max_backlog = max(2 * block_size, int(max_backlog_s * rate))
+        # The drift control moves the level by ppm; a jump (a server that rendered ahead in
+        # silence, a burst of capture) is cut instead: fade out, drop blocks, fade in.
+        self.drop_above = self.prefill_frames + max(int(0.06 * self.out_rate), 4 * FACTOR * block_size)
+        self._dropping = False
         self.drift = DriftController(self.out_rate, self.prefill_frames)
         self.adjuster = RateAdjuster(channels, FACTOR * block_size, max_deviation=0.01)
         self._in_inter = np.zeros((block_size, channels), np.float32)
@@ -118,6 +124,7 @@ class Pipeline:
     def set_target(self, prefill_frames: int) -> None:
         """A new pre-fill: the drift control moves the level there (no jump, no gap)."""
         self.prefill_frames = int(prefill_frames)
+        self.drop_above = self.prefill_frames + max(int(0.06 * self.out_rate), 4 * FACTOR * self.block_size)
         self.drift.target = float(prefill_frames)
         self.drift.reset_band()
 
@@ -189,16 +196,40 @@ class Pipeline:
         n = out.shape[0]
         if self._fade_total:
             self._apply_fade(out)
+        level = self.playback.fill
+        if self._dropping:
+            if level > self.prefill_frames:
+                self.counters.dropped_blocks += 1
+                self._record_time(t0)
+                return True
+            self._dropping = False
+            self._ramp(out, rising=True)
+        elif level > self.drop_above:
+            self._dropping = True
+            self.counters.drops += 1
+            self._ramp(out, rising=False)
         written = self.playback.write(self._out_c, n)  # out is a prefix of out_buffer
         if written < n:
             self.counters.playback_full += n - written
+        self._record_time(t0)
+        return True
+
+    def _record_time(self, t0: float) -> None:
         dt = time.perf_counter() - t0
         c = self.counters
         self._times[c.blocks % TIMING_WINDOW] = dt
         c.blocks += 1
         if dt > c.max_process_s:
             c.max_process_s = dt
-        return True
+
+    def _ramp(self, out: np.ndarray, rising: bool) -> None:
+        """A linear fade across this block (in: 0 -> 1, out: 1 -> 0)."""
+        n = out.shape[0]
+        g = self._fade_g[:n]
+        np.multiply(self._fade_k[:n], 1.0 / n, out=g)
+        if not rising:
+            np.subtract(1.0, g, out=g)
+        out *= g[:, None]
 
     # -- reporting ----------------------------------------------------------------
     def timing(self) -> dict[str, float]:

@@ -77,6 +77,8 @@ class LiveStreams:
     # -- open / close (main thread) -----------------------------------------------------
     def open(self) -> None:
         os.environ["PULSE_PROP"] = CLIENT_PROPS
+        if os.environ.get("RTU_PLM"):
+            os.environ["PULSE_LATENCY_MSEC"] = os.environ["RTU_PLM"]
         if self.capture.server_name:
             os.environ["PULSE_SOURCE"] = self.capture.server_name
         self.recorder = rtmixer.Recorder(

@@ -231,35 +231,46 @@ def _xcorr_lag(a: np.ndarray, b: np.ndarray, max_lag: int) -> tuple[float, float
     return L, float(np.sum(aa * bb) / norm)
 
 
-def monitor_delay(rec: dict, factor: int = 4) -> tuple[float, float]:
-    """Delay (s) from monitor A to monitor B and the correlation, with B at ``factor`` x A's rate.
+def _lowpass(x: np.ndarray, rate: int, cutoff: float) -> np.ndarray:
+    spec = np.fft.rfft(x)
+    spec[np.fft.rfftfreq(len(x), 1 / rate) > cutoff] = 0
+    return np.fft.irfft(spec, len(x))
+
+
+def monitor_delay(rec: dict, factor: int = 4, segments: int = 5) -> tuple[float, float]:
+    """Delay (s) from monitor A to monitor B and the worst correlation, B at ``factor`` x A's rate.
 
     B is brought to A's rate by taking every ``factor``-th sample (the upsampler's phase-0
-    samples are its input), the lag is found by correlation, and the two callbacks' clocks
-    turn sample indices into times.
+    samples are its input); both are low-passed to 2 kHz, where the drift control's slow time
+    warp (< 1 sample per 0.1 s) cannot blur the correlation; the lag is found in short
+    segments spread over the signal (the median is kept), and the two streams' callback
+    clocks turn sample indices into times.
     """
-    a, b = rec["a"][:, 0].astype(np.float64), rec["b"][:, 0].astype(np.float64)
     ra, rb = int(rec["a_rate"]), int(rec["b_rate"])
     assert rb == factor * ra
+    a = _lowpass(rec["a"][:, 0].astype(np.float64), ra, 2000.0)
+    b_full = rec["b"][:, 0].astype(np.float64)
     ta0, pa = _clock_fit(rec["a_stamps"])
     tb0, pb = _clock_fit(rec["b_stamps"])
-    # the signal's stretch in A
-    env = np.abs(a) > 0.02
-    first = int(np.argmax(env)) + int(0.2 * ra)
-    seg = a[first:first + int(0.1 * ra)]  # short: the drift control warps time by <1 ms/s
-    best = None
-    for phase in range(factor):
-        bd = b[phase::factor]
-        lo = max(0, first - int(0.05 * ra))
-        bseg = bd[lo:lo + len(seg) + int(0.3 * ra)]
-        L, c = _xcorr_lag(seg, bseg, int(0.25 * ra))
-        if best is None or c > best[1]:
-            best = (lo + L - first, c, phase)
-    lag_a, corr, phase = best
-    ia = first
-    ib = factor * (first + lag_a) + phase
-    delay = (tb0 + pb * ib) - (ta0 + pa * ia)
-    return float(delay), float(corr)
+    on = np.flatnonzero(np.abs(rec["a"][:, 0]) > 0.02)
+    first, last = int(on[0]) + int(0.3 * ra), int(on[-1]) - int(0.5 * ra)
+    starts = np.linspace(first, max(first, last - int(0.1 * ra)), segments).astype(int)
+    bds = [_lowpass(b_full[p::factor], ra, 2000.0) for p in range(factor)]
+    delays, corrs = [], []
+    for st in starts:
+        seg = a[st:st + int(0.1 * ra)]
+        best = None
+        for phase in range(factor):
+            lo = max(0, st - int(0.05 * ra))
+            bseg = bds[phase][lo:lo + len(seg) + int(0.3 * ra)]
+            L, c = _xcorr_lag(seg, bseg, int(0.25 * ra))
+            if best is None or c > best[1]:
+                best = (lo + L - st, c, phase)
+        lag_a, corr, phase = best
+        ib = factor * (st + lag_a) + phase
+        delays.append((tb0 + pb * ib) - (ta0 + pa * st))
+        corrs.append(corr)
+    return float(np.median(delays)), float(min(corrs))
 
 
 def catmull_rom(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
@@ -271,44 +282,46 @@ def catmull_rom(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return x0 + 0.5 * f * (x1 - xm1 + f * (2 * xm1 - 5 * x0 + 4 * x1 - x2 + f * (3 * (x0 - x1) + x2 - xm1)))
 
 
-def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float = 0.25) -> dict:
+def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float = 0.02) -> dict:
     """Align a recording of the daemon's output with the file-mode output of the same input.
 
     The daemon resamples its output by a few hundred ppm (drift control), so the lag drifts:
-    it is measured in windows (fractional, by correlation), smoothed, and the recording is
-    read at the reference's positions plus that lag. Returns SNR (dB), worst-window
-    correlation and the lag track.
+    it is found once on a low-passed stretch, then tracked in short windows (fractional, by
+    correlation, each searched near the last), and the recording is read at the reference's
+    positions plus the interpolated lag. Returns the SNR (dB) over everything, the worst
+    50 ms stretch's SNR (a click or a gap shows there), the worst window correlation.
     """
     rec = rec.astype(np.float64)
     ref = ref.astype(np.float64)
     w = int(win_s * rate)
-    # coarse lag of the whole thing from the first seconds
-    L0, _ = _xcorr_lag(ref[: 4 * rate], rec[: len(ref[: 4 * rate]) + 2 * rate], 2 * rate)
+    on = np.flatnonzero(np.abs(ref) > 0.02)
+    first = int(on[0]) + int(0.05 * rate)
+    seg = _lowpass(ref, rate, 2000.0)[first:first + int(0.1 * rate)]
+    L0, _ = _xcorr_lag(seg, _lowpass(rec, rate, 2000.0)[: len(seg) + 4 * rate], 4 * rate)
+    lag = L0 - first  # rec index = ref index + lag
+    search = 48
     centers, lags, corrs = [], [], []
-    for s in range(0, len(ref) - w, w):
+    for s in range(first, int(on[-1]) - w, w):
         r = ref[s:s + w]
-        if np.sqrt(np.mean(r * r)) < 1e-3:
+        lo = int(round(s + lag)) - search
+        if lo < 0 or lo + w + 2 * search > len(rec):
+            break
+        L, c = _xcorr_lag(r, rec[lo:lo + w + 2 * search], 2 * search)
+        if c < 0.5:  # a gap or garbage here: keep the track, record the failure
+            corrs.append(c)
             continue
-        lo = int(s + L0) - 200
-        if lo < 0 or lo + w + 400 > len(rec):
-            continue
-        L, c = _xcorr_lag(r, rec[lo:lo + w + 400], 400)
+        lag = lo + L - s
         centers.append(s + w / 2)
-        lags.append(lo + L - s)
+        lags.append(lag)
         corrs.append(c)
     centers, lags, corrs = map(np.asarray, (centers, lags, corrs))
-    # smooth lag track (drift control changes the ratio slowly); median filter against outliers
-    k = 5
-    pad = np.pad(lags, k // 2, mode="edge")
-    med = np.array([np.median(pad[i:i + k]) for i in range(len(lags))])
     pos_ref = np.arange(len(ref), dtype=np.float64)
-    lag_at = np.interp(pos_ref, centers, med)
     good = (pos_ref >= centers[0]) & (pos_ref <= centers[-1])
-    aligned = catmull_rom(rec, pos_ref[good] + lag_at[good])
+    lag_at = np.interp(pos_ref[good], centers, lags)
+    aligned = catmull_rom(rec, pos_ref[good] + lag_at)
     r = ref[good]
     err = aligned - r
     snr = 10 * np.log10(np.sum(r * r) / max(np.sum(err * err), 1e-30))
-    # the worst 50 ms stretch (a click or a gap would show here)
     seg = int(0.05 * rate)
     nseg = len(r) // seg
     e2 = (err[: nseg * seg] ** 2).reshape(nseg, seg).sum(1)
@@ -319,8 +332,8 @@ def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float
         "snr_db": float(snr),
         "worst_50ms_snr_db": float(worst),
         "min_window_corr": float(corrs.min()),
-        "lag_start": float(med[0]),
-        "lag_end": float(med[-1]),
+        "lag_start": float(lags[0]),
+        "lag_end": float(lags[-1]),
         "seconds_compared": float(good.sum() / rate),
     }
 

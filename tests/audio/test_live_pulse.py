@@ -120,7 +120,7 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
     print("alignment", res)
     for r in res:
         assert r["seconds_compared"] >= 55.0, r
-        assert r["min_window_corr"] >= 0.98, r
+        assert r["min_window_corr"] >= 0.9, r  # a gap or a click falls below 0.5
         assert r["snr_db"] >= 35.0, r
         assert r["worst_50ms_snr_db"] >= 20.0, r  # no click, gap or burst anywhere
 

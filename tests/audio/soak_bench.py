@@ -1,0 +1,146 @@
+"""Soak benchmark (a report, not a test): the daemon through PulseAudio for minutes, with a
+CPU hog keeping another core busy.
+
+    python tests/audio/soak_bench.py --minutes 10 --block 256 --prefill 20 [--out soak.json]
+
+Starts a private PulseAudio (tests/audio/null-sinks.pa), the daemon with the shipped
+config.yaml plus the given block size and pre-fill, a busy-loop process, and an app
+(pacat) playing band-limited noise into the virtual sink for the whole run. Every 10 s it
+reads ``status``; at the end it measures the end-to-end delay (monitor to monitor) and
+prints xruns, processing time per block (median, p99, max), the playback level band,
+drift correction and the daemon's RSS at start and end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.audio.pulse_harness import HERE, PYTHON, REPO, Daemon, PulseServer, monitor_delay, noise_signal  # noqa: E402
+
+RATE = 44100
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--block", type=int, default=256)
+    ap.add_argument("--prefill", type=float, default=None, help="latency.prefill_ms (default: config.yaml's)")
+    ap.add_argument("--no-hog", action="store_true")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="rtupscale-soak-"))
+    server = PulseServer(root)
+    server.start()
+    cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    cfg["latency"]["block_size"] = args.block
+    if args.prefill is not None:
+        cfg["latency"]["prefill_ms"] = args.prefill
+    cfg.setdefault("control", {})["socket"] = str(server.runtime / "rtupscale.sock")
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    d = Daemon(server, config, root / "daemon.log")
+    hog = None
+    app = None
+    try:
+        d.start()
+        d.wait_running()
+        rss_start = rss_kib(d.proc.pid)
+        if not args.no_hog:
+            hog = subprocess.Popen([PYTHON, "-c", "while True: pass"])
+        app = subprocess.Popen(
+            ["pacat", "--playback", "--raw", "--format=float32le", f"--rate={RATE}", "--channels=2",
+             "--latency-msec=40", "-d", "rtupscale"],
+            stdin=subprocess.PIPE, env=server.env,
+        )
+        loop = noise_signal(30.0, RATE, seed=7)
+        stop = threading.Event()
+
+        def feed():
+            try:
+                while not stop.is_set():
+                    app.stdin.write(loop.tobytes())
+            except (BrokenPipeError, ValueError):
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+        time.sleep(3.0)
+        st0 = d.status()
+        samples = []
+        t_end = time.monotonic() + 60 * args.minutes
+        while time.monotonic() < t_end:
+            time.sleep(10.0)
+            st = d.status()
+            samples.append({
+                "t": round(st["uptime_s"], 1),
+                "xruns": st["xruns"]["total"] - st0["xruns"]["total"],
+                "p99_ms": st["processing_ms"]["p99_ms"],
+                "max_ms": st["processing_ms"]["max_ms"],
+                "level": st["rings"]["playback_level_ema"],
+                "ppm": st["rings"]["drift_correction_ppm"],
+                "latency_ms": st["latency_ms"]["total_ms"],
+                "rss_kib": rss_kib(d.proc.pid),
+            })
+            print(json.dumps(samples[-1]), flush=True)
+        rec_path = root / "rec.npz"
+        rec = subprocess.Popen(
+            [PYTHON, str(HERE / "record_monitors.py"), str(rec_path), "6", "rtupscale.monitor", str(RATE), "dac.monitor", str(4 * RATE)],
+            env=server.env, stdout=subprocess.PIPE, text=True,
+        )
+        rec.communicate(timeout=60)
+        delay, corr = monitor_delay(dict(np.load(rec_path)))
+        st = d.status()
+        stop.set()
+        levels = [s["level"] for s in samples]
+        report = {
+            "minutes": args.minutes,
+            "block": args.block,
+            "prefill_ms": cfg["latency"]["prefill_ms"],
+            "cpu_hog": not args.no_hog,
+            "xruns": st["xruns"],
+            "xruns_during_soak": st["xruns"]["total"] - st0["xruns"]["total"],
+            "processing_ms": st["processing_ms"],
+            "playback_level_frames": {"target": st["rings"]["playback_target"], "min": min(levels), "max": max(levels),
+                                      "ema_band_since_start": st["rings"]["playback_level_band"]},
+            "drift_correction_ppm": st["rings"]["drift_correction_ppm"],
+            "status_latency_ms": st["latency_ms"],
+            "measured_delay_ms": round(1e3 * delay, 2),
+            "measured_corr": round(corr, 4),
+            "rss_kib": {"start": rss_start, "end": rss_kib(d.proc.pid)},
+            "worker_priority": st["worker_priority"],
+            "recoveries": st["recoveries"],
+        }
+        print(json.dumps(report, indent=2))
+        if args.out:
+            args.out.write_text(json.dumps({"report": report, "samples": samples}, indent=2))
+    finally:
+        if app is not None:
+            app.kill()
+        if hog is not None:
+            hog.kill()
+        d.stop()
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
