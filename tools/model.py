@@ -6,7 +6,7 @@ Per hop of ``HOP`` = 128 input samples (2.9 ms at 44.1 kHz):
 2. features: per-bin log power (relative to the frame's mean) and the mean itself;
 3. a 2-layer GRU at frame rate (the only memory beyond one window);
 4. per output bin ``k >= BAND_START`` and per fold source ``s``, a gain
-   ``10 gate_s * exp(z)`` applied to input bin ``k - SHIFTS[s]`` (spectral folding with a
+   ``GAIN_MAX * tanh(10 gate_s * exp(z) / GAIN_MAX)`` applied to input bin ``k - SHIFTS[s]`` (spectral folding with a
    learned, time-varying envelope; shifts are even so that, at 50 % overlap, the shifted
    bins keep the phase advance of their new frequency);
 5. synthesis: inverse DFT of the folded bins only, sqrt-Hann window, overlap-add; the
@@ -49,6 +49,7 @@ N_BINS = HOP + 1
 BAND_START = 88
 SHIFTS = (32, 48, 64)
 N_BAND = N_BINS - BAND_START
+GAIN_MAX = 2.0
 FACTOR = 4
 INTERP_TAPS = interp.design_interpolator().shape[0]
 LATENCY = HOP + interp.LATENCY
@@ -140,7 +141,9 @@ class Restorer(nn.Module):
         h = F.elu(self.mid(h))
         z = self.out(h).clamp(-20.0, 6.0)  # [C, M, S * N_BAND]
         # x10: the gate starts at 0 and reaches useful gains (about 1) in tens of steps.
-        gain = torch.exp(z) * (10.0 * self.gate).repeat_interleave(N_BAND)
+        # Bounded to +-GAIN_MAX (tanh): a folded band is never made more than 6 dB louder
+        # than its source, so a transient cannot blow up (an unbounded gain did, +20 dB).
+        gain = GAIN_MAX * torch.tanh(torch.exp(z) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(N_BAND))
         folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * N_BAND]
         syn = folded @ self.synthesis  # [C, M, WINDOW]
         first, second = syn[:, :, :HOP], syn[:, :, HOP:]
