@@ -257,6 +257,7 @@ def format_status(st: dict) -> list[str]:
         f"rings: capture {r['capture_fill']}/{r['capture_capacity']}, playback {r['playback_fill']}/{r['playback_capacity']} frames"
         f" (level {r['playback_level_ema']:.0f}, target {r['playback_target']}"
         + (f", band {band[0]:.0f}..{band[1]:.0f}" if band else "")
+        + (f", lowest {r['playback_min_fill']}" if r.get("playback_min_fill") is not None else "")
         + f"), drift correction {r['drift_correction_ppm']:+.1f} ppm"
     )
     p = st["processing_ms"]

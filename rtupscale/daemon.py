@@ -49,8 +49,10 @@ RECOVER_BACKOFF_S = (0.25, 0.5, 1.0, 2.0, 4.0)
 RECOVER_GIVE_UP_S = 120.0
 """Recovery tries this long, then the daemon stops with the reason (exit 1; systemd restarts it)."""
 RATE_CHECK_EVERY_S = 2.0
+SHUTDOWN_LIMIT_S = 8.0
+"""After TERM/INT the daemon exits within this long, cleaned up or not."""
 DEVICE_LATENCY_S = float(os.environ.get("RTU_DEVLAT", "0.004"))
-DEVICE_LATENCY_OUT_S = float(os.environ.get("RTU_DEVLAT_OUT", "0.008"))
+DEVICE_LATENCY_OUT_S = float(os.environ.get("RTU_DEVLAT_OUT", "0.010"))
 """PortAudio's suggested latency for both streams. Through the ALSA pulse plugin this sets
 the server-side buffer of each stream; the measured end-to-end figures in the README
 were taken with it."""
@@ -311,6 +313,7 @@ class Daemon:
         self.priority = "normal"
         self.last_rate_check = 0.0
         self.last_latency_probe = 0.0
+        self.past_xruns: dict[str, int] = collections.Counter()  # of closed sessions
         self._prev_counters: dict = {}
 
     # -- helpers used by sessions ---------------------------------------------------
@@ -331,8 +334,18 @@ class Daemon:
             self._reload = True
         else:
             self._stop_signal = signal.Signals(signum).name
+            if not self._stop.is_set():
+                # never hang on the way out (a device or server that blocks a close)
+                t = threading.Timer(SHUTDOWN_LIMIT_S, self._hard_exit)
+                t.daemon = True
+                t.start()
             self._stop.set()
         self._wake.set()
+
+    def _hard_exit(self) -> None:
+        log.error("shutdown took longer than %g s: exiting without cleanup", SHUTDOWN_LIMIT_S)
+        logging.shutdown()
+        os._exit(EXIT_FAILURE)
 
     # -- main ------------------------------------------------------------------------
     def run(self) -> int:
@@ -461,6 +474,7 @@ class Daemon:
         rate = None
         if old is not None:
             old.close()
+            self._bank_counters(old)
         t0 = time.monotonic()
         attempt = 0
         while not self._stop.is_set():
@@ -487,6 +501,24 @@ class Daemon:
                 self._stop.wait(delay)
             self._reinit_portaudio()
         raise StopDaemon(f"{self._stop_signal or 'stop'} received during recovery", EXIT_OK)
+
+    def _bank_counters(self, s: Session) -> None:
+        """Keep a closed session's xruns, so that ``status`` counts since the daemon started."""
+        for k, v in self._session_xruns(s).items():
+            self.past_xruns[k] += v
+
+    @staticmethod
+    def _session_xruns(s: Session) -> dict[str, int]:
+        x = s.streams.xruns
+        c = s.pipeline.counters
+        return {
+            "input_overflows": x.input_overflows,
+            "output_underflows": x.output_underflows,
+            "capture_ring_full": x.capture_ring_full,
+            "playback_ring_empty": x.playback_ring_empty,
+            "late_skips": c.late_skips,
+            "drops": c.drops,
+        }
 
     @staticmethod
     def _reinit_portaudio() -> None:
@@ -549,6 +581,7 @@ class Daemon:
             new_rate = src[0].spec.rate
             log.warning("capture source %s switched to %d Hz (was %d): reopening at %d Hz", ep.server_name, new_rate, s.rate, new_rate)
             s.close()
+            self._bank_counters(s)
             self.session = self._open_session(self.config, new_rate)
             self.session.start()
             self.recoveries += 1
@@ -593,6 +626,7 @@ class Daemon:
         if audio_changed:
             log.info("reload: audio devices changed: reopening the audio path")
             s.close()
+            self._bank_counters(s)
             self.runner = runner
             self.session = self._open_session(new, None)
             self.session.start()
@@ -648,7 +682,8 @@ class Daemon:
             return out
         p = s.pipeline
         r = s.routing
-        x = s.streams.xruns
+        xr = {k: v + self.past_xruns[k] for k, v in self._session_xruns(s).items()}
+        xr = {"total": sum(xr.values()), **xr}
         out.update(
             {
                 "server": r.server,
@@ -667,18 +702,11 @@ class Daemon:
                     "playback_level_ema": round(p.drift.state.level_ema, 1),
                     "playback_level_band": [round(p.drift.state.min_ema, 1), round(p.drift.state.max_ema, 1)] if math.isfinite(p.drift.state.min_ema) else None,
                     "drift_correction_ppm": round(p.drift.state.correction * 1e6, 1),
+                    "playback_min_fill": p.min_fill if p.min_fill < (1 << 62) else None,
                 },
                 "processing_ms": {k: round(v, 3) for k, v in p.timing().items()},
                 "blocks": p.counters.blocks,
-                "xruns": {
-                    "total": x.total + p.counters.late_skips + p.counters.drops,
-                    "input_overflows": x.input_overflows,
-                    "output_underflows": x.output_underflows,
-                    "capture_ring_full": x.capture_ring_full,
-                    "playback_ring_empty": x.playback_ring_empty,
-                    "late_skips": p.counters.late_skips,
-                    "drops": p.counters.drops,
-                },
+                "xruns": xr,
                 "engine": s.engine.counters.snapshot(),
             }
         )

@@ -92,6 +92,7 @@ class Pipeline:
         self.cap_level_avg = 0.0
         self.play_level_avg = float(self.prefill_frames)
         self._avg_tau_s = 2.0
+        self.min_fill = 1 << 62  # the lowest playback ring level seen while playing: the cushion left
 
     # -- levels -------------------------------------------------------------------
     def sample_levels(self, now: float, playing: bool = True) -> None:
@@ -107,6 +108,8 @@ class Pipeline:
         self._last_sample_t = now
         play = self.playback.fill
         cap = self.capture.fill
+        if play < self.min_fill:
+            self.min_fill = play
         a = min(1.0, dt / self._avg_tau_s)
         self.cap_level_avg += a * (cap - self.cap_level_avg)
         self.play_level_avg += a * (play - self.play_level_avg)
@@ -142,6 +145,7 @@ class Pipeline:
         self.step_ratio = old.step_ratio
         self.cap_level_avg, self.play_level_avg = old.cap_level_avg, old.play_level_avg
         self._last_sample_t = old._last_sample_t
+        self.min_fill = old.min_fill
         self.adjuster.take_state(old.adjuster)
         m = min(self._hist.shape[1], old._hist.shape[1])
         self._hist[:, -m:] = old._hist[:, -m:]

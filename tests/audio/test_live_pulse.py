@@ -107,22 +107,12 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
     # audio the sink's own latency before the DAC: status reports that part separately)
     delay, corr = monitor_delay(data)
     lat = st["latency_ms"]
+    print("rings", st["rings"])
     reported = lat["total_ms"] - lat["sink_ms"]
     print(f"measured delay {1e3 * delay:.2f} ms (corr {corr:.4f}); status {lat}")
     assert corr > 0.95
     assert abs(1e3 * delay - reported) <= 4.0, (1e3 * delay, lat)
     assert 1e3 * delay <= 40.0, f"default config: {1e3 * delay:.1f} ms end to end, target 40 ms"
-
-    # the recording equals the file-mode output of the same input
-    ref = file_mode_output(config, wav, tmp_path / "ref.wav")
-    b = data["b"]
-    res = [align_to_reference(b[:, ch], ref[:, ch], OUT_RATE) for ch in range(2)]
-    print("alignment", res)
-    for r in res:
-        assert r["seconds_compared"] >= 55.0, r
-        assert r["min_window_corr"] >= 0.9, r  # a gap or a click falls below 0.5
-        assert r["snr_db"] >= 35.0, r
-        assert r["worst_50ms_snr_db"] >= 20.0, r  # no click, gap or burst anywhere
 
     # status and bypass from the CLI
     out = cli(pulse_server, "status", "--config", str(config))
@@ -143,6 +133,18 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
     assert d.stop() == 0
     assert "rtupscale" not in [s["name"] for s in pulse_server.sinks()]
     assert not sock.exists()
+
+    # the recording equals the file-mode output of the same input (computed after the
+    # daemon stopped: the analysis is heavy)
+    ref = file_mode_output(config, wav, tmp_path / "ref.wav")
+    b = data["b"]
+    res = [align_to_reference(b[:, ch], ref[:, ch], OUT_RATE) for ch in range(2)]
+    print("alignment", res)
+    for r in res:
+        assert r["seconds_compared"] >= 55.0, r
+        assert r["min_window_corr"] >= 0.9, r  # a gap or a click falls below 0.5
+        assert r["snr_db"] >= 35.0, r
+        assert r["worst_50ms_snr_db"] >= 20.0, r  # no click, gap or burst anywhere
 
 
 def test_low_latency_setting(pulse_server, make_config, daemon_factory, tmp_path):
