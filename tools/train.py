@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="data/dataset")
     parser.add_argument("--run", default="runs/main", help="folder for checkpoints and logs")
-    parser.add_argument("--steps", type=int, default=12000)
+    parser.add_argument("--steps", type=int, default=6500, help="length of the learning-rate schedule")
+    parser.add_argument("--stop-at", type=int, default=None,
+                        help="stop at this step (default: --steps); the schedule stays that of --steps")
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--frames", type=int, default=HOP * 128, help="segment length, samples")
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -225,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     first_step = step
     running: dict[str, float] = {}
-    while step < args.steps:
+    stop_at = args.steps if args.stop_at is None else min(args.stop_at, args.steps)
+    while step < stop_at:
         lr = lr_at(step, args.steps, args.lr)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -247,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(entry), flush=True)
             log.write(json.dumps(entry) + "\n")
             log.flush()
-        if step % args.checkpoint_every == 0 or step == args.steps:
+        if step % args.checkpoint_every == 0 or step == stop_at:
             save(ckpt_path)
-        if step % args.validate_every == 0 or step == args.steps:
+        if step % args.validate_every == 0 or step == stop_at:
             val = validate(model, val_clips)
             entry = {"step": step, "validation": val}
             print(json.dumps({"step": step, "val_mean_mp3_hf_ratio": round(val["mean_mp3_hf_ratio"], 4),

@@ -17,8 +17,8 @@ def tiny_data(tmp_path_factory):
     return out
 
 
-def _args(data, run, steps):
-    return ["--data", str(data), "--run", str(run), "--steps", str(steps), "--batch", "2",
+def _args(data, run, stop_at):
+    return ["--data", str(data), "--run", str(run), "--steps", "4", "--stop-at", str(stop_at), "--batch", "2",
             "--frames", "4096", "--hidden", "16", "--layers", "1", "--checkpoint-every", "2",
             "--validate-every", "4", "--val-clips", "1", "--seed", "5"]
 
