@@ -50,6 +50,7 @@ RECOVER_GIVE_UP_S = 120.0
 """Recovery tries this long, then the daemon stops with the reason (exit 1; systemd restarts it)."""
 RATE_CHECK_EVERY_S = 2.0
 SHUTDOWN_LIMIT_S = 8.0
+GIL_SWITCH_S = 0.0005
 """After TERM/INT the daemon exits within this long, cleaned up or not."""
 DEVICE_LATENCY_S = float(os.environ.get("RTU_DEVLAT", "0.004"))
 DEVICE_LATENCY_OUT_S = float(os.environ.get("RTU_DEVLAT_OUT", "0.010"))
@@ -250,7 +251,13 @@ class Session:
             except pulse.SoundServerError:
                 return
             if None not in (sl.capture_buffer, sl.source, sl.playback_buffer, sl.sink):
-                sample = {"device_in": sl.capture_buffer + sl.source, "device_out": sl.playback_buffer, "sink": sl.sink}
+                # capture: what the server holds, plus what the ALSA plugin holds until
+                # PortAudio takes its next period (half of PortAudio's input buffer, on average)
+                try:
+                    pa_in = self.streams.device_latency_s[0]
+                except Exception:
+                    pa_in = 0.0
+                sample = {"device_in": sl.capture_buffer + sl.source + pa_in / 2, "device_out": sl.playback_buffer, "sink": sl.sink}
         if sample is None:
             try:
                 dev_in, dev_out = self.streams.device_latency_s
@@ -353,6 +360,12 @@ class Daemon:
 
         for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(s, self._on_signal)
+        # The worker is a Python thread: a thread holding the GIL delays it by up to the
+        # switch interval (5 ms by default), which is a block at low latency.
+        sys.setswitchinterval(GIL_SWITCH_S)
+        # Import the model runtime now, not on the first reload that loads a model: importing
+        # onnxruntime holds the GIL for long enough to starve the worker.
+        import rtupscale.model.runner  # noqa: F401
         self.control = control.ControlServer(self, self.config.control)
         self.control.start()  # refuses to start if another daemon answers on the socket
         try:
@@ -635,7 +648,6 @@ class Daemon:
             engine = self.build_engine(new, runner, s.rate)
             prefill = int(round(new.latency.prefill_ms * 1e-3 * FACTOR * s.rate))
             pipe = Pipeline(engine, s.channels, s.rate, new.latency.block_size, s.cap_ring, s.play_ring, prefill)
-            pipe.prime_from(s.pipeline)
             # the old engine fades its model out first; the worker switches at model gain 0
             s.engine.set_bypass(True)
             s.pending_pipeline = pipe
