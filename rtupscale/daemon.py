@@ -52,11 +52,13 @@ RATE_CHECK_EVERY_S = 2.0
 SHUTDOWN_LIMIT_S = 8.0
 GIL_SWITCH_S = 0.0005
 """After TERM/INT the daemon exits within this long, cleaned up or not."""
-DEVICE_LATENCY_S = float(os.environ.get("RTU_DEVLAT", "0.004"))
-DEVICE_LATENCY_OUT_S = float(os.environ.get("RTU_DEVLAT_OUT", "0.010"))
-"""PortAudio's suggested latency for both streams. Through the ALSA pulse plugin this sets
-the server-side buffer of each stream; the measured end-to-end figures in the README
-were taken with it."""
+DEVICE_LATENCY_IN_S = 0.004
+DEVICE_LATENCY_OUT_S = 0.010
+"""PortAudio's suggested latencies. Through ALSA's pulse plugin they set each stream's
+server-side buffer. Measured on a loaded 2-core machine (tests/audio, soak_bench.py):
+capture at 4 ms is clean; playback needed 10 ms (about 12 ms server-side) to run without
+underflows, 8 ms underflowed within a minute when the machine was busy, 20 ms makes
+PortAudio's callbacks large enough that the ring needs more pre-fill."""
 
 
 class StopDaemon(Exception):
@@ -127,8 +129,10 @@ class Session:
         self.play_ring = FrameRing(self.channels, 2 * prefill + 16 * FACTOR * block + FACTOR * int(0.25 * rate))
         self.pipeline = Pipeline(self.engine, self.channels, rate, block, self.cap_ring, self.play_ring, prefill)
         self.streams = LiveStreams(
-            capture, playback, rate, self.channels, self.cap_ring, self.play_ring, DEVICE_LATENCY_S, DEVICE_LATENCY_OUT_S
+            capture, playback, rate, self.channels, self.cap_ring, self.play_ring, DEVICE_LATENCY_IN_S, DEVICE_LATENCY_OUT_S
         )
+        self.worker: threading.Thread | None = None
+        self.stop_worker = False
         self._threads_before = priority.thread_ids()
         self.audio_thread_priority: list[str] = []
         try:
@@ -136,8 +140,6 @@ class Session:
         except Exception as e:
             self.close()
             raise RuntimeError(f"cannot open the audio streams ({capture} -> {playback}): {e}") from e
-        self.worker: threading.Thread | None = None
-        self.stop_worker = False
         self.heartbeat = time.monotonic()
         self.last_capture_progress = time.monotonic()
         self.pending_pipeline: Pipeline | None = None
@@ -640,8 +642,15 @@ class Daemon:
             log.info("reload: audio devices changed: reopening the audio path")
             s.close()
             self._bank_counters(s)
-            self.runner = runner
-            self.session = self._open_session(new, None)
+            old_runner, self.runner = self.runner, runner
+            try:
+                self.session = self._open_session(new, None)
+            except Exception:
+                log.error("reload: the new audio devices do not open: back to the running ones")
+                self.runner = old_runner
+                self.session = self._open_session(self.config, s.rate)
+                self.session.start()
+                raise
             self.session.start()
             self.check_rates()
         elif engine_changed or (model_changed and s.engine.can_swap(runner) is not None):

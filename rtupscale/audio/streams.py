@@ -77,8 +77,6 @@ class LiveStreams:
     # -- open / close (main thread) -----------------------------------------------------
     def open(self) -> None:
         os.environ["PULSE_PROP"] = CLIENT_PROPS
-        if os.environ.get("RTU_PLM"):
-            os.environ["PULSE_LATENCY_MSEC"] = os.environ["RTU_PLM"]
         if self.capture.server_name:
             os.environ["PULSE_SOURCE"] = self.capture.server_name
         self.recorder = rtmixer.Recorder(
@@ -86,7 +84,6 @@ class LiveStreams:
             channels=self.channels,
             samplerate=self.rate,
             latency=self.latency_in_s,
-            blocksize=int(os.environ.get("RTU_BSIN", "0")),
         )
         if self.playback.server_name:
             os.environ["PULSE_SINK"] = self.playback.server_name
@@ -95,7 +92,6 @@ class LiveStreams:
             channels=self.channels,
             samplerate=FACTOR * self.rate,
             latency=self.latency_out_s,
-            blocksize=int(os.environ.get("RTU_BSOUT", "0")),
         )
 
     def start(self) -> None:
