@@ -428,6 +428,7 @@ class Daemon:
         watchdog_s = service.watchdog_interval_s()
         next_watchdog = 0.0
         rate_checked = False
+        latency_logged = False
         while True:
             self._wake.wait(0.25)
             self._wake.clear()
@@ -443,7 +444,7 @@ class Daemon:
             now = time.monotonic()
             if s.failure is not None:
                 self._recover(s.failure)
-                rate_checked = False
+                rate_checked = latency_logged = False
                 continue
             if now - s.heartbeat > STALL_S:
                 self.state = "stalled"
@@ -457,6 +458,15 @@ class Daemon:
             if s.first_audio_at is not None and now - self.last_latency_probe > 1.0:
                 self.last_latency_probe = now
                 s.measure_device_latency()
+            if not latency_logged and s.first_audio_at is not None and now - s.first_audio_at > 5.0:
+                latency_logged = True
+                lat = s.latency_report()
+                log.info(
+                    "latency %.1f ms: engine %.1f + capture ring %.1f + playback ring %.1f (target %.1f) "
+                    "+ devices %.1f in / %.1f out + sink %.1f",
+                    lat["total_ms"], lat["engine_ms"], lat["capture_ring_ms"], lat["playback_ring_ms"],
+                    lat["prefill_target_ms"], lat["device_in_ms"], lat["device_out_ms"], lat["sink_ms"],
+                )
             if watchdog_s and now >= next_watchdog and self.state != "stalled":
                 service.sd_notify("WATCHDOG=1")
                 next_watchdog = now + watchdog_s / 3
