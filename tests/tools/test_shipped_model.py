@@ -1,0 +1,84 @@
+"""The shipped default model: loads through the contract, streams as it runs offline,
+is transparent above the base Nyquist, and stays under the size limit."""
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from rtupscale.model.contract import parse_metadata
+from rtupscale.model.runner import ModelRunner
+
+MODELS = Path(__file__).resolve().parents[2] / "models"
+SHIPPED = sorted(MODELS.glob("*.onnx"))
+
+
+def _signal(sr, seconds, seed=0):
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds) // 512 * 512
+    t = np.arange(n) / sr
+    x = 0.05 * rng.standard_normal((2, n))
+    x += 0.2 * np.sin(2 * np.pi * 3000 * t)
+    x[:, n // 2:] *= 0.1
+    return x.astype(np.float32)
+
+
+def _offline(path, x):
+    """One onnxruntime call over the whole signal from zero state."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    contract = parse_metadata(session.get_modelmeta().custom_metadata_map)
+    feed = {"audio_in": x}
+    for s in contract.states:
+        feed[s.input] = np.zeros(s.concrete_shape(x.shape[0]), np.float32)
+    return session.run(["audio_out"], feed)[0]
+
+
+def test_a_model_ships_and_is_small():
+    assert SHIPPED, "no .onnx under models/"
+    for path in SHIPPED:
+        assert path.stat().st_size < 20 * 2**20, f"{path.name} is over 20 MB"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+@pytest.mark.parametrize("block", [256, 1024])
+def test_streaming_equals_offline(path, block):
+    runner = ModelRunner(path, provider="cpu", threads=1)
+    assert runner.contract.kind == "stateful"
+    assert set(runner.contract.sample_rates) == {44100, 48000}
+    x = _signal(44100, 1.0)
+    stream = runner.stream(2, block)
+    streamed = np.concatenate([stream.process(x[:, i:i + block]).copy() for i in range(0, x.shape[1], block)], axis=1)
+    offline = _offline(path, x)
+    assert np.max(np.abs(streamed - offline)) <= 1e-4
+    # The state is really carried: blocks run from zero state each time differ.
+    stream.reset()
+    dropped = []
+    for i in range(0, x.shape[1], block):
+        dropped.append(stream.process(x[:, i:i + block]).copy())
+        stream.reset()
+    assert np.max(np.abs(np.concatenate(dropped, axis=1) - offline)) > 1e-3
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_nothing_above_the_base_nyquist(path):
+    sr = 48000
+    x = _signal(sr, 1.0, seed=1)
+    y = _offline(path, x)[0]
+    spec = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    f = np.fft.rfftfreq(len(y), 1 / (4 * sr))
+    above = spec[f > 0.55 * sr].max()
+    assert 20 * np.log10(above / spec.max()) < -90
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_transients_do_not_run_away(path):
+    # Full-scale clicks and noise bursts: the folded band's gain is bounded, so the output
+    # stays far below the engine's runaway guard (+-4.0).
+    sr = 44100
+    rng = np.random.default_rng(2)
+    x = np.zeros((2, sr), np.float32)
+    x[:, ::2205] = 0.9
+    x[:, sr // 2:sr // 2 + 2000] += 0.5 * rng.standard_normal((2, 2000)).astype(np.float32)
+    y = _offline(path, x)
+    assert np.max(np.abs(y)) < 2.0
