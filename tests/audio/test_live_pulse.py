@@ -83,9 +83,9 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
     wav = tmp_path / "in.wav"
     sf.write(wav, sig, RATE, subtype="FLOAT")
     time.sleep(2.5)  # trap 1: let the sinks settle
+    rec = record(pulse_server, tmp_path / "rec.npz", seconds + 6)
+    time.sleep(2.0)  # the recorder's streams joined the DAC sink: count xruns from here on
     before = d.status()["xruns"]["total"]
-    rec = record(pulse_server, tmp_path / "rec.npz", seconds + 4)
-    time.sleep(0.5)
     player = paplay(pulse_server, wav)
     # during the run: the server really carries 176400 Hz to the DAC sink, unresampled
     time.sleep(3)
