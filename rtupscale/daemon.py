@@ -50,6 +50,8 @@ RECOVER_GIVE_UP_S = 120.0
 """Recovery tries this long, then the daemon stops with the reason (exit 1; systemd restarts it)."""
 RATE_CHECK_EVERY_S = 2.0
 SHUTDOWN_LIMIT_S = 8.0
+SINK_LATENCY_LIMIT_S = 0.1
+"""A DAC sink latency above this (the server says so) reopens the audio path."""
 GIL_SWITCH_S = 0.0005
 """After TERM/INT the daemon exits within this long, cleaned up or not."""
 DEVICE_LATENCY_IN_S = 0.004
@@ -260,6 +262,11 @@ class Session:
                 except Exception:
                     pa_in = 0.0
                 sample = {"device_in": sl.capture_buffer + sl.source + pa_in / 2, "device_out": sl.playback_buffer, "sink": sl.sink}
+                if sl.sink > SINK_LATENCY_LIMIT_S and self.failure is None:
+                    # Seen after a device underflow through ALSA's pulse plugin: the plugin's
+                    # re-made stream no longer asks for a low sink latency, and the sink runs
+                    # hundreds of ms ahead. Only a new stream brings it back.
+                    self.failure = f"the DAC sink runs {1e3 * sl.sink:.0f} ms ahead of real time (after a server underrun)"
         if sample is None:
             try:
                 dev_in, dev_out = self.streams.device_latency_s
