@@ -27,6 +27,9 @@ def make_config(pulse_server, tmp_path):
 
     def make(name: str = "config.yaml", **sections) -> object:
         cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+        model = cfg.setdefault("model", {})
+        if model.get("path", "none") != "none":  # relative to config.yaml, which stays in the repo
+            model["path"] = str((REPO / model["path"]).resolve())
         cfg.setdefault("control", {})["socket"] = str(pulse_server.runtime / f"rtupscale-{tmp_path.name}.sock")
         for section, values in sections.items():
             cfg.setdefault(section, {}).update(values)
