@@ -188,14 +188,18 @@ def unload_module(index: int) -> None:
 
 
 def null_sink_module(name: str) -> int | None:
-    """Index of the module-null-sink whose sink is ``name``, if one is loaded."""
-    rows = _pactl("list", "modules")
-    assert isinstance(rows, list)
-    for r in rows:
-        if r.get("name") == "module-null-sink" and re.search(
-            rf"(^|\s)sink_name={re.escape(name)}(\s|$)", str(r.get("argument", ""))
+    """Index of the module-null-sink whose sink is ``name``, if one is loaded.
+
+    (``pactl -f json list modules`` has no module index in PulseAudio 16: the short text
+    listing, ``INDEX<TAB>NAME<TAB>ARGUMENT``, has.)
+    """
+    text = str(_pactl("list", "modules", "short", json_out=False))
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 3 and parts[1] == "module-null-sink" and re.search(
+            rf"(^|\s)sink_name={re.escape(name)}(\s|$)", parts[2]
         ):
-            return int(r["index"])
+            return int(parts[0])
     return None
 
 
