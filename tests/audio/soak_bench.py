@@ -52,6 +52,9 @@ def main() -> int:
     server = PulseServer(root)
     server.start()
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
+    model = cfg.setdefault("model", {})
+    if model.get("path", "none") != "none":  # relative to config.yaml, which stays in the repo
+        model["path"] = str((REPO / model["path"]).resolve())
     cfg["latency"]["block_size"] = args.block
     if args.prefill is not None:
         cfg["latency"]["prefill_ms"] = args.prefill
