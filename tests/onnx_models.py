@@ -66,7 +66,6 @@ def stateful_fir(
         numpy_helper.from_array(np.array([-(k - 1)], np.int64), "neg_fir_hist"),
         numpy_helper.from_array(np.array([-(taps - 1)], np.int64), "neg_interp_hist"),
         numpy_helper.from_array(np.array([2**62], np.int64), "end"),
-        numpy_helper.from_array(np.array([0, 2, 1], np.int64), "perm_unused"),
         numpy_helper.from_array(np.array([0, -1], np.int64), "flat_shape"),
     ]
     nodes = [
