@@ -54,6 +54,10 @@ class LatencyConfig:
     """Output buffering: how much audio the playback ring holds before playback starts, ms."""
     crossfade_ms: float = 20.0
     """Length of every crossfade (bypass toggle, state reset, model swap), ms."""
+    capture_buffer_ms: float = 4.0
+    """The capture device's buffer (PortAudio's suggested input latency), ms."""
+    playback_buffer_ms: float = 10.0
+    """The playback device's buffer (PortAudio's suggested output latency), ms."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "latency.block_size": (lambda v: 16 <= v <= 16384, "an integer from 16 to 16384"),
     "latency.prefill_ms": (lambda v: 0 <= v <= 2000, "a number from 0 to 2000"),
     "latency.crossfade_ms": (lambda v: 0.5 <= v <= 1000, "a number from 0.5 to 1000"),
+    "latency.capture_buffer_ms": (lambda v: 1 <= v <= 500, "a number from 1 to 500"),
+    "latency.playback_buffer_ms": (lambda v: 1 <= v <= 500, "a number from 1 to 500"),
     "model.provider": (lambda v: v in PROVIDERS, f"one of {', '.join(PROVIDERS)}"),
     "model.threads": (lambda v: 1 <= v <= 256, "an integer from 1 to 256"),
     "model.path": (lambda v: v.strip() != "", "a path to an .onnx file, or none"),

@@ -54,13 +54,6 @@ SINK_LATENCY_LIMIT_S = 0.1
 """A DAC sink latency above this (the server says so) reopens the audio path."""
 GIL_SWITCH_S = 0.0005
 """After TERM/INT the daemon exits within this long, cleaned up or not."""
-DEVICE_LATENCY_IN_S = 0.004
-DEVICE_LATENCY_OUT_S = 0.010
-"""PortAudio's suggested latencies. Through ALSA's pulse plugin they set each stream's
-server-side buffer. Measured on a loaded 2-core machine (tests/audio, soak_bench.py):
-capture at 4 ms is clean; playback needed 10 ms (about 12 ms server-side) to run without
-underflows, 8 ms underflowed within a minute when the machine was busy, 20 ms makes
-PortAudio's callbacks large enough that the ring needs more pre-fill."""
 
 
 class StopDaemon(Exception):
@@ -131,7 +124,8 @@ class Session:
         self.play_ring = FrameRing(self.channels, 2 * prefill + 16 * FACTOR * block + FACTOR * int(0.25 * rate))
         self.pipeline = Pipeline(self.engine, self.channels, rate, block, self.cap_ring, self.play_ring, prefill)
         self.streams = LiveStreams(
-            capture, playback, rate, self.channels, self.cap_ring, self.play_ring, DEVICE_LATENCY_IN_S, DEVICE_LATENCY_OUT_S
+            capture, playback, rate, self.channels, self.cap_ring, self.play_ring,
+            1e-3 * lat.capture_buffer_ms, 1e-3 * lat.playback_buffer_ms,
         )
         self.worker: threading.Thread | None = None
         self.stop_worker = False
@@ -649,14 +643,14 @@ class Daemon:
 
     def _apply(self, new, changed: list[str]) -> None:
         s = self.session
-        audio_changed = any(k.startswith("audio.") for k in changed)
+        audio_changed = any(k.startswith("audio.") or k.endswith("_buffer_ms") for k in changed)
         model_changed = any(k.startswith("model.") for k in changed)
         engine_changed = any(k in changed for k in ("latency.block_size", "latency.crossfade_ms", "output.ceiling_dbfs"))
         runner = self.runner
         if model_changed:
             runner = self._load_runner(new)  # raises on a bad model: the old one keeps running
         if audio_changed:
-            log.info("reload: audio devices changed: reopening the audio path")
+            log.info("reload: audio devices or device buffers changed: reopening the audio path")
             s.close()
             self._bank_counters(s)
             old_runner, self.runner = self.runner, runner

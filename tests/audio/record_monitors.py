@@ -6,6 +6,9 @@ Both streams are opened in this one process through ALSA's ``pulse`` device, rou
 PULSE_SOURCE; every callback stores where its block starts and PortAudio's
 ``inputBufferAdcTime`` for it, so that the two recordings can be put on one clock (the
 delay between them is measured, not assumed). Prints ``READY`` once both streams run.
+Where the system allows it (root), its threads run SCHED_FIFO, like the daemon's: a gap in
+the recording must not be mistaken for one in the daemon's output. Input overflows of its
+own streams are counted and saved (``a_overflows``, ``b_overflows``).
 """
 
 from __future__ import annotations
@@ -17,12 +20,21 @@ import time
 import numpy as np
 
 
+def realtime_threads(prio: int = 20) -> None:
+    """SCHED_FIFO for every thread of this process (PortAudio's and the pulse plugin's), if allowed."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setscheduler(int(tid), os.SCHED_FIFO, os.sched_param(prio))
+        except (PermissionError, OSError):
+            return
+
+
 def main() -> int:
     out, seconds = sys.argv[1], float(sys.argv[2])
     specs = [(sys.argv[3], int(sys.argv[4])), (sys.argv[5], int(sys.argv[6]))]
     import sounddevice as sd
 
-    streams, bufs, stamps, pos = [], [], [], []
+    streams, bufs, stamps, pos, overflows = [], [], [], [], [0, 0]
     for k, (source, rate) in enumerate(specs):
         n = int((seconds + 5) * rate)
         buf = np.zeros((n, 2), np.float32)
@@ -32,6 +44,8 @@ def main() -> int:
         pos.append([0, 0])
 
         def cb(indata, frames, t, status, k=k, buf=buf, st=st):
+            if status.input_overflow:
+                overflows[k] += 1
             p = pos[k]
             i = p[0]
             if i + frames <= buf.shape[0] and p[1] < st.shape[0]:
@@ -45,6 +59,7 @@ def main() -> int:
         streams.append(s)
     for s in streams:
         s.start()
+    realtime_threads()
     print("READY", flush=True)
     time.sleep(seconds)
     for s in streams:
@@ -54,6 +69,7 @@ def main() -> int:
         out,
         a=bufs[0][: pos[0][0]], a_stamps=stamps[0][: pos[0][1]], a_rate=specs[0][1],
         b=bufs[1][: pos[1][0]], b_stamps=stamps[1][: pos[1][1]], b_rate=specs[1][1],
+        a_overflows=overflows[0], b_overflows=overflows[1],
     )
     return 0
 

@@ -1,9 +1,10 @@
 """The daemon against a real sound server (a private PulseAudio with null sinks for the DACs).
 
-The one long run (>= 60 s of signal) carries several checks: zero xruns, the recording
-equals the file-mode output after alignment, the measured delay agrees with ``status``
-and meets the default config's 40 ms target (plain upsampler path), the 4x rate reaches the DAC unresampled,
-and ``status``/``bypass`` work from the CLI.
+The one long run (>= 60 s of signal, the shipped model) carries several checks: zero
+xruns, the recording equals the file-mode output after alignment, the measured delay
+agrees with ``status``, the 4x rate reaches the DAC unresampled, and ``status``/``bypass``
+work from the CLI. The default config's 40 ms target and the low-latency setting's 25 ms
+are measured by their own tests.
 """
 
 from __future__ import annotations
@@ -75,19 +76,26 @@ def file_mode_output(config_path, wav_in, wav_out) -> np.ndarray:
     return y
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="not reliable yet on this shared 2-core machine: clean-clone runs at the end of the founding "
-    "session saw a playback underflow (shipped model) and a recording that lost alignment with the file-mode "
-    "output (plain path, min window corr 0.04) in 1 of 3 runs; open item of the daemon issue",
-)
+MARGIN = {"prefill_ms": 30, "playback_buffer_ms": 20}
+"""The functional live tests run the shipped model with this much more buffering than the
+default config: they check what the daemon does (output equal to file mode, reloads,
+recovery), and on this shared 2-core machine (and CI's) the default's 10 ms device buffer
+and 20 ms pre-fill have underflowed now and then while pytest and the recorder ran beside
+it. The default config itself is measured by ``test_default_config_latency`` and by the
+soak benchmark (tests/audio/soak_bench.py)."""
+
+
+def recorded(path) -> dict:
+    data = dict(np.load(path))
+    lost = (int(data["a_overflows"]), int(data["b_overflows"]))
+    assert lost == (0, 0), f"the test's recorder lost input (overflows {lost}): the recording proves nothing"
+    return data
+
+
 def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server, make_config, daemon_factory, tmp_path):
-    # The plain upsampler path: with the shipped model at block 256 this machine still gives
-    # occasional playback underflows (an open item of the [daemon] issue, see the README),
-    # and a test that fails at random would hide every other check made here. The model's
-    # own live path is exercised by the SIGHUP test (model swap) and the soak benchmark.
-    config = make_config(model={"path": "none"})
+    config = make_config(latency=MARGIN)
     d = daemon_factory(config)
+    assert d.status()["model"] is not None  # the shipped model, not the plain upsampler
     seconds = 62.0
     sig = noise_signal(seconds, RATE, seed=3)
     wav = tmp_path / "in.wav"
@@ -106,7 +114,7 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
     player.wait(seconds + 20)
     finish(rec)
     st = d.status()
-    data = dict(np.load(tmp_path / "rec.npz"))
+    data = recorded(tmp_path / "rec.npz")
 
     # zero xruns over the whole signal
     assert st["state"] == "running"
@@ -122,10 +130,6 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
     print(f"measured delay {1e3 * delay:.2f} ms (corr {corr:.4f}); status {lat}")
     assert corr > 0.95
     assert abs(1e3 * delay - reported) <= 4.0, (1e3 * delay, lat)
-    # The 40 ms target is checked last (below), so that a miss cannot hide the other checks.
-    target_miss = None
-    if 1e3 * delay > 40.0:
-        target_miss = f"default config: {1e3 * delay:.1f} ms end to end, target 40 ms (not met yet)"
 
     # status and bypass from the CLI
     out = cli(pulse_server, "status", "--config", str(config))
@@ -158,10 +162,34 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
         assert r["min_window_corr"] >= 0.9, r  # a gap or a click falls below 0.5
         assert r["snr_db"] >= 35.0, r
         assert r["worst_50ms_snr_db"] >= 20.0, r  # no click, gap or burst anywhere
-    if target_miss:
-        # Known open item of the [daemon] issue (needs a native low-latency stream instead of
-        # the ALSA pulse plugin): reported as XFAIL with the figure, never silently passed.
-        pytest.xfail(target_miss)
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason="not met yet: the default config with the shipped model measured 40.5 ms monitor to monitor "
+    "here (status 43.0 ms; target 40), and not always clean: through ALSA's pulse plugin the playback "
+    "stream needs ~12 ms of server-side buffer besides the 20 ms pre-fill (open item of the daemon issue)",
+)
+def test_default_config_latency(pulse_server, make_config, daemon_factory, tmp_path):
+    """The shipped config.yaml as it is: clean, and at most 40 ms end to end (the target)."""
+    config = make_config()
+    d = daemon_factory(config)
+    sig = noise_signal(20.0, RATE, seed=4)
+    wav = tmp_path / "in.wav"
+    sf.write(wav, sig, RATE, subtype="FLOAT")
+    time.sleep(2.5)
+    rec = record(pulse_server, tmp_path / "rec.npz", 25.0)
+    time.sleep(2.0)  # the recorder's streams joined the DAC sink: count xruns from here on
+    before = d.status()["xruns"]["total"]
+    paplay(pulse_server, wav).wait(40)
+    finish(rec)
+    st = d.status()
+    delay, corr = monitor_delay(recorded(tmp_path / "rec.npz"))
+    print(f"default config: measured {1e3 * delay:.2f} ms (corr {corr:.4f}); status {st['latency_ms']}; xruns {st['xruns']}")
+    assert corr > 0.95
+    assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= 4.0
+    assert st["xruns"]["total"] - before == 0, st["xruns"]
+    assert 1e3 * delay <= 40.0
 
 
 @pytest.mark.xfail(
@@ -181,13 +209,13 @@ def test_low_latency_setting(pulse_server, make_config, daemon_factory, tmp_path
     wav = tmp_path / "in.wav"
     sf.write(wav, sig, RATE, subtype="FLOAT")
     time.sleep(2.5)
+    rec = record(pulse_server, tmp_path / "rec.npz", 25.0)
+    time.sleep(2.0)  # the recorder's streams joined the DAC sink: count xruns from here on
     before = d.status()["xruns"]["total"]
-    rec = record(pulse_server, tmp_path / "rec.npz", 23.0)
-    time.sleep(0.5)
     paplay(pulse_server, wav).wait(40)
     finish(rec)
     st = d.status()
-    delay, corr = monitor_delay(dict(np.load(tmp_path / "rec.npz")))
+    delay, corr = monitor_delay(recorded(tmp_path / "rec.npz"))
     print(f"block 128: measured {1e3 * delay:.2f} ms (corr {corr:.4f}); status {st['latency_ms']}; xruns {st['xruns']}")
     assert corr > 0.95
     assert st["xruns"]["total"] - before == 0, st["xruns"]
@@ -200,9 +228,8 @@ def _steps_around(b: np.ndarray, center: int, half: int) -> float:
 
 
 def test_sighup_block_size_model_and_broken_config(pulse_server, make_config, daemon_factory, tmp_path, fir_model):
-    # Starts on the plain upsampler and swaps a model in on SIGHUP (see the 60 s test for why
-    # the shipped model is not the starting point here yet).
-    config = make_config(model={"path": "none"})
+    # Starts on the plain upsampler and swaps a model in on SIGHUP.
+    config = make_config(model={"path": "none"}, latency=MARGIN)
     d = daemon_factory(config)
     wav = tmp_path / "sine.wav"
     sf.write(wav, sine(16.0, RATE), RATE, subtype="FLOAT")
@@ -239,7 +266,7 @@ def test_sighup_block_size_model_and_broken_config(pulse_server, make_config, da
     assert st["model"] is not None and st["reload_errors"] >= 1, st
     assert st["xruns"]["total"] - before == 0, st["xruns"]
 
-    b = dict(np.load(tmp_path / "rec.npz"))["b"]
+    b = recorded(tmp_path / "rec.npz")["b"]
     on = np.flatnonzero(np.abs(b[:, 0]) > 0.05)
     start, end = on[0] + OUT_RATE, on[-1] - OUT_RATE
     # the signal's own largest step, from a stretch before any reload
@@ -302,6 +329,6 @@ def test_server_killed_and_restarted_mid_stream(pulse_server, make_config, daemo
     rec = record(pulse_server, tmp_path / "rec.npz", 4.5)
     paplay(pulse_server, wav).wait(20)
     finish(rec)
-    b = dict(np.load(tmp_path / "rec.npz"))["b"]
+    b = recorded(tmp_path / "rec.npz")["b"]
     assert np.abs(b).max() > 0.3
     assert "recovered after" in d.log_text()
