@@ -120,7 +120,8 @@ class Restorer(nn.Module):
                 "ola": (channels, HOP), "interp": (channels, INTERP_TAPS - 1)}
 
     def initial_state(self, channels: int) -> list[torch.Tensor]:
-        return [torch.zeros(s) for s in self.state_shapes(channels).values()]
+        device = self.gate.device
+        return [torch.zeros(s, device=device) for s in self.state_shapes(channels).values()]
 
     def restore(self, audio_in: torch.Tensor, frames: torch.Tensor, gru: torch.Tensor,
                 ola: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -98,7 +98,7 @@ class Batcher:
 
 
 def _log_power(x: torch.Tensor, n_fft: int) -> torch.Tensor:
-    window = torch.hann_window(n_fft)
+    window = torch.hann_window(n_fft, device=x.device)
     spec = torch.stft(x, n_fft, n_fft // 4, window=window, center=False, return_complex=True)
     # The floor sits below the 16-bit dither (about 2e-7 at n_fft 2048): the evaluation
     # (eps 1e-12) scores the high band of quiet passages too.
@@ -107,7 +107,7 @@ def _log_power(x: torch.Tensor, n_fft: int) -> torch.Tensor:
 
 def band_lsd(est: torch.Tensor, ref: torch.Tensor, sr: int, n_fft: int, lo_hz: float, hi_hz: float) -> torch.Tensor:
     """Differentiable LSD on the bins in ``[lo_hz, hi_hz)``: mean over frames of the RMS log10 power error."""
-    freqs = torch.fft.rfftfreq(n_fft, 1.0 / sr)
+    freqs = torch.fft.rfftfreq(n_fft, 1.0 / sr, device=est.device)
     mask = (freqs >= lo_hz) & (freqs < hi_hz)
     with torch.no_grad():
         ref_lp = _log_power(ref, n_fft)[:, mask, :]
@@ -132,7 +132,7 @@ def run_offline(model: Restorer, x: torch.Tensor) -> torch.Tensor:
     """Restored base-rate signal, latency ``HOP`` removed. ``[B, n] -> [B, n]`` (n % HOP == 0)."""
     b = x.shape[0]
     states = model.initial_state(b)
-    padded = torch.cat([x, torch.zeros(b, HOP)], dim=1)
+    padded = torch.cat([x, torch.zeros(b, HOP, device=x.device)], dim=1)
     restored, *_ = model.restore(padded, states[0], states[1], states[2])
     return restored[:, HOP:]
 
@@ -150,7 +150,7 @@ def validate(model: Restorer, clips: list[dict], seconds: float = 4.0) -> dict:
         items[LOSSLESS] = clip["clean"]
         for name, deg in items.items():
             x = torch.from_numpy(deg[:, :n].astype(np.float32) / 32768)
-            est = run_offline(model, x).numpy()
+            est = run_offline(model, x.to(model.gate.device)).cpu().numpy()
             m = metrics.lsd(ref, est, sr)
             b = metrics.lsd(ref, x.numpy(), sr)
             acc.setdefault(name, []).append([m["all"], m["hf"], m["lf"], b["all"], b["hf"], b["lf"]])
@@ -189,31 +189,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-clips", type=int, default=24)
     parser.add_argument("--max-train-clips", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu",
+                        help="torch device: cpu, cuda, cuda:N, or auto (cuda where torch sees a GPU); "
+                        "the results are the same up to float rounding, resuming works across devices")
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1:
         parser.error("--steps and --batch must be >= 1")
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA GPU here (use cpu or auto)")
+    device = torch.device(args.device)
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    model = Restorer(args.hidden, args.layers)
+    model = Restorer(args.hidden, args.layers).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     ckpt_path = run / "last.pt"
     config = {k: v for k, v in vars(args).items()}
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
+        ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
         load_weights(model, ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
 
     train_clips = load_split(args.data, "train", args.max_train_clips)
     val_clips = load_split(args.data, "val", args.val_clips)
     batcher = Batcher(train_clips, args.batch, args.frames, args.seed)
-    print(f"{count_parameters(model)} parameters; {len(train_clips)} train clips, {len(val_clips)} val clips",
+    print(f"{count_parameters(model)} parameters on {device}; {len(train_clips)} train clips, {len(val_clips)} val clips",
           flush=True)
     log = open(run / "log.jsonl", "a")
     warm = 8 * HOP  # loss ignores the zero-state start of each segment
@@ -233,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         sr, x, y = batcher.get(step)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         est = run_offline(model, x)
         loss, terms = loss_fn(est[:, warm:], y[:, warm:], sr)
         opt.zero_grad(set_to_none=True)
@@ -240,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
         opt.step()
         step += 1
-        for k, v in {**terms, "loss": float(loss), "grad": grad_norm}.items():
+        for k, v in {**terms, "loss": float(loss.detach()), "grad": grad_norm}.items():
             running[k] = running.get(k, 0.0) + v
         if step % 50 == 0:
             entry = {"step": step, "lr": lr, "elapsed_s": round(time.time() - t0, 1),
