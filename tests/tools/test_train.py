@@ -63,3 +63,12 @@ def test_loss_is_zero_for_a_perfect_estimate_and_grows_with_a_missing_band():
     lowpassed, terms = train.loss_fn(torch.fft.irfft(spec, 8192), ref, 44100)
     assert float(perfect) < 0.01
     assert terms["hf"] > 1.0 and float(lowpassed) > 1.0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="torch sees a GPU here (scripts/gpu-check trains on it)")
+def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train.main(["--data", str(tmp_path), "--run", str(tmp_path / "run"), "--device", "cuda"])
+    assert e.value.code == 2
+    assert "--device cuda: torch sees no CUDA GPU here" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
