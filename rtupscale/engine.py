@@ -179,6 +179,13 @@ class Engine:
         """Switch to the plain upsampler (on) or back to the model (off), crossfaded."""
         self._bypass = bool(on)
 
+    def start_on_bypass(self) -> None:
+        """Start on the plain path and fade the model in after its warm-up (before the first
+        block: a replacement engine taking over from one whose model has faded out)."""
+        self._k = 0
+        if self._stream is not None:
+            self._start_warmup()
+
     def request_reset(self) -> None:
         """Reset the model state (after an xrun, say): fade out, reset, warm up, fade in."""
         if self._pending is None and self._stream is not None:

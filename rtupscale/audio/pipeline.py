@@ -136,7 +136,8 @@ class Pipeline:
         """Continue where ``old`` stops (worker thread, at a block boundary): the drift
         controller (it holds the clock ratio), counters, level averages and the rate
         adjuster's phase carry over; the engine is primed with the recent input so that its
-        bypass path continues seamlessly."""
+        bypass path continues seamlessly, and starts on its bypass path if the old one was
+        there."""
         self.drift = old.drift
         self.drift.target = float(self.prefill_frames)
         self.drift.reset_band()
@@ -155,6 +156,10 @@ class Pipeline:
         for i in range(hn - k, hn, b):
             np.copyto(self._in_planar, self._hist[:, i:i + b])
             self.engine.process(self._in_planar)
+        if old.engine.model_gain == 0.0:
+            # the old engine faded its model out (the daemon switches then): continue on the
+            # plain path and fade this engine's model in, never start on it (a step)
+            self.engine.start_on_bypass()
 
     # -- fade out (stop) ---------------------------------------------------------------
     def begin_fade_out(self, frames: int) -> None:

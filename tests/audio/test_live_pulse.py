@@ -228,9 +228,11 @@ def _steps_around(b: np.ndarray, center: int, half: int) -> float:
 
 
 def test_sighup_block_size_model_and_broken_config(pulse_server, make_config, daemon_factory, tmp_path, fir_model):
-    # Starts on the plain upsampler and swaps a model in on SIGHUP.
-    config = make_config(model={"path": "none"}, latency=MARGIN)
+    # The shipped model, then a new block size (a new engine: the old one fades its model
+    # out, the new one fades its own in), then a new model (swapped under the crossfade).
+    config = make_config(latency=MARGIN)
     d = daemon_factory(config)
+    assert d.status()["model"] is not None
     wav = tmp_path / "sine.wav"
     sf.write(wav, sine(16.0, RATE), RATE, subtype="FLOAT")
     time.sleep(2.5)

@@ -121,3 +121,30 @@ def test_a_level_jump_is_cut_with_fades():
     live = y[np.flatnonzero(np.abs(y[:, 0]) > 0)[0]:]
     own = 2 * 0.5 * np.sin(np.pi * 997.0 / (FACTOR * RATE))
     assert np.abs(np.diff(live, axis=0)).max() <= 1.05 * own
+
+
+def test_block_size_reload_with_a_model_has_no_step(quiet_model):
+    """The daemon's reload with a new block size: the old engine fades its model out, the
+    new pipeline takes over at model gain 0 and must fade its model in (not start on it:
+    a model that differs from the plain path would step). quiet_model is at 0.6x gain."""
+    from rtupscale.model.runner import ModelRunner
+
+    x = _sine(256 * 120)
+    cap, play = _rings(0)
+    a = Pipeline(Engine(CH, RATE, 256, ModelRunner(quiet_model)), CH, RATE, 256, cap, play, prefill_frames=0)
+    dev = _Device(play)
+    _run(a, cap, x[:, : 256 * 30], dev)
+    a.engine.set_bypass(True)  # what Daemon._apply does, then the worker waits for gain 0
+    i = 256 * 30
+    while a.engine.model_gain > 0.0:
+        _run(a, cap, x[:, i:i + 256], dev)
+        i += 256
+    b = Pipeline(Engine(CH, RATE, 128, ModelRunner(quiet_model)), CH, RATE, 128, cap, play, prefill_frames=0)
+    b.adopt(a)
+    assert b.engine.model_gain == 0.0  # takes over where the old one is: on the plain path
+    _run(b, cap, x[:, i:], dev)
+    assert b.engine.model_gain == 1.0  # and fades its model in
+    y = dev.output()[FACTOR * 2048:]
+    own = 2 * 0.5 * np.sin(np.pi * 997.0 / (FACTOR * RATE))  # the sine's largest step
+    steps = np.abs(np.diff(y, axis=0)).max()
+    assert steps <= 1.02 * own, (steps, own)
