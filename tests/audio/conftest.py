@@ -21,6 +21,22 @@ def pulse_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def live_server(request):
+    """Each live test starts with the session's server running: one that died after an
+    earlier test's checks (a death during them fails that test) is started again, with the
+    reason printed."""
+    if "pulse_server" not in request.fixturenames:
+        yield
+        return
+    server = request.getfixturevalue("pulse_server")
+    why = server.died()
+    if why:
+        print(f"restarting the test sound server: {why}")
+        server.start()
+    yield
+
+
 @pytest.fixture
 def make_config(pulse_server, tmp_path):
     """Write a daemon config: the shipped config.yaml with the given overrides."""

@@ -42,6 +42,13 @@ class PulseServer:
     def start(self) -> None:
         self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.runtime, 0o700)
+        # PulseAudio caps a real-time thread's CPU time between blocking calls at 200 ms
+        # (rlimit-rttime) and the kernel kills the server past it. Run whole at SCHED_RR (below)
+        # on a 2-core machine where pytest analyses a minute of 176.4 kHz audio, the server
+        # died once with no word in its log, between two tests. 2 s keeps the safety net.
+        conf = self.root / ".config" / "pulse"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "daemon.conf").write_text("rlimit-rttime = 2000000\n")
         # The whole server at SCHED_RR 10 where allowed (root in CI): its main thread carries
         # every client's data, and on a 2-core machine shared with a training job it was the
         # one link left at normal priority (measured: clean at 10 ms device buffers with it,
@@ -60,6 +67,13 @@ class PulseServer:
                 return
             time.sleep(0.1)
         raise RuntimeError("pulseaudio did not answer within 10 s")
+
+    def died(self) -> str | None:
+        """Why the server is gone (exit status and the end of its log), or None if it runs."""
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        tail = self.log.read_text(errors="replace").splitlines()[-5:] if self.log.exists() else []
+        return f"pulseaudio exited with {self.proc.returncode}; log ends: " + " | ".join(tail)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
