@@ -14,8 +14,11 @@ import os
 
 AUDIO_THREAD_PRIO = 20
 """SCHED_FIFO priority of PortAudio's and the pulse plugin's threads (PulseAudio uses 5)."""
-WORKER_PRIO = 10
-"""The worker's: below the callbacks, which must be able to preempt it."""
+WORKER_PRIO = 4
+"""The worker's: below the callbacks, which must be able to preempt it, and below the sound
+server's I/O threads (PulseAudio makes them SCHED_RR 5): the worker runs the model for up
+to milliseconds per block, and on a 2-core machine it must not delay the server that feeds
+it and drains it."""
 
 
 def thread_ids() -> set[int]:

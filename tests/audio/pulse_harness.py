@@ -48,14 +48,14 @@ class PulseServer:
         # died once with no word in its log, between two tests. 2 s keeps the safety net.
         conf = self.root / ".config" / "pulse"
         conf.mkdir(parents=True, exist_ok=True)
-        (conf / "daemon.conf").write_text("rlimit-rttime = 2000000\n")
-        # The whole server at SCHED_RR 10 where allowed (root in CI): its main thread carries
-        # every client's data, and on a 2-core machine shared with a training job it was the
-        # one link left at normal priority (measured: clean at 10 ms device buffers with it,
-        # underflows within a minute without it). Without the permission it runs as usual.
-        rt = ["chrt", "-r", "10"] if shutil.which("chrt") and os.geteuid() == 0 else []
+        # The server stands in for the sound hardware: its I/O threads (null sinks, also those
+        # loaded later) at SCHED_RR 30, above every client's real-time threads (the daemon's at
+        # 20 and below, the recorder's at 15); PulseAudio's default is 5, under the daemon's
+        # callback threads, and its main thread (which carries every client's data) is not
+        # real-time at all: raised below, after start.
+        (conf / "daemon.conf").write_text("rlimit-rttime = 2000000\nrealtime-priority = 30\nrlimit-rtprio = 40\n")
         self.proc = subprocess.Popen(
-            [*rt, shutil.which("pulseaudio") or "pulseaudio", "-n", "-F", str(PA_FILE), "--daemonize=no",
+            [shutil.which("pulseaudio") or "pulseaudio", "-n", "-F", str(PA_FILE), "--daemonize=no",
              "--exit-idle-time=-1", "--realtime=yes", "--high-priority=yes", f"--log-target=file:{self.log}"],
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
@@ -64,9 +64,17 @@ class PulseServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pulseaudio exited with {self.proc.returncode} (another server running?); log {self.log}")
             if self.pactl("info", check=False).returncode == 0:
+                self._raise_main_thread()
                 return
             time.sleep(0.1)
         raise RuntimeError("pulseaudio did not answer within 10 s")
+
+    def _raise_main_thread(self) -> None:
+        """SCHED_RR 30 for the server's main thread where allowed (root in CI); else as is."""
+        try:
+            os.sched_setscheduler(self.proc.pid, os.SCHED_RR, os.sched_param(30))
+        except (PermissionError, OSError):
+            pass
 
     def died(self) -> str | None:
         """Why the server is gone (exit status and the end of its log), or None if it runs."""

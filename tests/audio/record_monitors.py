@@ -6,7 +6,7 @@ Both streams are opened in this one process through ALSA's ``pulse`` device, rou
 PULSE_SOURCE; every callback stores where its block starts and PortAudio's
 ``inputBufferAdcTime`` for it, so that the two recordings can be put on one clock (the
 delay between them is measured, not assumed). Prints ``READY`` once both streams run.
-Where the system allows it (root), its threads run SCHED_FIFO, like the daemon's: a gap in
+Where the system allows it (root), its threads run SCHED_FIFO 15, like the daemon's: a gap in
 the recording must not be mistaken for one in the daemon's output. Input overflows of its
 own streams are counted and saved (``a_overflows``, ``b_overflows``).
 """
@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 
-def realtime_threads(prio: int = 20) -> None:
+def realtime_threads(prio: int = 15) -> None:
     """SCHED_FIFO for every thread of this process (PortAudio's and the pulse plugin's), if allowed."""
     for tid in os.listdir("/proc/self/task"):
         try:
