@@ -643,7 +643,7 @@ class Daemon:
 
     def _apply(self, new, changed: list[str]) -> None:
         s = self.session
-        audio_changed = any(k.startswith("audio.") or k.endswith("_buffer_ms") for k in changed)
+        audio_changed = any(k.startswith("audio.") or k in ("latency.capture_buffer_ms", "latency.playback_buffer_ms") for k in changed)
         model_changed = any(k.startswith("model.") for k in changed)
         engine_changed = any(k in changed for k in ("latency.block_size", "latency.crossfade_ms", "output.ceiling_dbfs"))
         runner = self.runner
