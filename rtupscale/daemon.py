@@ -106,7 +106,7 @@ class Session:
                 self._create_virtual_sink(a.virtual_sink, a.rate, a.channels)
             capture = resolve_capture(a.capture, a.virtual_sink, server)
         except Exception:
-            self._remove_virtual_sink()
+            self._remove_virtual_sink(keep=True)  # the daemon removes it when it stops
             raise
         self.capture_ep, self.playback_ep = capture, playback
         if rate is None:
@@ -134,7 +134,7 @@ class Session:
         try:
             self.streams.open()
         except Exception as e:
-            self.close()
+            self.close(keep_sink=True)  # a reopen tries again with it; the daemon removes it when it stops
             raise RuntimeError(f"cannot open the audio streams ({capture} -> {playback}): {e}") from e
         self.heartbeat = time.monotonic()
         self.last_capture_progress = time.monotonic()
@@ -148,21 +148,25 @@ class Session:
 
     # -- virtual sink ----------------------------------------------------------------
     def _create_virtual_sink(self, name: str, rate: int, channels: int) -> None:
-        stale = pulse.null_sink_module(name)
-        if stale is not None:
-            log.warning("a virtual sink %r is already loaded (module %d, left by a crash?): replacing it", name, stale)
-            pulse.unload_module(stale)
+        loaded = pulse.null_sink_module(name)
+        if loaded is not None and self.d.own_sink == (loaded, name, rate, channels):
+            # ours, kept across a reopen: the apps playing to it stay on it (a new sink of the
+            # same name would not get them back: the server moved them to its fallback sink)
+            self.sink_module = loaded
+            log.info("virtual sink %r kept (module %d)", name, loaded)
+            return
+        if loaded is not None:
+            log.warning("a virtual sink %r is already loaded (module %d, left by a crash?): replacing it", name, loaded)
+            pulse.unload_module(loaded)
         self.sink_module = pulse.load_null_sink(name, rate, channels)
+        self.d.own_sink = (self.sink_module, name, rate, channels)
         log.info("virtual sink %r created at %d Hz, %d ch (module %d): set it as the output of your apps", name, rate, channels, self.sink_module)
 
-    def _remove_virtual_sink(self) -> None:
+    def _remove_virtual_sink(self, keep: bool = False) -> None:
         if self.sink_module is None:
             return
-        try:
-            pulse.unload_module(self.sink_module)
-            log.info("virtual sink removed (module %d)", self.sink_module)
-        except pulse.SoundServerError as e:
-            log.info("virtual sink not removed: %s", e)
+        if not keep:
+            self.d.remove_own_sink()
         self.sink_module = None
 
     # -- run ---------------------------------------------------------------------------
@@ -172,12 +176,14 @@ class Session:
         self.worker = threading.Thread(target=self._work, name="rtupscale-worker", daemon=True)
         self.worker.start()
 
-    def close(self) -> None:
+    def close(self, keep_sink: bool = False) -> None:
+        """Stop the worker and the streams; remove the virtual sink unless ``keep_sink`` (a
+        reopen: the next session takes it over, with the apps playing to it)."""
         self.stop_worker = True
         if self.worker is not None and self.worker is not threading.current_thread():
             self.worker.join(timeout=2.0)
         self.streams.close()
-        self._remove_virtual_sink()
+        self._remove_virtual_sink(keep=keep_sink)
 
     def _work(self) -> None:
         d = self.d
@@ -324,6 +330,8 @@ class Daemon:
         self.last_rate_check = 0.0
         self.last_latency_probe = 0.0
         self.past_xruns: dict[str, int] = collections.Counter()  # of closed sessions
+        self.own_sink: tuple[int, str, int, int] | None = None
+        """The virtual sink this daemon loaded: (module, name, rate, channels)."""
         self._prev_counters: dict = {}
 
     # -- helpers used by sessions ---------------------------------------------------
@@ -388,6 +396,7 @@ class Daemon:
             service.sd_notify(f"STOPPING=1\nSTATUS=stopped: {self.stop_reason or 'unknown'}")
             if self.session is not None:
                 self.session.close()
+            self.remove_own_sink()  # also one kept by a recovery that then gave up
             self.control.stop()
         log.info("stopped: %s", self.stop_reason)
         return code
@@ -491,6 +500,18 @@ class Daemon:
             time.sleep(0.005)
         log.info("faded out")
 
+    def remove_own_sink(self) -> None:
+        """Unload the virtual sink this daemon loaded, if it is still there."""
+        if self.own_sink is None:
+            return
+        module = self.own_sink[0]
+        self.own_sink = None
+        try:
+            pulse.unload_module(module)
+            log.info("virtual sink removed (module %d)", module)
+        except pulse.SoundServerError as e:
+            log.info("virtual sink not removed: %s", e)
+
     # -- recovery ---------------------------------------------------------------------
     def _recover(self, why: str) -> None:
         self.state = "recovering"
@@ -499,7 +520,7 @@ class Daemon:
         old = self.session
         rate = None
         if old is not None:
-            old.close()
+            old.close(keep_sink=True)
             self._bank_counters(old)
         t0 = time.monotonic()
         attempt = 0
@@ -651,7 +672,8 @@ class Daemon:
             runner = self._load_runner(new)  # raises on a bad model: the old one keeps running
         if audio_changed:
             log.info("reload: audio devices or device buffers changed: reopening the audio path")
-            s.close()
+            same_sink = all(getattr(self.config.audio, k) == getattr(new.audio, k) for k in ("capture", "virtual_sink", "rate", "channels"))
+            s.close(keep_sink=same_sink)
             self._bank_counters(s)
             old_runner, self.runner = self.runner, runner
             try:

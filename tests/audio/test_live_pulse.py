@@ -269,6 +269,39 @@ def test_sighup_block_size_model_and_broken_config(pulse_server, make_config, da
     assert np.abs(b[start:end]).min(axis=0).max() >= 0 and np.sqrt(np.mean(b[start:end] ** 2)) > 0.2  # no dropout
 
 
+def test_reopen_keeps_the_apps_on_the_virtual_sink(pulse_server, make_config, daemon_factory):
+    """A reopen of the audio path (here: SIGHUP with a new playback buffer; a recovery takes
+    the same path) keeps the virtual sink: an app playing to it stays on it. A sink re-made
+    under the same name would not get it back: the server moves it to its fallback sink,
+    where it plays on, not upscaled."""
+    config = make_config()
+    d = daemon_factory(config)  # with the fixture's app (pacat) playing to the virtual sink
+
+    def app_sinks() -> list[str]:
+        names = {s["index"]: s["name"] for s in pulse_server.sinks()}
+        return [names.get(i["sink"]) for i in pulse_server.sink_inputs()
+                if i["properties"].get("application.process.binary") == "pacat"]
+
+    time.sleep(1.0)
+    assert app_sinks() == ["rtupscale"]
+    cfg = yaml.safe_load(config.read_text())
+    cfg["latency"]["playback_buffer_ms"] = 15
+    config.write_text(yaml.safe_dump(cfg))
+    blocks = d.status()["blocks"]
+    d.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and "virtual sink 'rtupscale' kept" not in d.log_text():
+        time.sleep(0.1)
+    time.sleep(1.0)
+    log = d.log_text()
+    assert "reopening the audio path" in log and "virtual sink 'rtupscale' kept" in log, log[-2000:]
+    assert app_sinks() == ["rtupscale"]
+    st = d.status()
+    assert st["state"] == "running" and st["blocks"] > blocks, st
+    assert d.stop() == 0
+    assert "rtupscale" not in [s["name"] for s in pulse_server.sinks()]  # removed at the stop
+
+
 def test_bad_device_is_a_one_line_error_listing_devices(pulse_server, make_config):
     config = make_config(audio={"playback": "no-such-dac"})
     out = cli(pulse_server, "run", "--config", str(config))
