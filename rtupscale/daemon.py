@@ -504,9 +504,13 @@ class Daemon:
         """Unload the virtual sink this daemon loaded, if it is still there."""
         if self.own_sink is None:
             return
-        module = self.own_sink[0]
+        module, name = self.own_sink[:2]
         self.own_sink = None
         try:
+            # a server that restarted in between numbers its modules afresh: unload only ours
+            if pulse.null_sink_module(name) != module:
+                log.info("virtual sink %r (module %d) is gone already", name, module)
+                return
             pulse.unload_module(module)
             log.info("virtual sink removed (module %d)", module)
         except pulse.SoundServerError as e:
