@@ -50,10 +50,11 @@ RECOVER_GIVE_UP_S = 120.0
 """Recovery tries this long, then the daemon stops with the reason (exit 1; systemd restarts it)."""
 RATE_CHECK_EVERY_S = 2.0
 SHUTDOWN_LIMIT_S = 8.0
+"""After TERM/INT the daemon exits within this long, cleaned up or not."""
 SINK_LATENCY_LIMIT_S = 0.1
 """A DAC sink latency above this (the server says so) reopens the audio path."""
 GIL_SWITCH_S = 0.0005
-"""After TERM/INT the daemon exits within this long, cleaned up or not."""
+"""Python's thread switch interval in the daemon (see ``Daemon.run``)."""
 
 
 class StopDaemon(Exception):

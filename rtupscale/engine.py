@@ -180,8 +180,9 @@ class Engine:
         self._bypass = bool(on)
 
     def start_on_bypass(self) -> None:
-        """Start on the plain path and fade the model in after its warm-up (before the first
-        block: a replacement engine taking over from one whose model has faded out)."""
+        """Go to the plain path at once and fade the model in after a fresh warm-up: for a
+        replacement engine, after it was primed and before its first audible block, taking
+        over from one whose model has faded out."""
         self._k = 0
         if self._stream is not None:
             self._start_warmup()

@@ -72,8 +72,8 @@ def cuda_unavailable_reason() -> str | None:
 CUDA_OPTIONS = {"use_tf32": "0"}
 """TF32 off: on an H200 the CUDA provider's default (TF32 matmuls) put an 11M-parameter
 model 1.0e-3 away from the CPU's output over 100 blocks; full float32 keeps the GPU and the
-CPU (and streaming and offline) within the contract's 1e-4, for a cost that is small at
-these sizes (a block is a few small matrix products)."""
+CPU (and streaming and offline) within the contract's 1e-4 (1.9e-6 measured). The cost was
+not measurable there: block 256 p99 0.248 ms without TF32, 0.250 ms with it (CUDA graphs)."""
 
 
 def _session_options(threads: int) -> ort.SessionOptions:

@@ -85,10 +85,10 @@ it. The default config itself is measured by ``test_default_config_latency`` and
 soak benchmark (tests/audio/soak_bench.py)."""
 
 
-RECORDER = """The recorder's streams joining and leaving the DAC sink perturb it (PulseAudio
-re-plans the null sink's latency and rewinds): our stream has run dry right then, in runs
-that were clean over the whole signal. So xruns are counted from 2 s after the recorder
-joined to the end of the signal, read before the recorder leaves."""
+# RECORDER: the recorder's streams joining and leaving the DAC sink perturb it (PulseAudio
+# re-plans the null sink's latency and rewinds): our stream has run dry right then, in runs
+# that were clean over the whole signal. So xruns are counted from 2 s after the recorder
+# joined to the end of the signal, read before the recorder leaves.
 
 
 def recorded(path) -> dict:
