@@ -175,3 +175,48 @@ def load_weights(model: Restorer, state_dict: dict) -> None:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def load_widened(model: Restorer, small: dict) -> None:
+    """Warm-start ``model`` from the weights of a narrower one with the same number of layers.
+
+    Net2Net-style: the small model's units keep their weights; every weight from a new unit
+    into an old unit (and into the output gains) is zero, so the widened model computes
+    exactly what the small one did, while the new units keep ``model``'s own random
+    initialisation and so receive gradients from the first step (their outgoing weights
+    start at zero and learn).
+    """
+    layers = sum(1 for k in small if k.startswith("gru.weight_ih_l"))
+    small = {k: v for k, v in small.items() if k in model.state_dict()}
+    h = small["mid.weight"].shape[0]
+    big_h = model.hidden
+    if layers != model.layers:
+        raise ValueError(f"can widen only with the same number of GRU layers: checkpoint {layers}, model {model.layers}")
+    if h > big_h:
+        raise ValueError(f"checkpoint is wider ({h}) than the model ({big_h})")
+    new = {k: v.clone() for k, v in model.state_dict().items()}
+    for name, old in small.items():
+        t = new[name]
+        if name in ("inp.weight", "inp.bias"):
+            t[:h] = old
+        elif name.startswith("gru.weight"):
+            # [3 * H, H_in]: gate blocks r, z, n; old units' rows take the old weights and
+            # zero from every new input (old units never see the new ones).
+            for g in range(3):
+                rows = t[g * big_h:g * big_h + h]
+                rows.zero_()
+                rows[:, :old.shape[1]] = old[g * h:(g + 1) * h]
+        elif name.startswith("gru.bias"):
+            for g in range(3):
+                t[g * big_h:g * big_h + h] = old[g * h:(g + 1) * h]
+        elif name == "mid.weight":
+            t[:h].zero_()
+            t[:h, :h] = old
+        elif name == "mid.bias":
+            t[:h] = old
+        elif name == "out.weight":
+            t.zero_()
+            t[:, :h] = old
+        else:  # out.bias, gate
+            t.copy_(old)
+    model.load_state_dict(new)

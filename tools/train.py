@@ -33,7 +33,7 @@ import soundfile as sf
 import torch
 
 from rtupscale.dsp import metrics
-from tools.model import HOP, Restorer, count_parameters, load_weights
+from tools.model import HOP, Restorer, count_parameters, load_weights, load_widened
 
 LOSSLESS = "lossless"
 
@@ -188,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--validate-every", type=int, default=1000)
     parser.add_argument("--val-clips", type=int, default=24)
     parser.add_argument("--max-train-clips", type=int, default=None)
+    parser.add_argument("--lossless-prob", type=float, default=0.25,
+                        help="share of batch items that are lossless (input = target)")
+    parser.add_argument("--init", default=None,
+                        help="start from this checkpoint's weights (a fresh optimizer and schedule); "
+                        "a narrower checkpoint with the same layers is widened to --hidden, computing the same "
+                        "function at step 0 (tools.model.load_widened)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu",
                         help="torch device: cpu, cuda, cuda:N, or auto (cuda where torch sees a GPU); "
@@ -195,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.batch < 1:
         parser.error("--steps and --batch must be >= 1")
+    if not 0.0 <= args.lossless_prob <= 1.0:
+        parser.error(f"--lossless-prob must be in [0, 1], got {args.lossless_prob}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -217,10 +225,17 @@ def main(argv: list[str] | None = None) -> int:
         step = ckpt["step"]
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
+    elif args.init:
+        init = torch.load(args.init, weights_only=False, map_location=device)["model"]
+        if init["mid.weight"].shape[0] == args.hidden:
+            load_weights(model, init)
+        else:
+            load_widened(model, init)
+        print(f"initialised from {args.init} ({init['mid.weight'].shape[0]} -> {args.hidden} wide)", flush=True)
 
     train_clips = load_split(args.data, "train", args.max_train_clips)
     val_clips = load_split(args.data, "val", args.val_clips)
-    batcher = Batcher(train_clips, args.batch, args.frames, args.seed)
+    batcher = Batcher(train_clips, args.batch, args.frames, args.seed, args.lossless_prob)
     print(f"{count_parameters(model)} parameters on {device}; {len(train_clips)} train clips, {len(val_clips)} val clips",
           flush=True)
     log = open(run / "log.jsonl", "a")

@@ -72,3 +72,39 @@ def test_cuda_device_without_a_gpu_is_a_clear_error(tmp_path, capsys):
     assert e.value.code == 2
     assert "--device cuda: torch sees no CUDA GPU here" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_widened_model_starts_as_the_narrow_one_and_then_learns():
+    from tools.model import Restorer, load_widened
+    from tools.train import run_offline
+
+    torch.manual_seed(1)
+    small = Restorer(16, 2)
+    with torch.no_grad():
+        small.gate.fill_(0.5)  # a trained-looking gate: the gains are not zero
+    torch.manual_seed(2)
+    big = Restorer(40, 2)
+    load_widened(big, small.state_dict())
+    x = torch.randn(2, 128 * 24) * 0.1
+    with torch.no_grad():
+        a, b = run_offline(small, x), run_offline(big, x)
+    assert float((a - run_offline(Restorer(16, 2), x)).abs().max()) > 1e-3  # the check can fail
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+    # The new units are live: one step moves their outgoing weights away from zero.
+    loss, _ = train.loss_fn(run_offline(big, x), x * 0.5, 44100)
+    loss.backward()
+    assert float(big.out.weight.grad[:, 16:].abs().max()) > 0
+    with pytest.raises(ValueError, match="same number of GRU layers"):
+        load_widened(Restorer(40, 1), small.state_dict())
+    with pytest.raises(ValueError, match="wider"):
+        load_widened(Restorer(8, 2), small.state_dict())
+
+
+def test_init_warm_starts_a_wider_run(tiny_data, tmp_path, capsys):
+    assert train.main(_args(tiny_data, tmp_path / "small", 2)) == 0
+    args = _args(tiny_data, tmp_path / "wide", 2)
+    args[args.index("--hidden") + 1] = "24"
+    assert train.main(args + ["--init", str(tmp_path / "small" / "final.pt"), "--lossless-prob", "0.5"]) == 0
+    assert "(16 -> 24 wide)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        train.main(args + ["--lossless-prob", "1.5"])
