@@ -16,6 +16,12 @@ Steps, each of which fails the export (non-zero exit, the file removed) rather t
 4. the runtime's own loader, ``rtupscale.model.runner.ModelRunner``, reads the file
    (metadata and graph checked against the contract) and streams the same signal in
    blocks of 256: it must agree with PyTorch too.
+
+``--fp16-weights`` (for big models: half the file) first rounds the PyTorch model's
+parameters to float16 and stores the large weight tensors as float16 initializers, each
+behind a ``Cast`` to float32 that onnxruntime folds when it loads the file: the graph still
+computes in float32, and the checks above compare it with the rounded PyTorch model, which is
+the model that ships (its evaluation is of the exported file).
 """
 
 from __future__ import annotations
@@ -69,7 +75,43 @@ def metadata(model: Restorer, name: str, description: str) -> dict[str, str]:
     }
 
 
-def export_onnx(model: Restorer, path: str | Path, name: str, description: str) -> None:
+FP16_MIN_ELEMENTS = 4096  # smaller initializers (biases, the gate's products) stay float32
+
+
+def round_parameters_to_fp16(model: Restorer) -> None:
+    """Round every parameter to the nearest float16 value (kept as float32)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+
+
+def store_weights_fp16(proto: onnx.ModelProto, min_elements: int = FP16_MIN_ELEMENTS) -> int:
+    """Store float32 initializers of ``min_elements`` or more as float16 behind a ``Cast``.
+
+    Exact only for values already rounded to float16 (:func:`round_parameters_to_fp16`).
+    Returns how many tensors were converted.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    converted = []
+    for init in proto.graph.initializer:
+        if init.data_type != TensorProto.FLOAT or int(np.prod(init.dims)) < min_elements:
+            continue
+        values = numpy_helper.to_array(init)
+        half = numpy_helper.from_array(values.astype(np.float16), init.name + "_fp16")
+        converted.append((init, half))
+    for init, half in converted:
+        proto.graph.initializer.remove(init)
+        proto.graph.initializer.append(half)
+    casts = [helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT, name=f"cast_{init.name}")
+             for init, half in converted]
+    nodes = casts + list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    return len(converted)
+
+
+def export_onnx(model: Restorer, path: str | Path, name: str, description: str, fp16_weights: bool = False) -> None:
     """Write ``path`` (steps 1 and 2 of the module docstring)."""
     channels, frames = 2, 4 * HOP
     example = (torch.zeros(channels, frames), *model.initial_state(channels))
@@ -85,6 +127,8 @@ def export_onnx(model: Restorer, path: str | Path, name: str, description: str) 
         torch.onnx.export(model, example, str(path), input_names=inputs, output_names=outputs,
                           dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
     proto = onnx.load(str(path))
+    if fp16_weights and not store_weights_fp16(proto):
+        raise ExportError("--fp16-weights: no weight tensor was large enough to store as float16")
     proto.ir_version = IR_VERSION
     onnx.helper.set_model_props(proto, metadata(model, name, description))
     onnx.checker.check_model(proto, full_check=True)
@@ -166,18 +210,24 @@ def check_runtime(model: Restorer, path: str | Path, block: int = 256, seconds: 
     return diff
 
 
-def export_and_check(model: Restorer, path: str | Path, name: str, description: str) -> dict:
-    """Steps 1-4; on any failure the file is removed and the error raised."""
+def export_and_check(model: Restorer, path: str | Path, name: str, description: str,
+                     fp16_weights: bool = False) -> dict:
+    """Steps 1-4; on any failure the file is removed and the error raised.
+
+    With ``fp16_weights`` the model's parameters are rounded to float16 first (in place)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if fp16_weights:
+        round_parameters_to_fp16(model)
     try:
-        export_onnx(model, path, name, description)
+        export_onnx(model, path, name, description, fp16_weights)
         report = {"parity": check_parity(model, path), "runtime_block_256": check_runtime(model, path)}
     except Exception:
         path.unlink(missing_ok=True)
         raise
     report["bytes"] = path.stat().st_size
     report["parameters"] = count_parameters(model)
+    report["weights"] = "float16" if fp16_weights else "float32"
     return report
 
 
@@ -185,17 +235,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="a tools.train checkpoint (.pt)")
     parser.add_argument("output", help="the .onnx file to write")
-    parser.add_argument("--name", default="rtupscale-restore-v1")
+    parser.add_argument("--name", default=None, help="the model's name in its metadata (default: the output file's stem)")
     parser.add_argument("--description", default=None)
+    parser.add_argument("--fp16-weights", action="store_true",
+                        help="store the weights as float16 (half the file; computes in float32; see above)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    name = args.name or Path(args.output).stem
     model, config = load_checkpoint(args.checkpoint)
     description = args.description or (
         f"STFT-domain spectral folding with a GRU envelope ({count_parameters(model)} parameters, "
-        f"hidden {model.hidden} x {model.layers}); trained {config.get('step')} steps on procedural, "
+        f"hidden {model.hidden} x {model.layers}); trained {config.get('step')} steps"
+        f"{' from ' + Path(config['init']).name if config.get('init') else ''} on procedural, "
         f"fluidsynth GM and espeak-ng audio through MP3/AAC/Opus")
     try:
-        report = export_and_check(model, args.output, args.name, description)
+        report = export_and_check(model, args.output, name, description, args.fp16_weights)
     except Exception as e:
         print(f"export failed: {e}", file=sys.stderr)
         return 1

@@ -13,9 +13,9 @@ from tools import export, train
 from tools.model import HOP, LATENCY, Restorer
 
 
-def _tiny_trained(steps=5, seed=0):
+def _tiny_trained(steps=5, seed=0, hidden=16):
     torch.manual_seed(seed)
-    model = Restorer(hidden=16, layers=1)
+    model = Restorer(hidden=hidden, layers=1)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     rng = np.random.default_rng(seed)
     for _ in range(steps):
@@ -84,3 +84,25 @@ def test_untrained_model_is_the_bypass_interpolation_delayed_by_one_hop():
     delayed = np.concatenate([np.zeros((2, HOP), np.float32), x[:, :-HOP]], axis=1)
     expected = bypass.process(delayed)
     np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_fp16_weights_halve_the_file_and_still_pass_parity(tmp_path):
+    import onnxruntime as ort
+
+    model = _tiny_trained(steps=3, hidden=64)
+    full = tmp_path / "full.onnx"
+    half = tmp_path / "half.onnx"
+    export.export_and_check(model, full, "tiny", "test model")
+    report = export.export_and_check(model, half, "tiny", "test model", fp16_weights=True)
+    assert report["weights"] == "float16"
+    assert all(v <= export.TOLERANCE for v in report["parity"].values())
+    big_weights = lambda p: sum(int(np.prod(i.dims)) * (2 if i.data_type == onnx.TensorProto.FLOAT16 else 4)
+                                for i in onnx.load(str(p)).graph.initializer)
+    assert big_weights(half) < 0.6 * big_weights(full)
+    # onnxruntime folds the casts when it loads the file: no per-block cost
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(half), opts, providers=["CPUExecutionProvider"])
+    assert "Cast" not in {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+    with pytest.raises(export.ExportError, match="large enough"):
+        export.export_onnx(_tiny_trained(steps=1), tmp_path / "small.onnx", "t", "t", fp16_weights=True)
