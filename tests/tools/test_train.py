@@ -108,3 +108,19 @@ def test_init_warm_starts_a_wider_run(tiny_data, tmp_path, capsys):
     assert "(16 -> 24 wide)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         train.main(args + ["--lossless-prob", "1.5"])
+
+
+def test_edge_term_charges_only_what_the_output_adds_below_15_khz():
+    torch.manual_seed(3)
+    x = torch.randn(2, 8192) * 0.05
+    _, same = train.loss_fn(x, x, 44100, x, edge_weight=1.0)
+    t = torch.arange(8192) / 44100
+    leak = x + 0.01 * torch.sin(2 * torch.pi * 14500 * t)  # content added at 14.5 kHz
+    high = x + 0.01 * torch.sin(2 * torch.pi * 18000 * t)  # the model's own band: not the edge term's business
+    _, leaked = train.loss_fn(leak, x, 44100, x, edge_weight=1.0)
+    _, above = train.loss_fn(high, x, 44100, x, edge_weight=1.0)
+    assert same["edge"] < 0.01 and above["edge"] < 0.01
+    assert leaked["edge"] > 10 * max(same["edge"], 1e-3)
+    assert "edge" not in train.loss_fn(x, x, 44100)[1]
+    with pytest.raises(ValueError, match="needs the input"):
+        train.loss_fn(x, x, 44100, edge_weight=1.0)
