@@ -611,8 +611,20 @@ class Daemon:
         r.dac_rate = route.device_spec.rate
         r.resampled = route.resampled
         r.playback_route = f"stream [{route.stream_spec}] -> {route.device} [{route.device_spec}], resample method {route.resample_method or 'n/a'}"
-        if route.resampled:
-            r.advice = pulse.resampling_advice(s.server, r.out_rate, route.device_spec.rate) if s.server else ""
+        if s.server is not None and s.server.is_pipewire:
+            # The sink's format is not the graph's rate, and "resample method" is always
+            # "PipeWire": the graph clock says what reaches the DAC.
+            try:
+                clock = pulse.pipewire_clock()
+            except pulse.SoundServerError as e:
+                r.playback_route += f"; PipeWire graph rate unknown ({e})"
+            else:
+                r.dac_rate = clock.graph_rate(route.stream_spec.rate)
+                r.resampled = r.dac_rate != r.out_rate
+                r.playback_route += (f"; PipeWire graph at {r.dac_rate} Hz (clock.rate {clock.rate}, allowed-rates "
+                                     f"{' '.join(map(str, clock.allowed))}{f', force-rate {clock.force_rate}' if clock.force_rate else ''})")
+        if r.resampled:
+            r.advice = pulse.resampling_advice(s.server, r.out_rate, r.dac_rate) if s.server else ""
             log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz. %s", r.playback_route, r.dac_rate, r.out_rate, r.advice)
         else:
             r.advice = ""

@@ -175,16 +175,28 @@ def devices_report(rate: int, channels: int, virtual_sink: str) -> list[str]:
     if info is not None:
         lines.append(f"sound server: {info.name} {info.version}; default sink {info.default_sink or '-'}")
         lines.append(f"sinks (audio.playback; {want} Hz wanted at the DAC):")
+        clock = None
+        if info.is_pipewire:
+            try:
+                clock = pulse.pipewire_clock()
+                lines.append(f"PipeWire graph clock: clock.rate {clock.rate}, allowed-rates "
+                             f"{' '.join(map(str, clock.allowed))}{f', force-rate {clock.force_rate}' if clock.force_rate else ''}")
+            except pulse.SoundServerError as e:
+                lines.append(f"PipeWire graph clock: unknown ({e})")
         for s in pulse.list_sinks():
             tags = []
             if s.name == info.default_sink:
                 tags.append("default")
             if s.name == virtual_sink:
                 tags.append("rtupscale's own virtual sink")
-            if s.spec.rate == want:
-                verdict = f"takes {want} Hz unresampled"
+            if clock is not None:
+                graph = clock.graph_rate(want)
+                verdict = (f"takes {want} Hz unresampled (the graph can run at it)" if graph == want else
+                           f"graph at {graph} Hz: PipeWire would resample {want} -> {graph}")
             elif info.is_pipewire:
-                verdict = f"graph at {s.spec.rate} Hz: PipeWire would resample {want} -> {s.spec.rate}"
+                verdict = f"PipeWire's graph rate unknown (the sink's own format: {s.spec.rate} Hz)"
+            elif s.spec.rate == want:
+                verdict = f"takes {want} Hz unresampled"
             else:
                 verdict = f"runs at {s.spec.rate} Hz: PulseAudio would resample {want} -> {s.spec.rate}"
             lines.append(f"  {s.index:3d}  {s.name}  [{s.spec}]  {verdict}{'  (' + ', '.join(tags) + ')' if tags else ''}")
@@ -215,6 +227,12 @@ def devices_report(rate: int, channels: int, virtual_sink: str) -> list[str]:
 
 
 def _advice_line(info: pulse.ServerInfo, want: int) -> str | None:
+    if info.is_pipewire:
+        try:
+            graph = pulse.pipewire_clock().graph_rate(want)
+        except pulse.SoundServerError:
+            return None
+        return None if graph == want else "hint: " + pulse.resampling_advice(info, want, graph)
     sinks = pulse.list_sinks()
     default = [s for s in sinks if s.name == info.default_sink]
     if default and default[0].spec.rate != want and not default[0].is_null_sink:

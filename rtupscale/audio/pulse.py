@@ -277,11 +277,54 @@ def stream_latencies(pid: int | None = None) -> StreamLatency:
     )
 
 
+@dataclass(frozen=True)
+class PipeWireClock:
+    """PipeWire's graph clock settings (``pw-metadata -n settings``).
+
+    pipewire-pulse reports a sink's own format (a null sink made at 176400 Hz says 176400),
+    but the graph that drives it runs at one rate for every node: ``clock.force-rate`` when
+    set, else the rate the first stream asks for if it is among ``clock.allowed-rates``,
+    else ``clock.rate`` (48000 by default), and every stream at another rate is resampled.
+    """
+
+    rate: int
+    allowed: tuple[int, ...]
+    force_rate: int
+
+    @classmethod
+    def parse(cls, text: str) -> "PipeWireClock":
+        values = dict(re.findall(r"key:'([^']+)' value:'([^']*)'", text))
+        if "clock.rate" not in values:
+            raise SoundServerError("pw-metadata -n settings lists no clock.rate")
+        rate = int(values["clock.rate"])
+        allowed = tuple(int(v) for v in re.findall(r"\d+", values.get("clock.allowed-rates", ""))) or (rate,)
+        return cls(rate, allowed, int(values.get("clock.force-rate", "0") or 0))
+
+    def graph_rate(self, wanted: int) -> int:
+        """The rate the graph runs at for a stream that wants ``wanted`` (best case: the
+        graph switches only while no other stream holds it at another rate)."""
+        if self.force_rate:
+            return self.force_rate
+        return wanted if wanted in self.allowed else self.rate
+
+
+def pipewire_clock() -> PipeWireClock:
+    """Raises SoundServerError when ``pw-metadata`` is missing or does not answer."""
+    exe = shutil.which("pw-metadata")
+    if exe is None:
+        raise SoundServerError("pw-metadata not found (install pipewire-bin) to read PipeWire's graph rate")
+    try:
+        proc = subprocess.run([exe, "-n", "settings", "0"], capture_output=True, text=True, timeout=PACTL_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise SoundServerError(f"pw-metadata did not answer in {PACTL_TIMEOUT_S:g} s") from exc
+    return PipeWireClock.parse(proc.stdout)
+
+
 def resampling_advice(info: ServerInfo, wanted_rate: int, device_rate: int) -> str:
     """One line telling the user what to change so that ``wanted_rate`` reaches the DAC."""
     if info.is_pipewire:
         return (
-            f"PipeWire runs the DAC at {device_rate} Hz and resamples our {wanted_rate} Hz: add "
+            f"PipeWire runs its graph at {device_rate} Hz and resamples our {wanted_rate} Hz: add "
             f"{wanted_rate} to default.clock.allowed-rates (e.g. ~/.config/pipewire/pipewire.conf.d/"
             f"rtupscale.conf: context.properties = {{ default.clock.allowed-rates = "
             f"[ 44100 48000 176400 192000 ] }}) and restart PipeWire"
