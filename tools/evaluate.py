@@ -2,7 +2,7 @@
 
 Usage::
 
-    nice -n 10 .venv/bin/python -m tools.evaluate --model models/rtupscale-restore-v1.onnx \
+    nice -n 10 .venv/bin/python -m tools.evaluate --model models/rtupscale-restore-v2.onnx \
         --data data/dataset --out models/eval
 
 Every system goes through the real file mode (``rtupscale.fileio.upscale_file``, block 256,
