@@ -2,7 +2,7 @@
 
 Usage::
 
-    .venv/bin/python -m tools.export runs/ft2/final.pt models/rtupscale-restore-v2.onnx
+    .venv/bin/python -m tools.export runs/ft1/final.pt models/rtupscale-restore-v2.onnx
 
 Steps, each of which fails the export (non-zero exit, the file removed) rather than warns:
 
