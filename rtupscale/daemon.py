@@ -621,8 +621,7 @@ class Daemon:
             else:
                 r.dac_rate = clock.graph_rate(route.stream_spec.rate)
                 r.resampled = r.dac_rate != r.out_rate
-                r.playback_route += (f"; PipeWire graph at {r.dac_rate} Hz (clock.rate {clock.rate}, allowed-rates "
-                                     f"{' '.join(map(str, clock.allowed))}{f', force-rate {clock.force_rate}' if clock.force_rate else ''})")
+                r.playback_route += f"; PipeWire graph at {r.dac_rate} Hz ({clock})"
         if r.resampled:
             r.advice = pulse.resampling_advice(s.server, r.out_rate, r.dac_rate) if s.server else ""
             log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz. %s", r.playback_route, r.dac_rate, r.out_rate, r.advice)

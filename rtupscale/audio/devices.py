@@ -179,8 +179,7 @@ def devices_report(rate: int, channels: int, virtual_sink: str) -> list[str]:
         if info.is_pipewire:
             try:
                 clock = pulse.pipewire_clock()
-                lines.append(f"PipeWire graph clock: clock.rate {clock.rate}, allowed-rates "
-                             f"{' '.join(map(str, clock.allowed))}{f', force-rate {clock.force_rate}' if clock.force_rate else ''}")
+                lines.append(f"PipeWire graph clock: {clock}")
             except pulse.SoundServerError as e:
                 lines.append(f"PipeWire graph clock: unknown ({e})")
         for s in pulse.list_sinks():

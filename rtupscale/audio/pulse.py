@@ -300,6 +300,10 @@ class PipeWireClock:
         allowed = tuple(int(v) for v in re.findall(r"\d+", values.get("clock.allowed-rates", ""))) or (rate,)
         return cls(rate, allowed, int(values.get("clock.force-rate", "0") or 0))
 
+    def __str__(self) -> str:
+        force = f", force-rate {self.force_rate}" if self.force_rate else ""
+        return f"clock.rate {self.rate}, allowed-rates {' '.join(map(str, self.allowed))}{force}"
+
     def graph_rate(self, wanted: int) -> int:
         """The rate the graph runs at for a stream that wants ``wanted`` (best case: the
         graph switches only while no other stream holds it at another rate)."""

@@ -19,6 +19,7 @@ def test_default_pipewire_resamples_the_4x_rate_to_48k():
     assert (clock.rate, clock.allowed, clock.force_rate) == (48000, (48000,), 0)
     assert clock.graph_rate(176400) == 48000
     assert clock.graph_rate(48000) == 48000
+    assert str(clock) == "clock.rate 48000, allowed-rates 48000"
 
 
 def test_allowed_rates_let_the_graph_run_at_the_4x_rate():
