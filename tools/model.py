@@ -178,7 +178,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def load_widened(model: Restorer, small: dict) -> None:
-    """Warm-start ``model`` from the weights of a narrower one with the same number of layers.
+    """Warm-start ``model`` from the weights of one as wide or narrower, with the same number
+    of GRU layers (at the same width this is a plain copy).
 
     Net2Net-style: the small model's units keep their weights; every weight from a new unit
     into an old unit (and into the output gains) is zero, so the widened model computes

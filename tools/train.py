@@ -248,10 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     elif args.init:
         init = torch.load(args.init, weights_only=False, map_location=device)["model"]
-        if init["mid.weight"].shape[0] == args.hidden:
-            load_weights(model, init)
-        else:
-            load_widened(model, init)
+        load_widened(model, init)  # a plain copy at the same width; checks the layers either way
         print(f"initialised from {args.init} ({init['mid.weight'].shape[0]} -> {args.hidden} wide)", flush=True)
 
     train_clips = load_split(args.data, "train", args.max_train_clips)

@@ -90,6 +90,10 @@ def test_widened_model_starts_as_the_narrow_one_and_then_learns():
         a, b = run_offline(small, x), run_offline(big, x)
     assert float((a - run_offline(Restorer(16, 2), x)).abs().max()) > 1e-3  # the check can fail
     torch.testing.assert_close(b, a, rtol=0, atol=1e-6)
+    same = Restorer(16, 2)
+    load_widened(same, small.state_dict())  # same width: a copy
+    for k, v in small.state_dict().items():
+        torch.testing.assert_close(same.state_dict()[k], v, rtol=0, atol=0)
     # The new units are live: one step moves their outgoing weights away from zero.
     loss, _ = train.loss_fn(run_offline(big, x), x * 0.5, 44100)
     loss.backward()
