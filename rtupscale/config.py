@@ -22,6 +22,7 @@ from rtupscale.errors import UserError
 
 BASE_RATES = (44100, 48000)
 PROVIDERS = ("auto", "cuda", "cpu")
+BACKENDS = ("auto", "pulse", "portaudio")
 
 
 class ConfigError(UserError, ValueError):
@@ -44,6 +45,10 @@ class AudioConfig:
     rate: int = 44100
     """Base rate of the virtual sink, Hz (44100 or 48000). Playback runs at 4x."""
     channels: int = 2
+    backend: str = "auto"
+    """How the streams reach the devices: ``pulse`` (native libpulse streams, for devices on
+    a PulseAudio or pipewire-pulse server), ``portaudio`` (PortAudio, through ALSA's pulse
+    plugin for server devices), ``auto`` (``pulse`` where both devices are on the server)."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +60,11 @@ class LatencyConfig:
     crossfade_ms: float = 20.0
     """Length of every crossfade (bypass toggle, state reset, model swap), ms."""
     capture_buffer_ms: float = 4.0
-    """The capture device's buffer (PortAudio's suggested input latency), ms."""
+    """The capture device's buffer, ms: the server's capture fragment (``pulse`` backend), or
+    PortAudio's suggested input latency."""
     playback_buffer_ms: float = 10.0
-    """The playback device's buffer (PortAudio's suggested output latency), ms."""
+    """The playback device's buffer, ms: the server-side buffer of our stream (``pulse``
+    backend), or PortAudio's suggested output latency."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,7 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: v != "" and all(c.isalnum() or c in "_-." for c in v),
         "a sink name of letters, digits, '_', '-', '.'",
     ),
+    "audio.backend": (lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
     "latency.block_size": (lambda v: 16 <= v <= 16384, "an integer from 16 to 16384"),
     "latency.prefill_ms": (lambda v: 0 <= v <= 2000, "a number from 0 to 2000"),
     "latency.crossfade_ms": (lambda v: 0.5 <= v <= 1000, "a number from 0.5 to 1000"),

@@ -268,6 +268,8 @@ def format_status(st: dict) -> list[str]:
         f"xruns: {x['total']} (input overflows {x['input_overflows']}, output underflows {x['output_underflows']}, "
         f"capture ring full {x['capture_ring_full']}, playback ring empty {x['playback_ring_empty']}, late skips {x['late_skips']}, drops {x.get('drops', 0)})"
     )
+    if st.get("playback_ring_short"):
+        lines.append(f"playback ring short: {st['playback_ring_short']} (requests served late from the server's queue; not gaps)")
     lines.append(f"guard events {e.get('guard_events', 0)}, resets {e.get('resets', 0)}, swaps {e.get('swaps', 0)}, limited samples {e.get('limited_samples', 0)}")
     lines.append(f"worker priority: {st['worker_priority']}")
     return lines

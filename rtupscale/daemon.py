@@ -34,6 +34,7 @@ from rtupscale.audio import priority, pulse
 from rtupscale.audio.devices import DeviceError, Endpoint, resolve_capture, resolve_playback
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.audio.rings import FrameRing
+from rtupscale.audio.pulse_streams import PulseStreams, choose_backend
 from rtupscale.audio.streams import LiveStreams
 
 log = logging.getLogger("rtupscale.daemon")
@@ -77,6 +78,7 @@ class Routing:
     dac_rate: int | None = None
     resampled: bool | None = None
     advice: str = ""
+    backend: str = ""
 
 
 # ----------------------------------------------------------------------------- session
@@ -124,7 +126,10 @@ class Session:
         self.cap_ring = FrameRing(self.channels, max(16 * block, int(0.5 * rate)))
         self.play_ring = FrameRing(self.channels, 2 * prefill + 16 * FACTOR * block + FACTOR * int(0.25 * rate))
         self.pipeline = Pipeline(self.engine, self.channels, rate, block, self.cap_ring, self.play_ring, prefill)
-        self.streams = LiveStreams(
+        self.backend = choose_backend(a.backend, capture, playback)
+        self.routing.backend = self.backend
+        streams_cls = PulseStreams if self.backend == "pulse" else LiveStreams
+        self.streams = streams_cls(
             capture, playback, rate, self.channels, self.cap_ring, self.play_ring,
             1e-3 * lat.capture_buffer_ms, 1e-3 * lat.playback_buffer_ms,
         )
@@ -211,7 +216,7 @@ class Session:
                 if not streams.playing and self.cap_ring.fill >= pipe.block_size:
                     if self.first_audio_at is None:
                         self.first_audio_at = now
-                    pipe.prefill()
+                    pipe.prefill(streams.arm_frames)
                     streams.arm_playback()
                 while pipe.step():
                     pass
@@ -258,10 +263,12 @@ class Session:
             if None not in (sl.capture_buffer, sl.source, sl.playback_buffer, sl.sink):
                 # capture: what the server holds, plus what the ALSA plugin holds until
                 # PortAudio takes its next period (half of PortAudio's input buffer, on average)
-                try:
-                    pa_in = self.streams.device_latency_s[0]
-                except Exception:
-                    pa_in = 0.0
+                pa_in = 0.0
+                if self.backend == "portaudio":
+                    try:
+                        pa_in = self.streams.device_latency_s[0]
+                    except Exception:
+                        pass
                 sample = {"device_in": sl.capture_buffer + sl.source + pa_in / 2, "device_out": sl.playback_buffer, "sink": sl.sink}
                 if sl.sink > SINK_LATENCY_LIMIT_S and self.failure is None:
                     # Seen after a device underflow through ALSA's pulse plugin: the plugin's
@@ -331,6 +338,7 @@ class Daemon:
         self.last_rate_check = 0.0
         self.last_latency_probe = 0.0
         self.past_xruns: dict[str, int] = collections.Counter()  # of closed sessions
+        self.past_ring_short = 0
         self.own_sink: tuple[int, str, int, int] | None = None
         """The virtual sink this daemon loaded: (module, name, rate, channels)."""
         self._prev_counters: dict = {}
@@ -558,6 +566,7 @@ class Daemon:
         """Keep a closed session's xruns, so that ``status`` counts since the daemon started."""
         for k, v in self._session_xruns(s).items():
             self.past_xruns[k] += v
+        self.past_ring_short += s.streams.xruns.ring_short
 
     @staticmethod
     def _session_xruns(s: Session) -> dict[str, int]:
@@ -754,6 +763,8 @@ class Daemon:
         r = s.routing
         xr = {k: v + self.past_xruns[k] for k, v in self._session_xruns(s).items()}
         xr = {"total": sum(xr.values()), **xr}
+        # not an xrun (see XrunCounters.ring_short), shown beside them
+        ring_short = s.streams.xruns.ring_short + self.past_ring_short
         out.update(
             {
                 "server": r.server,
@@ -777,6 +788,7 @@ class Daemon:
                 "processing_ms": {k: round(v, 3) for k, v in p.timing().items()},
                 "blocks": p.counters.blocks,
                 "xruns": xr,
+                "playback_ring_short": ring_short,
                 "engine": s.engine.counters.snapshot(),
             }
         )

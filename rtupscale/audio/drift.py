@@ -32,6 +32,7 @@ class DriftState:
     initialised: bool = False
     min_ema: float = math.inf  # since the last reset of the band statistics
     max_ema: float = -math.inf
+    catching_up: bool = False  # the level is outside the catch-up band (a jump being removed)
 
 
 class DriftController:
@@ -50,6 +51,11 @@ class DriftController:
         settle_s: loop time constant, seconds.
         smoothing_s: time constant of the level low-pass, seconds; the raw level is a sawtooth
             of the callback and block sizes.
+        catchup_band_frames: a level further than this from the target is not drift but a
+            jump (a sound server that re-rendered ahead, a burst of capture, a re-arm): the
+            excess beyond the band is removed (or made up) with time constant ``catchup_s``,
+            at up to ``max_catchup_ppm``, and the integral (the clock estimate) holds still
+            meanwhile. ``None``: no catch-up (the PI loop alone, at ``max_ppm``).
     """
 
     def __init__(
@@ -59,6 +65,9 @@ class DriftController:
         max_ppm: float = 2000.0,
         settle_s: float = 40.0,
         smoothing_s: float = 1.0,
+        catchup_band_frames: float | None = None,
+        catchup_s: float = 0.5,
+        max_catchup_ppm: float = 8000.0,
     ):
         if rate <= 0 or target_frames < 0 or max_ppm <= 0 or settle_s <= 0 or smoothing_s <= 0:
             raise ValueError(
@@ -72,6 +81,9 @@ class DriftController:
         self.ki = wn * wn
         self.kp = 2.0 * 1.0 * wn  # damping 1: no overshoot
         self.smoothing_s = smoothing_s
+        self.catchup_band = None if catchup_band_frames is None else float(catchup_band_frames)
+        self.catchup_s = float(catchup_s)
+        self.max_catchup = max(max_ppm, max_catchup_ppm) * 1e-6
         self.state = DriftState()
 
     def reset_band(self) -> None:
@@ -89,7 +101,18 @@ class DriftController:
             st.level_ema += a * (level_frames - st.level_ema)
         st.min_ema = min(st.min_ema, st.level_ema)
         st.max_ema = max(st.max_ema, st.level_ema)
-        err_s = (st.level_ema - self.target) / self.rate
+        excess = st.level_ema - self.target
+        err_s = excess / self.rate
+        band = self.catchup_band
+        if band is not None and abs(excess) > band:
+            # a jump, not drift: take the part beyond the band out quickly (by rate, so no
+            # step in the signal), and keep the clock estimate out of it
+            fast = math.copysign((abs(excess) - band) / self.rate / self.catchup_s, excess)
+            corr = self.kp * err_s + st.integral + fast
+            st.correction = max(-self.max_catchup, min(self.max_catchup, corr))
+            st.catching_up = True
+            return 1.0 + st.correction
+        st.catching_up = False
         st.integral += self.ki * err_s * dt_s
         st.integral = max(-self.max_correction, min(self.max_correction, st.integral))
         corr = self.kp * err_s + st.integral

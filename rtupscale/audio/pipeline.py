@@ -71,7 +71,7 @@ class Pipeline:
         # silence, a burst of capture) is cut instead: fade out, drop blocks, fade in.
         self.drop_above = self.prefill_frames + max(int(0.06 * self.out_rate), 4 * FACTOR * block_size)
         self._dropping = False
-        self.drift = DriftController(self.out_rate, self.prefill_frames)
+        self.drift = DriftController(self.out_rate, self.prefill_frames, catchup_band_frames=self.catchup_band(block_size))
         self.adjuster = RateAdjuster(channels, FACTOR * block_size, max_deviation=0.01)
         self._in_inter = np.zeros((block_size, channels), np.float32)
         self._in_c = cbuffer(self._in_inter)
@@ -94,6 +94,11 @@ class Pipeline:
         self._avg_tau_s = 2.0
         self.min_fill = 1 << 62  # the lowest playback ring level seen while playing: the cushion left
 
+    def catchup_band(self, block_size: int) -> float:
+        """Level error (frames) beyond which the drift control treats it as a jump to remove
+        quickly: 3 ms, or half a block of output if that is more (the level's own ripple)."""
+        return max(0.003 * self.out_rate, FACTOR * block_size / 2)
+
     # -- levels -------------------------------------------------------------------
     def sample_levels(self, now: float, playing: bool = True) -> None:
         """Sample both ring levels (call at the worker's wake-ups, which are not tied to the
@@ -115,9 +120,12 @@ class Pipeline:
         self.play_level_avg += a * (play - self.play_level_avg)
         self.step_ratio = self.drift.update(play, dt)
 
-    def prefill(self) -> None:
-        """Top the playback ring up to its target with silence (start, or after an underflow)."""
-        missing = min(self.prefill_frames - self.playback.fill, self.playback.space)
+    def prefill(self, extra: int = 0) -> None:
+        """Top the playback ring up to its target with silence (start, or after an underflow).
+
+        ``extra``: frames the device side takes at once when playback is armed (a server
+        buffer filled in one go), so that the ring is still at its target afterwards."""
+        missing = min(self.prefill_frames + int(extra) - self.playback.fill, self.playback.space)
         while missing > 0:
             n = self.playback.write(self._zeros_c, min(missing, self._zeros.shape[0]))
             if n == 0:
@@ -140,6 +148,7 @@ class Pipeline:
         there."""
         self.drift = old.drift
         self.drift.target = float(self.prefill_frames)
+        self.drift.catchup_band = self.catchup_band(self.block_size)
         self.drift.reset_band()
         self.counters = old.counters
         self._times = old._times

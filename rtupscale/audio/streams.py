@@ -34,6 +34,10 @@ class XrunCounters:
     playback_ring_empty: int = 0  # our playback ring ran dry (late worker, or drift)
     callbacks_in: int = 0
     callbacks_out: int = 0
+    ring_short: int = 0
+    """Native PulseAudio streams: times a server request found the playback ring empty. Not
+    an xrun: the server still plays its own queue (``latency.playback_buffer_ms``) and the
+    request is served a millisecond later; it says the pre-fill runs close to empty."""
 
     @property
     def total(self) -> int:
@@ -100,6 +104,10 @@ class LiveStreams:
         self.mixer.start()
         self.recorder.start()
         self._rec_action = self.recorder.record_ringbuffer(self.cap_ring.ring)
+
+    arm_frames = 0
+    """Frames the device side takes from the ring at once when armed (PortAudio: one
+    callback at a time, so none beyond the pre-fill)."""
 
     def arm_playback(self) -> None:
         assert self.mixer is not None

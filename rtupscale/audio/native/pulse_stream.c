@@ -1,0 +1,440 @@
+/* See pulse_stream.h. The callbacks copy and count; nothing in them allocates, logs or
+ * blocks (pa_stream_begin_write hands out the server's own shared-memory buffer). */
+#include "pulse_stream.h"
+
+#include <pulse/pulseaudio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define ZERO_FRAMES 1024
+#define MAX_CHANNELS 8
+#define RETRY_US 1000     /* a request the ring could not meet is retried this often */
+#define STARVED_US 50000  /* the ring empty this long: disarm (the worker re-arms) */
+
+struct rtu_pulse {
+    pa_threaded_mainloop *ml;
+    pa_context *ctx;
+    pa_stream *rec, *play;
+    void *cap_ring, *play_ring;
+    rtu_ring_ops ops;
+    size_t in_fb, out_fb; /* bytes per frame, both streams (float32 interleaved) */
+    rtu_stats st;
+    int timed_out;
+    int started; /* uncorked by the first rtu_arm() */
+    uint64_t empty_since; /* when a request first found the ring empty (0: it was not) */
+    pa_time_event *retry; /* disabled until a request is left partly unmet */
+    pa_time_event *timer;
+    float zeros[ZERO_FRAMES * MAX_CHANNELS];
+};
+
+#define INC(x) __atomic_fetch_add(&(x), 1, __ATOMIC_RELAXED)
+#define ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
+#define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
+/* ---------------------------------------------------------------- the audio callbacks */
+static void read_cb(pa_stream *s, size_t nbytes, void *u) {
+    rtu_pulse *p = u;
+    (void)nbytes;
+    INC(p->st.callbacks_in);
+    while (pa_stream_readable_size(s) > 0) {
+        const void *data;
+        size_t n;
+        if (pa_stream_peek(s, &data, &n) < 0) {
+            STORE(p->st.failed, 1);
+            return;
+        }
+        if (n == 0)
+            break;
+        long frames = (long)(n / p->in_fb);
+        long written = 0;
+        if (data == NULL) { /* a hole: the server lost this much capture */
+            ADD(p->st.holes, (uint64_t)frames);
+            while (written < frames) {
+                long k = frames - written < ZERO_FRAMES ? frames - written : ZERO_FRAMES;
+                long w = p->ops.write(p->cap_ring, p->zeros, k);
+                written += w;
+                if (w < k)
+                    break;
+            }
+        } else {
+            written = p->ops.write(p->cap_ring, data, frames);
+        }
+        if (written < frames) {
+            INC(p->st.capture_full);
+            ADD(p->st.capture_lost, (uint64_t)(frames - written));
+        }
+        ADD(p->st.frames_in, (uint64_t)frames);
+        pa_stream_drop(s);
+    }
+}
+
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void schedule_retry(rtu_pulse *p) {
+    if (p->retry)
+        pa_context_rttime_restart(p->ctx, p->retry, pa_rtclock_now() + RETRY_US);
+}
+
+/* Write up to `nbytes` from the playback ring (all of it that is there). A request the ring
+ * cannot meet in full is retried every RETRY_US with what the worker has added since: the
+ * server does not ask again for bytes it asked for once. */
+static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
+    long want = (long)(nbytes / p->out_fb);
+    if (want <= 0 || !LOAD(p->st.playing))
+        return;
+    long avail = p->ops.read_available(p->play_ring);
+    if (avail <= 0) { /* the ring is empty; the server still has its queue */
+        uint64_t t = now_us();
+        if (!p->empty_since) {
+            p->empty_since = t;
+            INC(p->st.ring_empty);
+        } else if (t - p->empty_since > STARVED_US) {
+            /* starved (capture stopped, or the worker stalled): longer than any server
+             * queue, so a gap. The worker re-arms with a fresh pre-fill once audio is back. */
+            STORE(p->st.playing, 0);
+            INC(p->st.starved);
+            p->empty_since = 0;
+            return;
+        }
+        schedule_retry(p);
+        return;
+    }
+    p->empty_since = 0;
+    long n = want < avail ? want : avail;
+    if (n < want) {
+        INC(p->st.short_writes);
+        schedule_retry(p);
+    }
+    while (n > 0) {
+        void *buf;
+        size_t sz = (size_t)n * p->out_fb;
+        if (pa_stream_begin_write(s, &buf, &sz) < 0 || sz < p->out_fb) {
+            STORE(p->st.failed, 1);
+            return;
+        }
+        long k = (long)(sz / p->out_fb);
+        if (k > n)
+            k = n;
+        k = p->ops.read(p->play_ring, buf, k);
+        if (pa_stream_write(s, buf, (size_t)k * p->out_fb, NULL, 0, PA_SEEK_RELATIVE) < 0) {
+            STORE(p->st.failed, 1);
+            return;
+        }
+        ADD(p->st.frames_out, (uint64_t)k);
+        n -= k;
+    }
+}
+
+static void retry_cb(pa_mainloop_api *a, pa_time_event *e, const struct timeval *tv, void *u) {
+    rtu_pulse *p = u;
+    (void)a; (void)e; (void)tv;
+    size_t w = pa_stream_writable_size(p->play);
+    if (w != (size_t)-1 && w > 0)
+        fill(p, p->play, w);
+}
+
+static void write_cb(pa_stream *s, size_t nbytes, void *u) {
+    rtu_pulse *p = u;
+    INC(p->st.callbacks_out);
+    fill(p, s, nbytes);
+}
+
+/* The server found our queue empty when its sink mixed ahead ("implicit underrun" in
+ * PulseAudio's log). Data that arrives while the sink can still rewind is put in place;
+ * the rest of the silence is played (measured here: gaps of 1 to 4 ms), and with prebuf
+ * the stream resumes once a request's worth has arrived. Counted as an output underflow. */
+static void underflow_cb(pa_stream *s, void *u) {
+    (void)s;
+    INC(((rtu_pulse *)u)->st.underflows);
+}
+
+static void overflow_cb(pa_stream *s, void *u) {
+    (void)s;
+    INC(((rtu_pulse *)u)->st.overflows);
+}
+
+/* ---------------------------------------------------------------- state and set-up */
+static void context_state_cb(pa_context *c, void *u) {
+    rtu_pulse *p = u;
+    pa_context_state_t st = pa_context_get_state(c);
+    if (st == PA_CONTEXT_FAILED || st == PA_CONTEXT_TERMINATED)
+        STORE(p->st.failed, 1);
+    pa_threaded_mainloop_signal(p->ml, 0);
+}
+
+static void stream_state_cb(pa_stream *s, void *u) {
+    rtu_pulse *p = u;
+    pa_stream_state_t st = pa_stream_get_state(s);
+    if (st == PA_STREAM_FAILED || st == PA_STREAM_TERMINATED)
+        STORE(p->st.failed, 1);
+    pa_threaded_mainloop_signal(p->ml, 0);
+}
+
+static void timeout_cb(pa_mainloop_api *a, pa_time_event *e, const struct timeval *tv, void *u) {
+    rtu_pulse *p = u;
+    (void)a; (void)e; (void)tv;
+    p->timed_out = 1;
+    pa_threaded_mainloop_signal(p->ml, 0);
+}
+
+static void arm_timer(rtu_pulse *p, uint32_t ms) {
+    pa_mainloop_api *api = pa_threaded_mainloop_get_api(p->ml);
+    if (p->timer)
+        api->time_free(p->timer);
+    p->timed_out = 0;
+    p->timer = pa_context_rttime_new(p->ctx, pa_rtclock_now() + (pa_usec_t)ms * 1000, timeout_cb, p);
+}
+
+static void disarm_timer(rtu_pulse *p) {
+    if (p->timer) {
+        pa_threaded_mainloop_get_api(p->ml)->time_free(p->timer);
+        p->timer = NULL;
+    }
+}
+
+static uint32_t usec_bytes(uint32_t us, uint32_t rate, size_t fb) {
+    return (uint32_t)(((uint64_t)us * rate / 1000000) * fb);
+}
+
+/* Wait (lock held) until `s` is ready; 0 on success, else a message in err. */
+static int wait_stream(rtu_pulse *p, pa_stream *s, const char *what, uint32_t timeout_ms, char *err, int errlen) {
+    arm_timer(p, timeout_ms);
+    for (;;) {
+        pa_stream_state_t st = pa_stream_get_state(s);
+        if (st == PA_STREAM_READY)
+            break;
+        if (st == PA_STREAM_FAILED || st == PA_STREAM_TERMINATED) {
+            snprintf(err, errlen, "%s stream: %s", what, pa_strerror(pa_context_errno(p->ctx)));
+            disarm_timer(p);
+            return -1;
+        }
+        if (p->timed_out) {
+            snprintf(err, errlen, "%s stream: not ready after %u ms", what, timeout_ms);
+            disarm_timer(p);
+            return -1;
+        }
+        pa_threaded_mainloop_wait(p->ml);
+    }
+    disarm_timer(p);
+    return 0;
+}
+
+rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sink,
+                    const rtu_params *prm, void *capture_ring, void *playback_ring,
+                    const rtu_ring_ops *ops, char *err, int errlen) {
+    if (prm->channels < 1 || prm->channels > MAX_CHANNELS) {
+        snprintf(err, errlen, "channels must be 1..%d, got %u", MAX_CHANNELS, prm->channels);
+        return NULL;
+    }
+    rtu_pulse *p = calloc(1, sizeof *p);
+    if (!p) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    p->cap_ring = capture_ring;
+    p->play_ring = playback_ring;
+    p->ops = *ops;
+    p->in_fb = p->out_fb = sizeof(float) * prm->channels;
+    p->ml = pa_threaded_mainloop_new();
+    if (!p->ml) {
+        snprintf(err, errlen, "cannot create the PulseAudio main loop");
+        free(p);
+        return NULL;
+    }
+    p->ctx = pa_context_new(pa_threaded_mainloop_get_api(p->ml), client_name);
+    pa_context_set_state_callback(p->ctx, context_state_cb, p);
+    if (pa_context_connect(p->ctx, NULL, PA_CONTEXT_NOAUTOSPAWN, NULL) < 0) {
+        snprintf(err, errlen, "cannot connect to the sound server: %s", pa_strerror(pa_context_errno(p->ctx)));
+        rtu_close(p);
+        return NULL;
+    }
+    pa_threaded_mainloop_lock(p->ml);
+    if (pa_threaded_mainloop_start(p->ml) < 0) {
+        pa_threaded_mainloop_unlock(p->ml);
+        snprintf(err, errlen, "cannot start the PulseAudio main loop");
+        rtu_close(p);
+        return NULL;
+    }
+    arm_timer(p, prm->timeout_ms);
+    for (;;) {
+        pa_context_state_t st = pa_context_get_state(p->ctx);
+        if (st == PA_CONTEXT_READY)
+            break;
+        if (!PA_CONTEXT_IS_GOOD(st) || p->timed_out) {
+            if (p->timed_out)
+                snprintf(err, errlen, "the sound server did not answer within %u ms", prm->timeout_ms);
+            else
+                snprintf(err, errlen, "cannot connect to the sound server: %s", pa_strerror(pa_context_errno(p->ctx)));
+            disarm_timer(p);
+            pa_threaded_mainloop_unlock(p->ml);
+            rtu_close(p);
+            return NULL;
+        }
+        pa_threaded_mainloop_wait(p->ml);
+    }
+    disarm_timer(p);
+    p->retry = pa_context_rttime_new(p->ctx, PA_USEC_INVALID, retry_cb, p);
+
+    pa_sample_spec in_ss = {PA_SAMPLE_FLOAT32LE, prm->rate, (uint8_t)prm->channels};
+    pa_sample_spec out_ss = {PA_SAMPLE_FLOAT32LE, prm->out_rate, (uint8_t)prm->channels};
+    pa_channel_map map;
+    pa_channel_map_init_extend(&map, prm->channels, PA_CHANNEL_MAP_DEFAULT);
+    /* the server must not move our streams: the playback's fallback could be our own
+     * virtual sink (a feedback loop); a stream whose device is gone fails, and we reopen */
+    pa_stream_flags_t flags = PA_STREAM_ADJUST_LATENCY | PA_STREAM_DONT_MOVE | PA_STREAM_AUTO_TIMING_UPDATE |
+                              PA_STREAM_INTERPOLATE_TIMING;
+    pa_stream_flags_t play_flags = flags | PA_STREAM_START_CORKED; /* rtu_arm() starts it */
+
+    p->rec = pa_stream_new(p->ctx, "rtupscale capture", &in_ss, &map);
+    p->play = pa_stream_new(p->ctx, "rtupscale playback", &out_ss, &map);
+    if (!p->rec || !p->play) {
+        snprintf(err, errlen, "cannot create the streams: %s", pa_strerror(pa_context_errno(p->ctx)));
+        pa_threaded_mainloop_unlock(p->ml);
+        rtu_close(p);
+        return NULL;
+    }
+    pa_stream_set_state_callback(p->rec, stream_state_cb, p);
+    pa_stream_set_read_callback(p->rec, read_cb, p);
+    pa_stream_set_state_callback(p->play, stream_state_cb, p);
+    pa_stream_set_write_callback(p->play, write_cb, p);
+    pa_stream_set_underflow_callback(p->play, underflow_cb, p);
+    pa_stream_set_overflow_callback(p->play, overflow_cb, p);
+
+    pa_buffer_attr ra = {(uint32_t)-1, (uint32_t)-1, (uint32_t)-1, (uint32_t)-1,
+                         usec_bytes(prm->fragsize_us, prm->rate, p->in_fb)};
+    uint32_t tl = usec_bytes(prm->tlength_us, prm->out_rate, p->out_fb);
+    uint32_t mr = prm->minreq_us ? usec_bytes(prm->minreq_us, prm->out_rate, p->out_fb) : (uint32_t)-1;
+    /* prebuf one request: after an underrun the server waits for that much, then rewinds
+     * the sink to put the late data in place where it still can (prebuf 0 would instead
+     * drop the part that is late: measured as clicks here). The worker, not the server,
+     * holds the pre-fill. */
+    uint32_t pb = mr != (uint32_t)-1 ? mr : (uint32_t)p->out_fb;
+    pa_buffer_attr pa_ = {(uint32_t)-1, tl, pb, mr, (uint32_t)-1};
+
+    if (pa_stream_connect_record(p->rec, source, &ra, flags) < 0 ||
+        wait_stream(p, p->rec, "capture", prm->timeout_ms, err, errlen) < 0 ||
+        pa_stream_connect_playback(p->play, sink, &pa_, play_flags, NULL, NULL) < 0 ||
+        wait_stream(p, p->play, "playback", prm->timeout_ms, err, errlen) < 0) {
+        if (!err[0])
+            snprintf(err, errlen, "cannot open the streams: %s", pa_strerror(pa_context_errno(p->ctx)));
+        pa_threaded_mainloop_unlock(p->ml);
+        rtu_close(p);
+        return NULL;
+    }
+    pa_threaded_mainloop_unlock(p->ml);
+    return p;
+}
+
+void rtu_arm(rtu_pulse *p) {
+    pa_threaded_mainloop_lock(p->ml);
+    STORE(p->st.playing, 1);
+    size_t w = pa_stream_writable_size(p->play);
+    if (w != (size_t)-1)
+        fill(p, p->play, w);
+    if (!p->started) {
+        pa_operation *o = pa_stream_cork(p->play, 0, NULL, NULL);
+        if (o)
+            pa_operation_unref(o);
+        p->started = 1;
+    }
+    pa_threaded_mainloop_unlock(p->ml);
+}
+
+static double stream_latency(pa_stream *s) {
+    pa_usec_t us;
+    int neg = 0;
+    if (!s || pa_stream_get_latency(s, &us, &neg) < 0)
+        return -1.0;
+    return neg ? -(double)us * 1e-6 : (double)us * 1e-6;
+}
+
+void rtu_latency(rtu_pulse *p, double *capture_s, double *playback_s, double *sink_s) {
+    pa_threaded_mainloop_lock(p->ml);
+    *capture_s = stream_latency(p->rec);
+    *playback_s = stream_latency(p->play);
+    const pa_timing_info *ti = p->play ? pa_stream_get_timing_info(p->play) : NULL;
+    *sink_s = ti ? (double)ti->sink_usec * 1e-6 : -1.0;
+    pa_threaded_mainloop_unlock(p->ml);
+}
+
+void rtu_granted(rtu_pulse *p, uint32_t *fragsize, uint32_t *tlength, uint32_t *minreq, uint32_t *prebuf) {
+    pa_threaded_mainloop_lock(p->ml);
+    const pa_buffer_attr *r = pa_stream_get_buffer_attr(p->rec);
+    const pa_buffer_attr *w = pa_stream_get_buffer_attr(p->play);
+    *fragsize = r ? r->fragsize : 0;
+    *tlength = w ? w->tlength : 0;
+    *minreq = w ? w->minreq : 0;
+    *prebuf = w ? w->prebuf : 0;
+    pa_threaded_mainloop_unlock(p->ml);
+}
+
+void rtu_stream_indexes(rtu_pulse *p, int64_t *capture_index, int64_t *playback_index) {
+    pa_threaded_mainloop_lock(p->ml);
+    uint32_t a = p->rec ? pa_stream_get_index(p->rec) : PA_INVALID_INDEX;
+    uint32_t b = p->play ? pa_stream_get_index(p->play) : PA_INVALID_INDEX;
+    pa_threaded_mainloop_unlock(p->ml);
+    *capture_index = a == PA_INVALID_INDEX ? -1 : (int64_t)a;
+    *playback_index = b == PA_INVALID_INDEX ? -1 : (int64_t)b;
+}
+
+void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
+    o->frames_in = LOAD(p->st.frames_in);
+    o->frames_out = LOAD(p->st.frames_out);
+    o->callbacks_in = LOAD(p->st.callbacks_in);
+    o->callbacks_out = LOAD(p->st.callbacks_out);
+    o->capture_lost = LOAD(p->st.capture_lost);
+    o->capture_full = LOAD(p->st.capture_full);
+    o->short_writes = LOAD(p->st.short_writes);
+    o->underflows = LOAD(p->st.underflows);
+    o->ring_empty = LOAD(p->st.ring_empty);
+    o->starved = LOAD(p->st.starved);
+    o->overflows = LOAD(p->st.overflows);
+    o->holes = LOAD(p->st.holes);
+    o->playing = LOAD(p->st.playing);
+    o->failed = LOAD(p->st.failed);
+}
+
+void rtu_close(rtu_pulse *p) {
+    if (!p)
+        return;
+    if (p->ml)
+        pa_threaded_mainloop_stop(p->ml);
+    /* the loop is stopped: no callback runs from here on */
+    if (p->timer) {
+        pa_threaded_mainloop_get_api(p->ml)->time_free(p->timer);
+        p->timer = NULL;
+    }
+    if (p->retry) {
+        pa_threaded_mainloop_get_api(p->ml)->time_free(p->retry);
+        p->retry = NULL;
+    }
+    if (p->rec) {
+        pa_stream_set_read_callback(p->rec, NULL, NULL);
+        pa_stream_set_state_callback(p->rec, NULL, NULL);
+        pa_stream_disconnect(p->rec);
+        pa_stream_unref(p->rec);
+    }
+    if (p->play) {
+        pa_stream_set_write_callback(p->play, NULL, NULL);
+        pa_stream_set_state_callback(p->play, NULL, NULL);
+        pa_stream_set_underflow_callback(p->play, NULL, NULL);
+        pa_stream_set_overflow_callback(p->play, NULL, NULL);
+        pa_stream_disconnect(p->play);
+        pa_stream_unref(p->play);
+    }
+    if (p->ctx) {
+        pa_context_set_state_callback(p->ctx, NULL, NULL);
+        pa_context_disconnect(p->ctx);
+        pa_context_unref(p->ctx);
+    }
+    if (p->ml)
+        pa_threaded_mainloop_free(p->ml);
+    free(p);
+}

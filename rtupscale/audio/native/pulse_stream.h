@@ -1,0 +1,76 @@
+/* A capture and a playback stream on a PulseAudio (or pipewire-pulse) server, whose
+ * callbacks only copy between the server and two PortAudio ring buffers (rtmixer's rings,
+ * reached through the function pointers in rtu_ring_ops).
+ *
+ * Threads: libpulse's threaded main loop runs every callback; the worker thread owns the
+ * other side of both rings and calls rtu_arm() (rarely: start, refill after a gap); the
+ * main thread opens, closes and asks for latencies. Counters are written by the callbacks
+ * and read with relaxed atomic loads by rtu_get_stats().
+ */
+#ifndef RTU_PULSE_STREAM_H
+#define RTU_PULSE_STREAM_H
+
+#include <stdint.h>
+
+typedef struct rtu_pulse rtu_pulse;
+
+typedef struct {
+    long (*read_available)(void *ring);
+    long (*write_available)(void *ring);
+    long (*write)(void *ring, const void *data, long frames);
+    long (*read)(void *ring, void *data, long frames);
+} rtu_ring_ops;
+
+typedef struct {
+    uint32_t rate;            /* capture rate, Hz; playback runs at out_rate */
+    uint32_t out_rate;
+    uint32_t channels;
+    uint32_t fragsize_us;     /* capture: the server's fragment (ADJUST_LATENCY) */
+    uint32_t tlength_us;      /* playback: the server-side buffer (ADJUST_LATENCY) */
+    uint32_t minreq_us;       /* playback: the smallest request; 0 = the server's choice */
+    uint32_t timeout_ms;      /* connecting and opening, each */
+} rtu_params;
+
+typedef struct {
+    uint64_t frames_in;        /* captured frames handed to the capture ring (holes as zeros) */
+    uint64_t frames_out;       /* frames written to the server */
+    uint64_t callbacks_in;
+    uint64_t callbacks_out;
+    uint64_t capture_lost;     /* frames that did not fit the capture ring */
+    uint64_t capture_full;     /* callbacks that found the capture ring full */
+    uint64_t short_writes;     /* requests the playback ring could meet only in part */
+    uint64_t ring_empty;       /* times a request found the playback ring empty (retried) */
+    uint64_t starved;          /* times the ring stayed empty past STARVED_US (disarmed) */
+    uint64_t underflows;       /* the server ran out of our queue (see underflow_cb) */
+    uint64_t overflows;        /* the server dropped data we wrote (never expected) */
+    uint64_t holes;            /* frames of capture the server marked as lost */
+    int32_t playing;           /* armed, and not starved since */
+    int32_t failed;            /* the context or a stream failed (server gone, device gone) */
+} rtu_stats;
+
+/* Connect and open both streams (capture of `source`, playback to `sink`; NULL: defaults).
+ * On failure returns NULL with a message in err. The streams run from the start; playback
+ * writes nothing until rtu_arm(). */
+rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sink,
+                    const rtu_params *params, void *capture_ring, void *playback_ring,
+                    const rtu_ring_ops *ops, char *err, int errlen);
+
+/* Start writing the playback ring to the server (takes the main-loop lock). */
+void rtu_arm(rtu_pulse *p);
+
+/* The server's latency of each stream (pa_stream_get_latency; the playback's includes the
+ * sink's), and the sink's own latency, s (-1 where unknown). Takes the main-loop lock. */
+void rtu_latency(rtu_pulse *p, double *capture_s, double *playback_s, double *sink_s);
+
+/* The buffer attributes the server granted, bytes. */
+void rtu_granted(rtu_pulse *p, uint32_t *fragsize, uint32_t *tlength, uint32_t *minreq, uint32_t *prebuf);
+
+/* The server-side index of our two streams (as `pactl list` shows them), -1 if unknown. */
+void rtu_stream_indexes(rtu_pulse *p, int64_t *capture_index, int64_t *playback_index);
+
+void rtu_get_stats(rtu_pulse *p, rtu_stats *out);
+
+/* Stop the main loop and free everything. NULL is allowed. */
+void rtu_close(rtu_pulse *p);
+
+#endif

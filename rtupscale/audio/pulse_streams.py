@@ -1,0 +1,225 @@
+"""The two streams as native PulseAudio streams (libpulse, through pipewire-pulse as well).
+
+The C side (``native/pulse_stream.c``, built by cffi at install) runs libpulse's threaded
+main loop; its read and write callbacks only copy between the server and our two rings
+(rtmixer's PortAudio ring buffers, whose functions it is given as pointers). Compared with
+PortAudio through ALSA's ``pulse`` plugin it saves the plugin's own period buffering and
+lets us set the server's buffers directly (``PA_STREAM_ADJUST_LATENCY``):
+
+- capture: ``fragsize`` = ``latency.capture_buffer_ms``;
+- playback: ``tlength`` = ``latency.playback_buffer_ms``, ``minreq`` a quarter of it, and
+  ``prebuf`` one request (our ring holds the pre-fill, not the server).
+
+Same interface as :class:`rtupscale.audio.streams.LiveStreams`, which stays the path for
+devices that are not on a sound server (raw ALSA devices through PortAudio).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from rtupscale import FACTOR
+from rtupscale.audio.devices import DeviceError, Endpoint
+from rtupscale.audio.rings import FrameRing
+from rtupscale.audio.streams import XrunCounters
+
+log = logging.getLogger("rtupscale.audio")
+
+try:
+    from rtupscale.audio import _pulse_native as _native
+except ImportError as e:  # not built (no compiler or libpulse headers at install)
+    _native = None
+    _IMPORT_ERROR = str(e)
+else:
+    _IMPORT_ERROR = ""
+
+OPEN_TIMEOUT_MS = 5000
+
+
+def available() -> str | None:
+    """None if the native streams can be used, else why not (one line)."""
+    if _native is None:
+        return f"rtupscale's native PulseAudio streams are not built ({_IMPORT_ERROR}); reinstall with gcc and libpulse-dev"
+    return None
+
+
+def choose_backend(setting: str, capture: Endpoint, playback: Endpoint) -> str:
+    """``pulse`` or ``portaudio`` for ``audio.backend`` = ``setting`` and these devices.
+
+    Raises:
+        DeviceError: ``pulse`` asked for where it cannot be used (one line: why).
+    """
+    on_server = bool(capture.server_name and playback.server_name)
+    if setting == "portaudio":
+        return "portaudio"
+    why = available()
+    if setting == "pulse":
+        if not on_server:
+            raise DeviceError("audio.backend: pulse needs both devices on a sound server; use auto or portaudio")
+        if why:
+            raise DeviceError(f"audio.backend: pulse: {why}")
+        return "pulse"
+    if on_server and why:
+        log.warning("%s: using PortAudio", why)
+    return "pulse" if on_server and not why else "portaudio"
+
+
+def _ring_ops():
+    """The C function pointers of rtmixer's ring buffer, as ``rtu_ring_ops``."""
+    import _rtmixer  # rtmixer's compiled module: PortAudio's pa_ringbuffer.c
+
+    ffi, lib = _native.ffi, _native.lib
+    src_ffi, src = _rtmixer.ffi, _rtmixer.lib
+    ops = ffi.new("rtu_ring_ops *")
+    for field, name in (
+        ("read_available", "PaUtil_GetRingBufferReadAvailable"),
+        ("write_available", "PaUtil_GetRingBufferWriteAvailable"),
+        ("write", "PaUtil_WriteRingBuffer"),
+        ("read", "PaUtil_ReadRingBuffer"),
+    ):
+        addr = int(src_ffi.cast("uintptr_t", src_ffi.addressof(src, name)))
+        setattr(ops, field, ffi.cast(ffi.typeof(getattr(ops, field)), addr))
+    return ops, lib
+
+
+def _ring_ptr(ring: FrameRing):
+    import _rtmixer
+
+    return _native.ffi.cast("void *", int(_rtmixer.ffi.cast("uintptr_t", ring._ptr)))
+
+
+class PulseStreams:
+    """A capture stream into ``cap_ring`` and a playback stream (4x the rate) from
+    ``play_ring``, both on the sound server. See :class:`~rtupscale.audio.streams.LiveStreams`
+    for the interface.
+
+    Args:
+        capture, playback: server endpoints (``server_name`` set).
+        rate: capture rate, Hz.
+        latency_in_s: the capture fragment (server-side), s.
+        latency_out_s: the playback buffer (server-side ``tlength``), s.
+    """
+
+    def __init__(
+        self,
+        capture: Endpoint,
+        playback: Endpoint,
+        rate: int,
+        channels: int,
+        cap_ring: FrameRing,
+        play_ring: FrameRing,
+        latency_in_s: float,
+        latency_out_s: float,
+    ):
+        why = available()
+        if why:
+            raise RuntimeError(why)
+        if not (capture.server_name and playback.server_name):
+            raise ValueError("native PulseAudio streams need server devices for both capture and playback")
+        self.capture, self.playback = capture, playback
+        self.rate, self.channels = rate, channels
+        self.cap_ring, self.play_ring = cap_ring, play_ring
+        self.latency_in_s, self.latency_out_s = latency_in_s, latency_out_s
+        self.xruns = XrunCounters()
+        self._p = None
+        self._ops = None
+        self._stats = _native.ffi.new("rtu_stats *")
+        self._seen_capture_full = 0
+        self._seen_holes = 0
+        self.playing = False  # armed, and no gap seen by poll() since
+        self._tlength_frames = 0
+
+    # -- open / close (main thread) -----------------------------------------------------
+    def open(self) -> None:
+        ffi, lib = _native.ffi, _native.lib
+        self._ops, _ = _ring_ops()
+        prm = ffi.new("rtu_params *")
+        prm.rate, prm.out_rate, prm.channels = self.rate, FACTOR * self.rate, self.channels
+        prm.fragsize_us = max(500, int(1e6 * self.latency_in_s))
+        prm.tlength_us = max(1000, int(1e6 * self.latency_out_s))
+        prm.minreq_us = int(os.environ.get("RTU_MINREQ_US", "0")) or max(250, prm.tlength_us // 4)
+        prm.timeout_ms = OPEN_TIMEOUT_MS
+        err = ffi.new("char[]", 512)
+        self._keep = (prm, err)
+        p = lib.rtu_open(
+            b"rtupscale", self.capture.server_name.encode(), self.playback.server_name.encode(), prm,
+            _ring_ptr(self.cap_ring), _ring_ptr(self.play_ring), self._ops, err, 512,
+        )
+        if p == ffi.NULL:
+            raise RuntimeError(ffi.string(err).decode(errors="replace"))
+        self._p = p
+        g = ffi.new("uint32_t[4]")
+        lib.rtu_granted(p, g + 0, g + 1, g + 2, g + 3)
+        fb = 4 * self.channels
+        self._tlength_frames = int(g[1]) // fb
+        log.info(
+            "native PulseAudio streams: capture fragment %.1f ms, playback buffer %.1f ms (request %.1f ms, start at %.2f ms)",
+            1e3 * g[0] / fb / self.rate, 1e3 * g[1] / fb / (FACTOR * self.rate),
+            1e3 * g[2] / fb / (FACTOR * self.rate), 1e3 * g[3] / fb / (FACTOR * self.rate),
+        )
+
+    @property
+    def arm_frames(self) -> int:
+        """Frames the server takes at once when armed: its whole buffer (``tlength``)."""
+        return self._tlength_frames
+
+    def start(self) -> None:
+        """Both streams run from :meth:`open`; playback writes once :meth:`arm_playback`."""
+
+    def arm_playback(self) -> None:
+        _native.lib.rtu_arm(self._p)
+        self.playing = True
+
+    def close(self) -> None:
+        if self._p is not None:
+            _native.lib.rtu_close(self._p)
+            self._p = None
+        self.playing = False
+
+    # -- between blocks (worker thread) ---------------------------------------------------
+    def _refresh(self):
+        _native.lib.rtu_get_stats(self._p, self._stats)
+        return self._stats
+
+    def poll(self) -> tuple[bool, bool]:
+        """(capture overflowed, playback ran dry) since the last call. The capture stream
+        never stops; after a gap the playback writes nothing until :meth:`arm_playback`."""
+        st = self._refresh()
+        cap_ended = st.capture_full != self._seen_capture_full
+        if cap_ended:
+            self.xruns.capture_ring_full += st.capture_full - self._seen_capture_full
+            self._seen_capture_full = st.capture_full
+        play_ended = self.playing and not st.playing
+        if play_ended:  # the ring stayed empty (no audio, or a stalled worker): refill, re-arm
+            self.playing = False
+            self.xruns.playback_ring_empty = int(st.starved)
+        if st.failed:
+            raise RuntimeError("the sound server closed our streams (server or device gone)")
+        return cap_ended, play_ended
+
+    def collect_stats(self) -> int:
+        """New xruns since the last call: capture the server lost (holes, as input
+        overflows) and times the server ran out of our queue (output underflows)."""
+        st = self._refresh()
+        holes = int(st.holes != self._seen_holes)
+        self._seen_holes = st.holes
+        self.xruns.input_overflows += holes
+        under = int(st.underflows) - self.xruns.output_underflows
+        self.xruns.output_underflows = int(st.underflows)
+        self.xruns.ring_short = int(st.ring_empty)
+        new = holes + under
+        self.xruns.callbacks_in = int(st.callbacks_in)
+        self.xruns.callbacks_out = int(st.callbacks_out)
+        return new
+
+    def frames_captured(self) -> int:
+        return int(self._refresh().frames_in) if self._p is not None else 0
+
+    @property
+    def device_latency_s(self) -> tuple[float, float]:
+        """The server's latency of our capture and playback streams, s."""
+        ffi = _native.ffi
+        v = ffi.new("double[3]")
+        _native.lib.rtu_latency(self._p, v + 0, v + 1, v + 2)
+        return max(0.0, v[0]), max(0.0, v[1])
