@@ -55,14 +55,14 @@ class AudioConfig:
 class LatencyConfig:
     block_size: int = 256
     """Input frames per block; a multiple of the model's block multiple."""
-    prefill_ms: float = 20.0
-    """Output buffering: how much audio the playback ring holds before playback starts, ms."""
+    prefill_ms: float = 8.0
+    """Output buffering held in the playback ring, ms (the worker's bursts and jitter)."""
     crossfade_ms: float = 20.0
     """Length of every crossfade (bypass toggle, state reset, model swap), ms."""
     capture_buffer_ms: float = 4.0
     """The capture device's buffer, ms: the server's capture fragment (``pulse`` backend), or
     PortAudio's suggested input latency."""
-    playback_buffer_ms: float = 10.0
+    playback_buffer_ms: float = 24.0
     """The playback device's buffer, ms: the server-side buffer of our stream (``pulse``
     backend), or PortAudio's suggested output latency."""
 

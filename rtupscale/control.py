@@ -237,7 +237,8 @@ def format_status(st: dict) -> list[str]:
     if "server" not in st:
         return lines
     cap, pb = st["capture"], st["playback"]
-    lines.append(f"sound server: {st['server']}")
+    streams = {"pulse": "native PulseAudio streams", "portaudio": "PortAudio"}.get(st.get("backend", ""), st.get("backend", ""))
+    lines.append(f"sound server: {st['server']}" + (f"; streams: {streams}" if streams else ""))
     lines.append(f"capture: {cap['device']} at {cap['rate']} Hz" + (f"  [{cap['route']}]" if cap.get("route") else ""))
     dac = pb.get("dac_rate")
     reach = "not checked yet" if dac is None else (f"{dac} Hz reaches the DAC" + (" (RESAMPLED)" if pb.get("resampled") else ""))

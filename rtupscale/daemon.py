@@ -431,7 +431,7 @@ class Daemon:
         r = s.routing
         eng = s.engine
         model = "none (plain x4 upsampler)" if self.runner is None else f"{self.runner.name} on {self.runner.provider}"
-        log.info("sound server: %s", r.server)
+        log.info("sound server: %s; streams: %s", r.server, "native PulseAudio" if r.backend == "pulse" else "PortAudio")
         log.info("capture: %s at %d Hz; playback: %s at %d Hz", r.capture, r.rate, r.playback, r.out_rate)
         log.info(
             "model: %s; block %d frames (%.1f ms), prefill %.1f ms, crossfade %.1f ms, engine latency %d frames",
@@ -768,6 +768,7 @@ class Daemon:
         out.update(
             {
                 "server": r.server,
+                "backend": r.backend,
                 "capture": {"device": r.capture, "rate": r.rate, "route": r.capture_route},
                 "playback": {"device": r.playback, "rate": r.out_rate, "route": r.playback_route, "dac_rate": r.dac_rate, "resampled": r.resampled, "advice": r.advice},
                 "block_size": p.block_size,

@@ -66,7 +66,7 @@ class DriftController:
         settle_s: float = 40.0,
         smoothing_s: float = 1.0,
         catchup_band_frames: float | None = None,
-        catchup_s: float = 0.5,
+        catchup_s: float = 1.5,
         max_catchup_ppm: float = 8000.0,
     ):
         if rate <= 0 or target_frames < 0 or max_ppm <= 0 or settle_s <= 0 or smoothing_s <= 0:

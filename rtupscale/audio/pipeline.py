@@ -96,8 +96,8 @@ class Pipeline:
 
     def catchup_band(self, block_size: int) -> float:
         """Level error (frames) beyond which the drift control treats it as a jump to remove
-        quickly: 3 ms, or half a block of output if that is more (the level's own ripple)."""
-        return max(0.003 * self.out_rate, FACTOR * block_size / 2)
+        quickly: 3 ms (the smoothed level's ripple is far smaller, whatever the block)."""
+        return 0.003 * self.out_rate
 
     # -- levels -------------------------------------------------------------------
     def sample_levels(self, now: float, playing: bool = True) -> None:

@@ -44,6 +44,8 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--prefill", type=float, default=None, help="latency.prefill_ms (default: config.yaml's)")
+    ap.add_argument("--playback-buffer", type=float, default=None, help="latency.playback_buffer_ms (default: config.yaml's)")
+    ap.add_argument("--backend", choices=("auto", "pulse", "portaudio"), default=None, help="audio.backend (default: config.yaml's)")
     ap.add_argument("--no-hog", action="store_true")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
@@ -58,6 +60,10 @@ def main() -> int:
     cfg["latency"]["block_size"] = args.block
     if args.prefill is not None:
         cfg["latency"]["prefill_ms"] = args.prefill
+    if args.playback_buffer is not None:
+        cfg["latency"]["playback_buffer_ms"] = args.playback_buffer
+    if args.backend is not None:
+        cfg.setdefault("audio", {})["backend"] = args.backend
     cfg.setdefault("control", {})["socket"] = str(server.runtime / "rtupscale.sock")
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -118,6 +124,8 @@ def main() -> int:
             "minutes": args.minutes,
             "block": args.block,
             "prefill_ms": cfg["latency"]["prefill_ms"],
+            "playback_buffer_ms": cfg["latency"]["playback_buffer_ms"],
+            "backend": st.get("backend", ""),
             "cpu_hog": not args.no_hog,
             "xruns": st["xruns"],
             "xruns_during_soak": st["xruns"]["total"] - st0["xruns"]["total"],

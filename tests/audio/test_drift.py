@@ -62,7 +62,9 @@ class ToneEngine:
         self.resets += 1
 
 
-def simulate(ppm: float, seconds: float, control: bool = True) -> dict:
+def simulate(ppm: float, seconds: float, control: bool = True, pause: tuple[float, float] | None = None) -> dict:
+    """``pause``: (at, seconds): the playback device takes nothing for that long, once (a
+    sound server that stalled and resumed): the level jumps by that much."""
     channels = 1
     cap_ring = FrameRing(channels, 8 * BLOCK)
     play_ring = FrameRing(channels, 4 * PREFILL + 8 * FACTOR * BLOCK)
@@ -93,6 +95,8 @@ def simulate(ppm: float, seconds: float, control: bool = True) -> dict:
     corr_n = 0
     min_ema, max_ema = math.inf, -math.inf
     ratios = []
+    levels = []  # (t, smoothed level) at each wake-up
+    paused = False
     started = False  # the first samples out are the prefill's silence, then the fade-in of the filter
     while True:
         t, kind = heapq.heappop(events)
@@ -109,6 +113,10 @@ def simulate(ppm: float, seconds: float, control: bool = True) -> dict:
         elif kind == 1:
             if pipe.counters.blocks == 0:  # the daemon arms playback with the first block
                 heapq.heappush(events, (t + play_period, 1))
+                continue
+            if pause is not None and not paused and t >= pause[0]:
+                paused = True
+                heapq.heappush(events, (t + pause[1], 1))
                 continue
             got = play_ring.read(play_c, PLAY_CHUNK)
             if got < PLAY_CHUNK:
@@ -132,6 +140,7 @@ def simulate(ppm: float, seconds: float, control: bool = True) -> dict:
                 min_ema, max_ema = min(min_ema, ema), max(max_ema, ema)
             if int(t / 60) != int((t - WAKE_S) / 60):
                 ratios.append(pipe.step_ratio)
+            levels.append((t, pipe.drift.state.level_ema))
             heapq.heappush(events, (t + WAKE_S, 2))
     return dict(
         underflows=underflows,
@@ -146,6 +155,8 @@ def simulate(ppm: float, seconds: float, control: bool = True) -> dict:
         mean_correction_ppm=1e6 * corr_sum / max(corr_n, 1),
         underflow_times=underflow_times,
         ratios=ratios,
+        levels=np.asarray(levels),
+        max_correction_ppm=1e6 * max(abs(r - 1.0) for r in ratios) if ratios else 0.0,
     )
 
 
@@ -161,6 +172,28 @@ def test_simulated_hour_holds_the_level_without_steps(ppm):
     # The controller found the clock ratio: a fast playback clock takes more frames, so we
     # make more output per input (step < 1), a correction of about -ppm on average.
     assert r["mean_correction_ppm"] == pytest.approx(-ppm, abs=10), r["mean_correction_ppm"]
+    assert r["max_step"] <= 1.01 * r["own_step"], (r["max_step"], r["own_step"])
+
+
+def test_a_level_jump_is_removed_within_seconds_without_steps():
+    """A 15 ms stall of the playback side (the level jumps up by 15 ms, as when a sound
+    server paused our stream) is not drift: the controller takes it out by rate in a few
+    seconds (the PI loop alone, at its 2000 ppm limit, would need 8 s and more), with no
+    step in the signal, and its clock estimate is not thrown off."""
+    at, stall = 150.0, 0.015
+    r = simulate(500.0, 175.0, pause=(at, stall))
+    assert r["underflows"] == 0 and r["overflows"] == 0 and r["resets"] == 0, r
+    t, lev = r["levels"][:, 0], r["levels"][:, 1]
+    before = lev[(t > at - 10) & (t < at)]
+    assert np.all(np.abs(before - PREFILL) <= BAND_FRAMES)
+    window = (t >= at) & (t < at + 3)
+    peak = lev[window].max()
+    assert peak > PREFILL + 0.5 * stall * OUT_RATE, "the stall did not raise the level: the test tests nothing"
+    t_peak = t[window][np.argmax(lev[window])]
+    back = t[(t > t_peak) & (np.abs(lev - PREFILL) <= BAND_FRAMES)]
+    assert back.size and back[0] - at < 5.0, f"level back within {BAND_FRAMES} frames only after {back[0] - at if back.size else None} s"
+    after = lev[t > at + 6]
+    assert np.all(np.abs(after - PREFILL) <= BAND_FRAMES), (after.min(), after.max())
     assert r["max_step"] <= 1.01 * r["own_step"], (r["max_step"], r["own_step"])
 
 

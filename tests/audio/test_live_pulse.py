@@ -76,13 +76,13 @@ def file_mode_output(config_path, wav_in, wav_out) -> np.ndarray:
     return y
 
 
-MARGIN = {"prefill_ms": 30, "playback_buffer_ms": 20}
-"""The functional live tests run the shipped model with this much more buffering than the
+MARGIN = {"prefill_ms": 12, "playback_buffer_ms": 40}
+"""The functional live tests run the shipped model with a larger server-side buffer than the
 default config: they check what the daemon does (output equal to file mode, reloads,
-recovery), and on this shared 2-core machine (and CI's) the default's 10 ms device buffer
-and 20 ms pre-fill have underflowed now and then while pytest and the recorder ran beside
-it. The default config itself is measured by ``test_default_config_latency`` and by the
-soak benchmark (tests/audio/soak_bench.py)."""
+recovery), and on this shared 2-core machine (and CI's) the default's 24 ms buffer has let
+the server run out of our queue about once in five minutes under load (see the README's
+figures). The default config itself is measured by ``test_default_config_latency`` and by
+the soak benchmark (tests/audio/soak_bench.py)."""
 
 
 # RECORDER: the recorder's streams joining and leaving the DAC sink perturb it (PulseAudio
@@ -170,25 +170,28 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
         assert r["worst_50ms_snr_db"] >= 20.0, r  # no click, gap or burst anywhere
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="not met yet: the default config with the shipped model measured 40.5 to 44.3 ms monitor to "
-    "monitor here in five runs (target 40), and not always clean: through ALSA's pulse plugin the playback "
-    "stream needs ~12 ms of server-side buffer besides the 20 ms pre-fill (open item of the daemon issue)",
-)
 def test_default_config_latency(pulse_server, make_config, daemon_factory, tmp_path):
     """The shipped config.yaml as it is: clean, and at most 40 ms end to end (the target)."""
     _latency_setting(pulse_server, daemon_factory(make_config()), tmp_path, "default config", 40.0, seed=4)
 
 
-def _latency_setting(pulse_server, d, tmp_path, label: str, target_ms: float, seed: int) -> None:
+def test_portaudio_backend_still_carries_the_stream(pulse_server, make_config, daemon_factory, tmp_path):
+    """``audio.backend: portaudio`` (the path for raw ALSA devices, here through ALSA's pulse
+    plugin): the same checks as above, with the buffering that path needs."""
+    config = make_config(audio={"backend": "portaudio"}, latency={"prefill_ms": 30, "playback_buffer_ms": 20})
+    d = daemon_factory(config)
+    assert d.status()["backend"] == "portaudio"
+    _latency_setting(pulse_server, d, tmp_path, "portaudio backend", 120.0, seed=6, seconds=10.0)
+
+
+def _latency_setting(pulse_server, d, tmp_path, label: str, target_ms: float, seed: int, seconds: float = 20.0) -> None:
     """20 s of noise through the running daemon ``d``: the delay agrees with ``status``,
     no xruns, and the measured delay is within ``target_ms`` (checked last)."""
-    sig = noise_signal(20.0, RATE, seed=seed)
+    sig = noise_signal(seconds, RATE, seed=seed)
     wav = tmp_path / "in.wav"
     sf.write(wav, sig, RATE, subtype="FLOAT")
     time.sleep(2.5)
-    rec = record(pulse_server, tmp_path / "rec.npz", 25.0)
+    rec = record(pulse_server, tmp_path / "rec.npz", seconds + 5.0)
     time.sleep(2.0)  # the recorder's streams joined the DAC sink: count xruns from here on
     before = d.status()["xruns"]["total"]
     paplay(pulse_server, wav).wait(40)
@@ -203,16 +206,16 @@ def _latency_setting(pulse_server, d, tmp_path, label: str, target_ms: float, se
 
 
 @pytest.mark.xfail(
-    reason="not met yet: block 128 with an 8 ms pre-fill and the shipped model measured 29.4 to 59.4 ms "
-    "in five runs here, with ring underflows in each: through ALSA's pulse plugin the playback stream "
-    "needs >= 10 ms of server-side buffer (12.5 ms measured at PortAudio latency 10 ms); needs a native "
-    "libpulse/PipeWire stream with ADJUST_LATENCY (see the daemon issue's report)",
+    reason="not met on this machine: block 128 with the shipped model measured 25.8 ms (pre-fill 5, "
+    "server buffer 16) and 27.5 ms (4, 20), each with server underflows; the machine's scheduling "
+    "jitter (wake-ups up to 3-4 ms late at SCHED_FIFO) needs a server-side buffer of about 20 ms to "
+    "run clean, which leaves no room for 25 ms (see the daemon issue's note)",
     strict=False,
 )
 def test_low_latency_setting(pulse_server, make_config, daemon_factory, tmp_path):
     """The low-latency setting: at most 25 ms, clean. Block 128 (the shipped model's block
     multiple; 64 where the model allows it) with a small pre-fill."""
-    config = make_config(latency={"block_size": 128, "prefill_ms": 8})
+    config = make_config(latency={"block_size": 128, "prefill_ms": 6, "playback_buffer_ms": 20})
     _latency_setting(pulse_server, daemon_factory(config), tmp_path, "block 128", 25.0, seed=5)
 
 

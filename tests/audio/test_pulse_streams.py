@@ -1,0 +1,186 @@
+"""The native PulseAudio streams (``rtupscale/audio/native``) against the real test server.
+
+The C callbacks are checked for what they must do and nothing else: every captured frame
+reaches the capture ring bit for bit, every frame of the playback ring reaches the DAC sink
+bit for bit at 4x the rate, a sink that disappears fails the stream (it is never moved to
+another sink, which could be our own virtual sink), and the backend choice.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from rtupscale.audio import pulse_streams
+from rtupscale.audio.devices import DeviceError, Endpoint
+from rtupscale.audio.pulse_streams import PulseStreams, choose_backend
+from rtupscale.audio.rings import FrameRing, cbuffer
+
+RATE = 44100
+OUT_RATE = 4 * RATE
+
+needs_native = pytest.mark.skipif(
+    pulse_streams.available() is not None, reason=str(pulse_streams.available())
+)
+
+SERVER_CAP = Endpoint("capture", "test source", "pulse", "src_t.monitor", RATE)
+SERVER_DAC = Endpoint("playback", "dac", "pulse", "dac", OUT_RATE)
+PORTAUDIO_DAC = Endpoint("playback", "hw:0", 3, None, None)
+
+
+# -- the backend choice (no server needed) ------------------------------------------------
+def test_backend_choice():
+    assert choose_backend("portaudio", SERVER_CAP, SERVER_DAC) == "portaudio"
+    assert choose_backend("auto", SERVER_CAP, PORTAUDIO_DAC) == "portaudio"
+    with pytest.raises(DeviceError, match="both devices on a sound server"):
+        choose_backend("pulse", SERVER_CAP, PORTAUDIO_DAC)
+    if pulse_streams.available() is None:
+        assert choose_backend("auto", SERVER_CAP, SERVER_DAC) == "pulse"
+        assert choose_backend("pulse", SERVER_CAP, SERVER_DAC) == "pulse"
+
+
+# -- live ---------------------------------------------------------------------------------
+@pytest.fixture
+def server_env(pulse_server, monkeypatch):
+    """This process talks to the test server (libpulse reads these when it connects)."""
+    for k in ("XDG_RUNTIME_DIR", "HOME"):
+        monkeypatch.setenv(k, pulse_server.env[k])
+    monkeypatch.delenv("PULSE_SERVER", raising=False)
+    return pulse_server
+
+
+@pytest.fixture
+def source_sink(server_env):
+    """A 44.1 kHz float null sink ``src_t`` whose monitor is the capture source."""
+    mod = server_env.pactl(
+        "load-module", "module-null-sink", "sink_name=src_t", f"rate={RATE}", "channels=2", "format=float32le"
+    ).stdout.strip()
+    yield server_env
+    server_env.pactl("unload-module", mod, check=False)
+
+
+def _streams(cap=SERVER_CAP, dac=SERVER_DAC):
+    cap_ring = FrameRing(2, 1 << 17)
+    play_ring = FrameRing(2, 1 << 19)
+    s = PulseStreams(cap, dac, RATE, 2, cap_ring, play_ring, 0.004, 0.020)
+    s.open()
+    return s, cap_ring, play_ring
+
+
+def _signal(n: int, seed: int) -> np.ndarray:
+    """Random float32 frames whose values survive any float path only if copied exactly."""
+    return (np.random.default_rng(seed).uniform(-0.5, 0.5, (n, 2))).astype(np.float32)
+
+
+def _find(haystack: np.ndarray, needle: np.ndarray) -> int:
+    """Index where ``needle`` (frames) starts in ``haystack`` exactly, or -1."""
+    first = np.flatnonzero((haystack[:, 0] == needle[0, 0]) & (haystack[:, 1] == needle[0, 1]))
+    for i in first:
+        if i + len(needle) <= len(haystack) and np.array_equal(haystack[i:i + len(needle)], needle):
+            return int(i)
+    return -1
+
+
+def _assert_carried(got: np.ndarray, sig: np.ndarray, rate: int) -> None:
+    """``sig`` is in ``got`` bit for bit from 0.1 s on (a monitor may miss the first
+    milliseconds of a new stream: trap 2 of ../shared/audio) to its end."""
+    k = rate // 10
+    i = _find(got, sig[k:k + 64])
+    assert i >= 0, "the signal (from 0.1 s on) is not in the recording bit for bit"
+    n = len(sig) - k
+    assert i + n <= len(got), f"the recording ends {i + n - len(got)} frames before the signal"
+    np.testing.assert_array_equal(got[i:i + n], sig[k:])
+
+
+@needs_native
+def test_capture_reaches_the_ring_bit_for_bit(source_sink):
+    s, cap_ring, _ = _streams()
+    try:
+        sig = _signal(RATE, seed=1)  # 1 s
+        play = subprocess.Popen(
+            ["pacat", "--playback", "--raw", "--format=float32le", f"--rate={RATE}", "--channels=2", "-d", "src_t"],
+            stdin=subprocess.PIPE, env=source_sink.env,
+        )
+        play.communicate(sig.tobytes() + bytes(8 * RATE // 2), timeout=20)  # the signal, then 0.5 s of silence
+        time.sleep(0.5)
+        got = np.zeros((cap_ring.fill, 2), np.float32)
+        cap_ring.read(cbuffer(got), len(got))
+        assert s.poll() == (False, False)
+        assert s.frames_captured() >= len(got) >= 0.9 * len(sig)
+        _assert_carried(got, sig, RATE)
+    finally:
+        s.close()
+
+
+@needs_native
+def test_playback_reaches_the_dac_sink_bit_for_bit_at_4x(source_sink, tmp_path):
+    s, _, play_ring = _streams()
+    out = open(tmp_path / "rec.raw", "wb")
+    rec = subprocess.Popen(
+        ["parec", "--raw", "--format=float32le", f"--rate={OUT_RATE}", "--channels=2", "-d", "dac.monitor"],
+        stdout=out, env=source_sink.env,
+    )
+    try:
+        time.sleep(0.3)
+        sig = _signal(OUT_RATE, seed=2)  # 1 s at 176.4 kHz
+        pos, chunk = 0, 4096
+        buf = np.zeros((chunk, 2), np.float32)
+        c = cbuffer(buf)
+        t0 = time.monotonic()
+        while pos < len(sig):  # feed the ring as a worker would, ahead of the server
+            if play_ring.fill < 8 * chunk:
+                n = min(chunk, len(sig) - pos)
+                buf[:n] = sig[pos:pos + n]
+                play_ring.write(c, n)
+                pos += n
+                if not s.playing:
+                    s.arm_playback()
+            s.poll()
+            time.sleep(0.002)
+            assert time.monotonic() - t0 < 10
+        time.sleep(0.5)
+        assert s.collect_stats() >= 0
+        # the server carried our stream at 176400 Hz, float, unresampled
+        ours = [r for r in source_sink.sink_inputs() if r.get("name", r["properties"].get("media.name")) == "rtupscale playback"
+                or r["properties"].get("media.name") == "rtupscale playback"]
+        assert ours and ours[0]["sample_specification"] == f"float32le 2ch {OUT_RATE}Hz", source_sink.sink_inputs()
+    finally:
+        s.close()
+        rec.terminate()
+    rec.wait(timeout=10)
+    out.close()
+    raw = (tmp_path / "rec.raw").read_bytes()
+    got = np.frombuffer(raw[: len(raw) // 8 * 8], np.float32).reshape(-1, 2)
+    _assert_carried(got, sig, OUT_RATE)
+
+
+@needs_native
+def test_a_vanished_sink_fails_the_stream_instead_of_moving_it(source_sink):
+    mod = source_sink.pactl(
+        "load-module", "module-null-sink", "sink_name=dac_gone", f"rate={OUT_RATE}", "channels=2", "format=float32le"
+    ).stdout.strip()
+    s, _, play_ring = _streams(dac=Endpoint("playback", "dac_gone", "pulse", "dac_gone", OUT_RATE))
+    try:
+        z = np.zeros((4096, 2), np.float32)
+        play_ring.write(cbuffer(z), len(z))
+        s.arm_playback()
+        s.poll()
+        source_sink.pactl("unload-module", mod)
+        deadline = time.monotonic() + 5
+        with pytest.raises(RuntimeError, match="server or device gone"):
+            while time.monotonic() < deadline:
+                s.poll()
+                time.sleep(0.01)
+        moved = [r for r in source_sink.sink_inputs() if r["properties"].get("media.name") == "rtupscale playback"]
+        assert moved == [], "the stream was moved to another sink"
+    finally:
+        s.close()
+
+
+@needs_native
+def test_a_missing_device_is_an_error_that_names_it(source_sink):
+    with pytest.raises(RuntimeError, match="capture stream"):
+        _streams(cap=Endpoint("capture", "nope", "pulse", "no_such_source", RATE))
