@@ -7,8 +7,11 @@ PortAudio through ALSA's ``pulse`` plugin it saves the plugin's own period buffe
 lets us set the server's buffers directly (``PA_STREAM_ADJUST_LATENCY``):
 
 - capture: ``fragsize`` = ``latency.capture_buffer_ms``;
-- playback: ``tlength`` = ``latency.playback_buffer_ms``, ``minreq`` a quarter of it, and
-  ``prebuf`` one request (our ring holds the pre-fill, not the server).
+- playback: ``tlength`` = ``latency.playback_buffer_ms``, ``minreq`` a quarter of it,
+  ``prebuf`` one request. The server's queue carries most of the cushion: it covers the
+  round trip between the server's requests and our answers, which is what runs out on a
+  loaded machine. Our playback ring holds the pre-fill: a block of output at a time and
+  the worker's jitter; a request it cannot meet is served from it a millisecond later.
 
 Same interface as :class:`rtupscale.audio.streams.LiveStreams`, which stays the path for
 devices that are not on a sound server (raw ALSA devices through PortAudio).
@@ -17,7 +20,6 @@ devices that are not on a sound server (raw ALSA devices through PortAudio).
 from __future__ import annotations
 
 import logging
-import os
 
 from rtupscale import FACTOR
 from rtupscale.audio.devices import DeviceError, Endpoint
@@ -69,18 +71,17 @@ def _ring_ops():
     """The C function pointers of rtmixer's ring buffer, as ``rtu_ring_ops``."""
     import _rtmixer  # rtmixer's compiled module: PortAudio's pa_ringbuffer.c
 
-    ffi, lib = _native.ffi, _native.lib
+    ffi = _native.ffi
     src_ffi, src = _rtmixer.ffi, _rtmixer.lib
     ops = ffi.new("rtu_ring_ops *")
     for field, name in (
         ("read_available", "PaUtil_GetRingBufferReadAvailable"),
-        ("write_available", "PaUtil_GetRingBufferWriteAvailable"),
         ("write", "PaUtil_WriteRingBuffer"),
         ("read", "PaUtil_ReadRingBuffer"),
     ):
         addr = int(src_ffi.cast("uintptr_t", src_ffi.addressof(src, name)))
         setattr(ops, field, ffi.cast(ffi.typeof(getattr(ops, field)), addr))
-    return ops, lib
+    return ops  # rtu_open copies it
 
 
 def _ring_ptr(ring: FrameRing):
@@ -123,7 +124,6 @@ class PulseStreams:
         self.latency_in_s, self.latency_out_s = latency_in_s, latency_out_s
         self.xruns = XrunCounters()
         self._p = None
-        self._ops = None
         self._stats = _native.ffi.new("rtu_stats *")
         self._seen_capture_full = 0
         self._seen_holes = 0
@@ -133,18 +133,17 @@ class PulseStreams:
     # -- open / close (main thread) -----------------------------------------------------
     def open(self) -> None:
         ffi, lib = _native.ffi, _native.lib
-        self._ops, _ = _ring_ops()
+        ops = _ring_ops()
         prm = ffi.new("rtu_params *")
         prm.rate, prm.out_rate, prm.channels = self.rate, FACTOR * self.rate, self.channels
         prm.fragsize_us = max(500, int(1e6 * self.latency_in_s))
         prm.tlength_us = max(1000, int(1e6 * self.latency_out_s))
-        prm.minreq_us = int(os.environ.get("RTU_MINREQ_US", "0")) or max(250, prm.tlength_us // 4)
+        prm.minreq_us = max(250, prm.tlength_us // 4)
         prm.timeout_ms = OPEN_TIMEOUT_MS
         err = ffi.new("char[]", 512)
-        self._keep = (prm, err)
         p = lib.rtu_open(
             b"rtupscale", self.capture.server_name.encode(), self.playback.server_name.encode(), prm,
-            _ring_ptr(self.cap_ring), _ring_ptr(self.play_ring), self._ops, err, 512,
+            _ring_ptr(self.cap_ring), _ring_ptr(self.play_ring), ops, err, 512,
         )
         if p == ffi.NULL:
             raise RuntimeError(ffi.string(err).decode(errors="replace"))

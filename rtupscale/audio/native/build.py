@@ -4,6 +4,7 @@ Run by ``pip install`` (``setup.py``: ``cffi_modules``); it needs a C compiler a
 libpulse's headers (Debian: ``gcc libpulse-dev``, which ``scripts/setup`` installs).
 """
 
+import os
 from pathlib import Path
 
 from cffi import FFI
@@ -17,7 +18,8 @@ ffi.cdef("\n".join(line for line in HEADER.splitlines() if not line.lstrip().sta
 ffi.set_source(
     "rtupscale.audio._pulse_native",
     '#include "pulse_stream.h"',
-    sources=[str((HERE / "pulse_stream.c").relative_to(Path.cwd()) if HERE.is_relative_to(Path.cwd()) else HERE / "pulse_stream.c")],
+    # relative to the repository root when pip builds it (setuptools wants relative paths)
+    sources=[os.path.relpath(HERE / "pulse_stream.c")],
     include_dirs=[str(HERE)],
     libraries=["pulse"],
     extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -108,10 +108,8 @@ static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
     }
     p->empty_since = 0;
     long n = want < avail ? want : avail;
-    if (n < want) {
-        INC(p->st.short_writes);
+    if (n < want)
         schedule_retry(p);
-    }
     while (n > 0) {
         void *buf;
         size_t sz = (size_t)n * p->out_fb;
@@ -153,11 +151,6 @@ static void write_cb(pa_stream *s, size_t nbytes, void *u) {
 static void underflow_cb(pa_stream *s, void *u) {
     (void)s;
     INC(((rtu_pulse *)u)->st.underflows);
-}
-
-static void overflow_cb(pa_stream *s, void *u) {
-    (void)s;
-    INC(((rtu_pulse *)u)->st.overflows);
 }
 
 /* ---------------------------------------------------------------- state and set-up */
@@ -305,7 +298,6 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
     pa_stream_set_state_callback(p->play, stream_state_cb, p);
     pa_stream_set_write_callback(p->play, write_cb, p);
     pa_stream_set_underflow_callback(p->play, underflow_cb, p);
-    pa_stream_set_overflow_callback(p->play, overflow_cb, p);
 
     pa_buffer_attr ra = {(uint32_t)-1, (uint32_t)-1, (uint32_t)-1, (uint32_t)-1,
                          usec_bytes(prm->fragsize_us, prm->rate, p->in_fb)};
@@ -375,15 +367,6 @@ void rtu_granted(rtu_pulse *p, uint32_t *fragsize, uint32_t *tlength, uint32_t *
     pa_threaded_mainloop_unlock(p->ml);
 }
 
-void rtu_stream_indexes(rtu_pulse *p, int64_t *capture_index, int64_t *playback_index) {
-    pa_threaded_mainloop_lock(p->ml);
-    uint32_t a = p->rec ? pa_stream_get_index(p->rec) : PA_INVALID_INDEX;
-    uint32_t b = p->play ? pa_stream_get_index(p->play) : PA_INVALID_INDEX;
-    pa_threaded_mainloop_unlock(p->ml);
-    *capture_index = a == PA_INVALID_INDEX ? -1 : (int64_t)a;
-    *playback_index = b == PA_INVALID_INDEX ? -1 : (int64_t)b;
-}
-
 void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
     o->frames_in = LOAD(p->st.frames_in);
     o->frames_out = LOAD(p->st.frames_out);
@@ -391,11 +374,9 @@ void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
     o->callbacks_out = LOAD(p->st.callbacks_out);
     o->capture_lost = LOAD(p->st.capture_lost);
     o->capture_full = LOAD(p->st.capture_full);
-    o->short_writes = LOAD(p->st.short_writes);
     o->underflows = LOAD(p->st.underflows);
     o->ring_empty = LOAD(p->st.ring_empty);
     o->starved = LOAD(p->st.starved);
-    o->overflows = LOAD(p->st.overflows);
     o->holes = LOAD(p->st.holes);
     o->playing = LOAD(p->st.playing);
     o->failed = LOAD(p->st.failed);
@@ -425,7 +406,6 @@ void rtu_close(rtu_pulse *p) {
         pa_stream_set_write_callback(p->play, NULL, NULL);
         pa_stream_set_state_callback(p->play, NULL, NULL);
         pa_stream_set_underflow_callback(p->play, NULL, NULL);
-        pa_stream_set_overflow_callback(p->play, NULL, NULL);
         pa_stream_disconnect(p->play);
         pa_stream_unref(p->play);
     }

@@ -16,7 +16,6 @@ typedef struct rtu_pulse rtu_pulse;
 
 typedef struct {
     long (*read_available)(void *ring);
-    long (*write_available)(void *ring);
     long (*write)(void *ring, const void *data, long frames);
     long (*read)(void *ring, void *data, long frames);
 } rtu_ring_ops;
@@ -38,11 +37,9 @@ typedef struct {
     uint64_t callbacks_out;
     uint64_t capture_lost;     /* frames that did not fit the capture ring */
     uint64_t capture_full;     /* callbacks that found the capture ring full */
-    uint64_t short_writes;     /* requests the playback ring could meet only in part */
     uint64_t ring_empty;       /* times a request found the playback ring empty (retried) */
     uint64_t starved;          /* times the ring stayed empty past STARVED_US (disarmed) */
     uint64_t underflows;       /* the server ran out of our queue (see underflow_cb) */
-    uint64_t overflows;        /* the server dropped data we wrote (never expected) */
     uint64_t holes;            /* frames of capture the server marked as lost */
     int32_t playing;           /* armed, and not starved since */
     int32_t failed;            /* the context or a stream failed (server gone, device gone) */
@@ -64,9 +61,6 @@ void rtu_latency(rtu_pulse *p, double *capture_s, double *playback_s, double *si
 
 /* The buffer attributes the server granted, bytes. */
 void rtu_granted(rtu_pulse *p, uint32_t *fragsize, uint32_t *tlength, uint32_t *minreq, uint32_t *prebuf);
-
-/* The server-side index of our two streams (as `pactl list` shows them), -1 if unknown. */
-void rtu_stream_indexes(rtu_pulse *p, int64_t *capture_index, int64_t *playback_index);
 
 void rtu_get_stats(rtu_pulse *p, rtu_stats *out);
 
