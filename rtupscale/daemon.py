@@ -126,9 +126,8 @@ class Session:
         self.cap_ring = FrameRing(self.channels, max(16 * block, int(0.5 * rate)))
         self.play_ring = FrameRing(self.channels, 2 * prefill + 16 * FACTOR * block + FACTOR * int(0.25 * rate))
         self.pipeline = Pipeline(self.engine, self.channels, rate, block, self.cap_ring, self.play_ring, prefill)
-        self.backend = choose_backend(a.backend, capture, playback)
-        self.routing.backend = self.backend
-        streams_cls = PulseStreams if self.backend == "pulse" else LiveStreams
+        self.routing.backend = choose_backend(a.backend, capture, playback)
+        streams_cls = PulseStreams if self.routing.backend == "pulse" else LiveStreams
         self.streams = streams_cls(
             capture, playback, rate, self.channels, self.cap_ring, self.play_ring,
             1e-3 * lat.capture_buffer_ms, 1e-3 * lat.playback_buffer_ms,
@@ -264,7 +263,7 @@ class Session:
                 # capture: what the server holds, plus what the ALSA plugin holds until
                 # PortAudio takes its next period (half of PortAudio's input buffer, on average)
                 pa_in = 0.0
-                if self.backend == "portaudio":
+                if self.routing.backend == "portaudio":
                     try:
                         pa_in = self.streams.device_latency_s[0]
                     except Exception:

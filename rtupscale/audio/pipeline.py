@@ -18,6 +18,9 @@ from rtupscale.audio.rings import FrameRing, cbuffer
 
 HISTORY_FRAMES = 4096
 """Input frames kept for priming a replacement engine (a reload with a new block size)."""
+CATCHUP_BAND_S = 0.003
+"""A playback level further than this from its target is a jump (not drift) that the drift
+control removes quickly (the smoothed level's own ripple is far smaller, whatever the block)."""
 TIMING_WINDOW = 8192
 """Processing times of the last this many blocks feed the median / p99 in ``status``."""
 
@@ -71,7 +74,7 @@ class Pipeline:
         # silence, a burst of capture) is cut instead: fade out, drop blocks, fade in.
         self.drop_above = self.prefill_frames + max(int(0.06 * self.out_rate), 4 * FACTOR * block_size)
         self._dropping = False
-        self.drift = DriftController(self.out_rate, self.prefill_frames, catchup_band_frames=self.catchup_band(block_size))
+        self.drift = DriftController(self.out_rate, self.prefill_frames, catchup_band_frames=CATCHUP_BAND_S * self.out_rate)
         self.adjuster = RateAdjuster(channels, FACTOR * block_size, max_deviation=0.01)
         self._in_inter = np.zeros((block_size, channels), np.float32)
         self._in_c = cbuffer(self._in_inter)
@@ -93,11 +96,6 @@ class Pipeline:
         self.play_level_avg = float(self.prefill_frames)
         self._avg_tau_s = 2.0
         self.min_fill = 1 << 62  # the lowest playback ring level seen while playing: the cushion left
-
-    def catchup_band(self, block_size: int) -> float:
-        """Level error (frames) beyond which the drift control treats it as a jump to remove
-        quickly: 3 ms (the smoothed level's ripple is far smaller, whatever the block)."""
-        return 0.003 * self.out_rate
 
     # -- levels -------------------------------------------------------------------
     def sample_levels(self, now: float, playing: bool = True) -> None:
@@ -148,7 +146,6 @@ class Pipeline:
         there."""
         self.drift = old.drift
         self.drift.target = float(self.prefill_frames)
-        self.drift.catchup_band = self.catchup_band(self.block_size)
         self.drift.reset_band()
         self.counters = old.counters
         self._times = old._times
