@@ -219,6 +219,6 @@ class PulseStreams:
     def device_latency_s(self) -> tuple[float, float]:
         """The server's latency of our capture and playback streams, s."""
         ffi = _native.ffi
-        v = ffi.new("double[3]")
-        _native.lib.rtu_latency(self._p, v + 0, v + 1, v + 2)
+        v = ffi.new("double[2]")
+        _native.lib.rtu_latency(self._p, v + 0, v + 1)
         return max(0.0, v[0]), max(0.0, v[1])

@@ -347,12 +347,10 @@ static double stream_latency(pa_stream *s) {
     return neg ? -(double)us * 1e-6 : (double)us * 1e-6;
 }
 
-void rtu_latency(rtu_pulse *p, double *capture_s, double *playback_s, double *sink_s) {
+void rtu_latency(rtu_pulse *p, double *capture_s, double *playback_s) {
     pa_threaded_mainloop_lock(p->ml);
     *capture_s = stream_latency(p->rec);
     *playback_s = stream_latency(p->play);
-    const pa_timing_info *ti = p->play ? pa_stream_get_timing_info(p->play) : NULL;
-    *sink_s = ti ? (double)ti->sink_usec * 1e-6 : -1.0;
     pa_threaded_mainloop_unlock(p->ml);
 }
 

@@ -56,8 +56,8 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
 void rtu_arm(rtu_pulse *p);
 
 /* The server's latency of each stream (pa_stream_get_latency; the playback's includes the
- * sink's), and the sink's own latency, s (-1 where unknown). Takes the main-loop lock. */
-void rtu_latency(rtu_pulse *p, double *capture_s, double *playback_s, double *sink_s);
+ * sink's), s (-1 where unknown). Takes the main-loop lock. */
+void rtu_latency(rtu_pulse *p, double *capture_s, double *playback_s);
 
 /* The buffer attributes the server granted, bytes. */
 void rtu_granted(rtu_pulse *p, uint32_t *fragsize, uint32_t *tlength, uint32_t *minreq, uint32_t *prebuf);
