@@ -269,6 +269,11 @@ def format_status(st: dict) -> list[str]:
         f"xruns: {x['total']} (input overflows {x['input_overflows']}, output underflows {x['output_underflows']}, "
         f"capture ring full {x['capture_ring_full']}, playback ring empty {x['playback_ring_empty']}, late skips {x['late_skips']}, drops {x.get('drops', 0)})"
     )
+    if st.get("output_underflow_causes"):
+        c = st["output_underflow_causes"]
+        lines.append("output underflows by cause: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(c.items())))
+    if st.get("last_output_underflow"):
+        lines.append(f"last output underflow: {st['last_output_underflow']}")
     if st.get("playback_ring_short"):
         lines.append(f"playback ring short: {st['playback_ring_short']} (requests served late from the server's queue; not gaps)")
     lines.append(f"guard events {e.get('guard_events', 0)}, resets {e.get('resets', 0)}, swaps {e.get('swaps', 0)}, limited samples {e.get('limited_samples', 0)}")

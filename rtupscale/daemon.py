@@ -228,11 +228,13 @@ class Session:
                     events.append(("warning", f"playback ring ran dry (level {self.play_ring.fill} frames): refilled, state reset"))
                 if now >= next_stats:
                     next_stats = now + STATS_EVERY_S
-                    before = streams.xruns.input_overflows + streams.xruns.output_underflows
+                    under_before = streams.xruns.output_underflows
+                    before = streams.xruns.input_overflows + under_before
                     if streams.collect_stats():
                         pipe.engine.request_reset()
                         x = streams.xruns
-                        events.append(("warning", f"device xrun (input overflows {x.input_overflows}, output underflows {x.output_underflows}, was {before}): state reset"))
+                        why = f"; last underflow: {x.last_underflow}" if x.output_underflows > under_before and x.last_underflow else ""
+                        events.append(("warning", f"device xrun (input overflows {x.input_overflows}, output underflows {x.output_underflows}, was {before}): state reset{why}"))
                     cb = streams.xruns.callbacks_in
                     if cb != last_callbacks:
                         last_callbacks = cb
@@ -338,6 +340,8 @@ class Daemon:
         self.last_latency_probe = 0.0
         self.past_xruns: dict[str, int] = collections.Counter()  # of closed sessions
         self.past_ring_short = 0
+        self.past_underflow_causes: dict[str, int] = {}
+        self.last_underflow = ""
         self.own_sink: tuple[int, str, int, int] | None = None
         """The virtual sink this daemon loaded: (module, name, rate, channels)."""
         self._prev_counters: dict = {}
@@ -566,6 +570,9 @@ class Daemon:
         for k, v in self._session_xruns(s).items():
             self.past_xruns[k] += v
         self.past_ring_short += s.streams.xruns.ring_short
+        for k, v in s.streams.xruns.underflow_causes.items():
+            self.past_underflow_causes[k] = self.past_underflow_causes.get(k, 0) + v
+        self.last_underflow = s.streams.xruns.last_underflow or self.last_underflow
 
     @staticmethod
     def _session_xruns(s: Session) -> dict[str, int]:
@@ -764,6 +771,10 @@ class Daemon:
         xr = {"total": sum(xr.values()), **xr}
         # not an xrun (see XrunCounters.ring_short), shown beside them
         ring_short = s.streams.xruns.ring_short + self.past_ring_short
+        # native PulseAudio streams: what led to each output underflow (see underflow_cause)
+        causes = dict(self.past_underflow_causes)
+        for k, v in s.streams.xruns.underflow_causes.items():
+            causes[k] = causes.get(k, 0) + v
         out.update(
             {
                 "server": r.server,
@@ -789,6 +800,8 @@ class Daemon:
                 "blocks": p.counters.blocks,
                 "xruns": xr,
                 "playback_ring_short": ring_short,
+                "output_underflow_causes": causes,
+                "last_output_underflow": s.streams.xruns.last_underflow or self.last_underflow or None,
                 "engine": s.engine.counters.snapshot(),
             }
         )

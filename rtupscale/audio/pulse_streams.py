@@ -38,6 +38,36 @@ else:
 
 OPEN_TIMEOUT_MS = 5000
 
+UNDERFLOW_CAUSES = ("server_late", "ring_short", "queue_short")
+
+
+def underflow_cause(request_gap_s: float, short_requests: int, request_s: float) -> tuple[str, str]:
+    """Why the server ran out of our queue, from what led to it (see ``underflow_cb``), and
+    what to change: ``(cause, one line)``, ``cause`` one of :data:`UNDERFLOW_CAUSES`.
+
+    - ``server_late``: no request of the server reached us for much longer than its request
+      period ``request_s`` while its queue drained: a stall of the server, of the machine or
+      of our stream thread (the two ends look the same from here), which only a larger
+      server buffer covers;
+    - ``ring_short``: the server asked, and our ring did not hold what it asked for: the
+      worker fell behind (a slow block, or a pre-fill too small for the block);
+    - ``queue_short``: neither; the server's queue is too short for this machine.
+    """
+    gap_ms, period_ms = 1e3 * request_gap_s, 1e3 * request_s
+    if request_gap_s > 1.5 * request_s + 0.003:
+        return "server_late", (
+            f"no request from the sound server reached us for {gap_ms:.1f} ms (it asks every {period_ms:.1f} ms): "
+            "the server, the machine or our stream thread stalled; raise latency.playback_buffer_ms"
+        )
+    if short_requests:
+        return "ring_short", (
+            f"{short_requests} of the server's last requests found the playback ring short: "
+            "the worker fell behind; raise latency.prefill_ms (or the block size)"
+        )
+    return "queue_short", (
+        f"the server's queue ran out between requests ({gap_ms:.1f} ms apart at most): raise latency.playback_buffer_ms"
+    )
+
 
 def available() -> str | None:
     """None if the native streams can be used, else why not (one line)."""
@@ -129,6 +159,7 @@ class PulseStreams:
         self._seen_holes = 0
         self.playing = False  # armed, and no gap seen by poll() since
         self._tlength_frames = 0
+        self._request_s = 0.0
 
     # -- open / close (main thread) -----------------------------------------------------
     def open(self) -> None:
@@ -152,6 +183,7 @@ class PulseStreams:
         lib.rtu_granted(p, g + 0, g + 1, g + 2, g + 3)
         fb = 4 * self.channels
         self._tlength_frames = int(g[1]) // fb
+        self._request_s = int(g[2]) / fb / (FACTOR * self.rate)
         log.info(
             "native PulseAudio streams: capture fragment %.1f ms, playback buffer %.1f ms (request %.1f ms, start at %.2f ms)",
             1e3 * g[0] / fb / self.rate, 1e3 * g[1] / fb / (FACTOR * self.rate),
@@ -206,6 +238,11 @@ class PulseStreams:
         self.xruns.input_overflows += holes
         under = int(st.underflows) - self.xruns.output_underflows
         self.xruns.output_underflows = int(st.underflows)
+        if under:
+            # the report of the newest one (those between two calls share it)
+            cause, line = underflow_cause(1e-6 * st.uf_request_gap_us, int(st.uf_short_requests), self._request_s)
+            self.xruns.underflow_causes[cause] = self.xruns.underflow_causes.get(cause, 0) + under
+            self.xruns.last_underflow = line
         self.xruns.ring_short = int(st.ring_empty)
         new = holes + under
         self.xruns.callbacks_in = int(st.callbacks_in)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import rtmixer
 
@@ -38,6 +38,11 @@ class XrunCounters:
     """Native PulseAudio streams: times a server request found the playback ring empty. Not
     an xrun: the server still plays its own queue (``latency.playback_buffer_ms``) and the
     request is served a millisecond later; it says the pre-fill runs close to empty."""
+    underflow_causes: dict[str, int] = field(default_factory=dict)
+    """Native PulseAudio streams: output underflows by cause
+    (:func:`rtupscale.audio.pulse_streams.underflow_cause`)."""
+    last_underflow: str = ""
+    """Native PulseAudio streams: what led to the last output underflow, and what to change."""
 
     @property
     def total(self) -> int:

@@ -129,6 +129,8 @@ def main() -> int:
             "cpu_hog": not args.no_hog,
             "xruns": st["xruns"],
             "xruns_during_soak": st["xruns"]["total"] - st0["xruns"]["total"],
+            "output_underflow_causes": st.get("output_underflow_causes"),
+            "last_output_underflow": st.get("last_output_underflow"),
             "processing_ms": st["processing_ms"],
             "playback_level_frames": {"target": st["rings"]["playback_target"], "min": min(levels), "max": max(levels),
                                       "ema_band_since_start": st["rings"]["playback_level_band"]},

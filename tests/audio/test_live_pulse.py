@@ -10,6 +10,7 @@ are measured by their own tests.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -217,6 +218,38 @@ def _latency_setting(
     if xruns and unclean_xfail:
         pytest.xfail(f"{xruns} xruns ({st['xruns']}): {unclean_xfail}")
     assert xruns == 0, st["xruns"]
+
+
+def test_an_output_underflow_is_explained_in_status_and_log(pulse_server, make_config, daemon_factory):
+    """A stall of the sound server (SIGSTOP for 80 ms, longer than the default 24 ms server
+    buffer) makes it run out of our queue: the daemon counts the underflow, says in its log
+    and in ``status`` what led to it and which setting to raise, and plays on."""
+    config = make_config()
+    d = daemon_factory(config)
+    time.sleep(3.0)  # past the start, where the server asks at its steady pace
+    before = d.status()["xruns"]["output_underflows"]
+    for attempt in range(3):  # a stall that meets the server just after it rendered ahead can be covered
+        os.kill(pulse_server.proc.pid, signal.SIGSTOP)
+        time.sleep(0.080)
+        os.kill(pulse_server.proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 2
+        while (st := d.status())["xruns"]["output_underflows"] == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if st["xruns"]["output_underflows"] > before:
+            break
+    assert st["xruns"]["output_underflows"] > before, "three 80 ms server stalls did not show as an output underflow"
+    assert st["backend"] == "pulse"
+    assert st["output_underflow_causes"].get("server_late", 0) >= 1, st["output_underflow_causes"]
+    assert st["last_output_underflow"].startswith("no request from the sound server reached us for ")
+    assert "latency.playback_buffer_ms" in st["last_output_underflow"]
+    deadline = time.monotonic() + 3  # the main loop logs the worker's events a moment later
+    while "last underflow: no request from the sound server" not in d.log_text():
+        assert time.monotonic() < deadline, "the log does not say what led to the underflow"
+        time.sleep(0.1)
+    out = cli(pulse_server, "status", "--config", str(config)).stdout
+    assert "output underflows by cause: server late " in out and "last output underflow: no request" in out
+    time.sleep(1.0)
+    assert d.status()["state"] == "running"
 
 
 @pytest.mark.xfail(

@@ -8,6 +8,8 @@ another sink, which could be our own virtual sink), and the backend choice.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 
@@ -16,7 +18,7 @@ import pytest
 
 from rtupscale.audio import pulse_streams
 from rtupscale.audio.devices import DeviceError, Endpoint
-from rtupscale.audio.pulse_streams import PulseStreams, choose_backend
+from rtupscale.audio.pulse_streams import PulseStreams, choose_backend, underflow_cause
 from rtupscale.audio.rings import FrameRing, cbuffer
 
 RATE = 44100
@@ -40,6 +42,21 @@ def test_backend_choice():
     if pulse_streams.available() is None:
         assert choose_backend("auto", SERVER_CAP, SERVER_DAC) == "pulse"
         assert choose_backend("pulse", SERVER_CAP, SERVER_DAC) == "pulse"
+
+
+# -- what led to an underflow (no server needed) ----------------------------------------
+def test_underflow_cause_names_the_side_that_was_late():
+    period = 0.005  # the server asks every 5 ms
+    cause, line = underflow_cause(0.040, 0, period)
+    assert cause == "server_late" and "40.0 ms" in line and "playback_buffer_ms" in line
+    # a long wait is the server's even if the ring then came up short (it drained meanwhile)
+    assert underflow_cause(0.040, 2, period)[0] == "server_late"
+    cause, line = underflow_cause(0.006, 2, period)
+    assert cause == "ring_short" and "prefill_ms" in line
+    assert underflow_cause(0.006, 0, period)[0] == "queue_short"
+    # the boundary: 1.5 request periods plus 3 ms of scheduling
+    assert underflow_cause(0.0104, 0, period)[0] == "queue_short"
+    assert underflow_cause(0.0106, 0, period)[0] == "server_late"
 
 
 # -- live ---------------------------------------------------------------------------------
@@ -182,3 +199,74 @@ def test_a_vanished_sink_fails_the_stream_instead_of_moving_it(source_sink):
 def test_a_missing_device_is_an_error_that_names_it(source_sink):
     with pytest.raises(RuntimeError, match="capture stream"):
         _streams(cap=Endpoint("capture", "nope", "pulse", "no_such_source", RATE))
+
+
+def _play(s, play_ring, seconds: float, feed: bool = True) -> None:
+    """Keep 30 ms of silence in the playback ring (or, ``feed=False``, nothing more) and
+    poll, for ``seconds``; arms playback first if needed."""
+    z = np.zeros((4096, 2), np.float32)
+    c = cbuffer(z)
+    keep = int(0.030 * OUT_RATE)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        if feed and play_ring.fill < keep:
+            play_ring.write(c, min(len(z), keep - play_ring.fill))
+        if not s.playing and play_ring.fill:
+            s.arm_playback()
+        s.poll()
+        time.sleep(0.001)
+
+
+def _start_playing(s, play_ring) -> int:
+    """Play until the server asks for audio at its steady pace (an idle null sink can take
+    up to about 2 s to start pulling: trap 1 of ../shared/audio); the counters start from
+    there. Returns the output underflows counted until then."""
+    deadline = time.monotonic() + 10
+    while True:
+        s.collect_stats()
+        before = s.xruns.callbacks_out
+        _play(s, play_ring, 0.5)
+        s.collect_stats()
+        if s.xruns.callbacks_out - before >= 20:  # 40 requests/s at a 20 ms buffer
+            break
+        assert time.monotonic() < deadline, "the server did not start pulling our stream"
+    s.xruns.underflow_causes.clear()
+    return s.xruns.output_underflows
+
+
+@needs_native
+def test_an_underflow_from_a_stalled_server_is_reported_as_the_servers(source_sink):
+    """SIGSTOP the server for 60 ms while our ring holds 30 ms: its requests stop, its queue
+    (20 ms) cannot cover the stall, and the report says so and names the buffer to raise."""
+    s, _, play_ring = _streams()
+    pid = source_sink.proc.pid
+    try:
+        start = _start_playing(s, play_ring)
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.060)
+        os.kill(pid, signal.SIGCONT)
+        _play(s, play_ring, 0.5)
+        s.collect_stats()
+        x = s.xruns
+        assert x.output_underflows > start, "a 60 ms server stall against a 20 ms server buffer must underflow"
+        assert x.underflow_causes.get("server_late", 0) >= 1, (x.underflow_causes, x.last_underflow)
+        assert "no request from the sound server" in x.last_underflow and "playback_buffer_ms" in x.last_underflow
+    finally:
+        s.close()
+
+
+@needs_native
+def test_an_underflow_from_an_empty_ring_is_reported_as_ours(source_sink):
+    """The worker stops feeding: the server keeps asking, the ring cannot answer, the
+    server's queue runs out; the report blames the ring and names the pre-fill."""
+    s, _, play_ring = _streams()
+    try:
+        start = _start_playing(s, play_ring)
+        _play(s, play_ring, 0.5, feed=False)
+        s.collect_stats()
+        x = s.xruns
+        assert x.output_underflows > start, "an empty ring must let the server's queue run out"
+        assert x.underflow_causes.get("ring_short", 0) >= 1, (x.underflow_causes, x.last_underflow)
+        assert "prefill_ms" in x.last_underflow
+    finally:
+        s.close()

@@ -24,6 +24,11 @@ struct rtu_pulse {
     int timed_out;
     int started; /* uncorked by the first rtu_arm() */
     uint64_t empty_since; /* when a request first found the ring empty (0: it was not) */
+    /* the server's last requests, for the underflow report: when, and whether the ring
+     * held all that was asked (written by write_cb, read by underflow_cb: one thread) */
+    uint64_t req_at[RTU_REQUEST_HISTORY];
+    uint8_t req_short[RTU_REQUEST_HISTORY];
+    unsigned req_n;
     pa_time_event *retry; /* disabled until a request is left partly unmet */
     pa_time_event *timer;
     float zeros[ZERO_FRAMES * MAX_CHANNELS];
@@ -141,6 +146,9 @@ static void retry_cb(pa_mainloop_api *a, pa_time_event *e, const struct timeval 
 static void write_cb(pa_stream *s, size_t nbytes, void *u) {
     rtu_pulse *p = u;
     INC(p->st.callbacks_out);
+    unsigned i = p->req_n++ % RTU_REQUEST_HISTORY;
+    p->req_at[i] = now_us();
+    p->req_short[i] = LOAD(p->st.playing) && p->ops.read_available(p->play_ring) < (long)(nbytes / p->out_fb);
     fill(p, s, nbytes);
 }
 
@@ -149,8 +157,26 @@ static void write_cb(pa_stream *s, size_t nbytes, void *u) {
  * the rest of the silence is played (measured here: gaps of 1 to 4 ms), and with prebuf
  * the stream resumes once a request's worth has arrived. Counted as an output underflow. */
 static void underflow_cb(pa_stream *s, void *u) {
+    rtu_pulse *p = u;
     (void)s;
-    INC(((rtu_pulse *)u)->st.underflows);
+    /* What led to it: a long wait between the server's requests (the server, or the
+     * machine, stalled while our ring held audio), or requests our ring could not meet (the
+     * worker fell behind). The notice itself comes with the server's next request. */
+    uint64_t t = now_us(), gap = 0;
+    uint32_t short_n = 0;
+    unsigned n = p->req_n < RTU_REQUEST_HISTORY ? p->req_n : RTU_REQUEST_HISTORY;
+    for (unsigned k = 0; k < n; k++) {
+        unsigned i = (p->req_n - 1 - k) % RTU_REQUEST_HISTORY;
+        if (t - p->req_at[i] > gap)
+            gap = t - p->req_at[i];
+        t = p->req_at[i];
+        if (k < RTU_SHORT_WINDOW)
+            short_n += p->req_short[i];
+    }
+    STORE(p->st.uf_request_gap_us, gap);
+    STORE(p->st.uf_short_requests, short_n);
+    /* release: a reader that sees the new count sees this report */
+    __atomic_fetch_add(&p->st.underflows, 1, __ATOMIC_RELEASE);
 }
 
 /* ---------------------------------------------------------------- state and set-up */
@@ -327,6 +353,7 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
 void rtu_arm(rtu_pulse *p) {
     pa_threaded_mainloop_lock(p->ml);
     STORE(p->st.playing, 1);
+    p->req_n = 0; /* the wait while corked or disarmed is not the server's */
     size_t w = pa_stream_writable_size(p->play);
     if (w != (size_t)-1)
         fill(p, p->play, w);
@@ -372,10 +399,12 @@ void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
     o->callbacks_out = LOAD(p->st.callbacks_out);
     o->capture_lost = LOAD(p->st.capture_lost);
     o->capture_full = LOAD(p->st.capture_full);
-    o->underflows = LOAD(p->st.underflows);
+    o->underflows = __atomic_load_n(&p->st.underflows, __ATOMIC_ACQUIRE);
     o->ring_empty = LOAD(p->st.ring_empty);
     o->starved = LOAD(p->st.starved);
     o->holes = LOAD(p->st.holes);
+    o->uf_request_gap_us = LOAD(p->st.uf_request_gap_us);
+    o->uf_short_requests = LOAD(p->st.uf_short_requests);
     o->playing = LOAD(p->st.playing);
     o->failed = LOAD(p->st.failed);
 }

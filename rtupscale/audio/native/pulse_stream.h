@@ -12,6 +12,9 @@
 
 #include <stdint.h>
 
+#define RTU_REQUEST_HISTORY 8 /* requests remembered for the underflow report */
+#define RTU_SHORT_WINDOW 3
+
 typedef struct rtu_pulse rtu_pulse;
 
 typedef struct {
@@ -41,6 +44,9 @@ typedef struct {
     uint64_t starved;          /* times the ring stayed empty past STARVED_US (disarmed) */
     uint64_t underflows;       /* the server ran out of our queue (see underflow_cb) */
     uint64_t holes;            /* frames of capture the server marked as lost */
+    /* At the last underflow (see underflow_cb), what led to it: */
+    uint64_t uf_request_gap_us; /* the longest wait between the server's last requests */
+    uint32_t uf_short_requests; /* of the last RTU_SHORT_WINDOW requests, those the ring could not meet */
     int32_t playing;           /* armed, and not starved since */
     int32_t failed;            /* the context or a stream failed (server gone, device gone) */
 } rtu_stats;
