@@ -215,6 +215,8 @@ def prometheus_text(st: dict) -> str:
         metric(f"processing_{k.removesuffix('_ms')}_seconds", v / 1e3, f"processing time per block: {k}")
     for k, v in (st.get("xruns") or {}).items():
         metric("xruns_total" if k == "total" else f"xruns_{k}_total", v, f"xruns: {k}", "counter")
+    for k, v in (st.get("output_underflow_causes") or {}).items():
+        metric(f"output_underflows_{k}_total", v, f"output underflows whose cause was {k.replace('_', ' ')}", "counter")
     for k, v in (st.get("engine") or {}).items():
         metric(f"engine_{k}_total", v, f"engine counter {k}", "counter")
     rings = st.get("rings") or {}

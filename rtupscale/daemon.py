@@ -340,7 +340,7 @@ class Daemon:
         self.last_latency_probe = 0.0
         self.past_xruns: dict[str, int] = collections.Counter()  # of closed sessions
         self.past_ring_short = 0
-        self.past_underflow_causes: dict[str, int] = {}
+        self.past_underflow_causes: collections.Counter = collections.Counter()
         self.last_underflow = ""
         self.own_sink: tuple[int, str, int, int] | None = None
         """The virtual sink this daemon loaded: (module, name, rate, channels)."""
@@ -570,8 +570,7 @@ class Daemon:
         for k, v in self._session_xruns(s).items():
             self.past_xruns[k] += v
         self.past_ring_short += s.streams.xruns.ring_short
-        for k, v in s.streams.xruns.underflow_causes.items():
-            self.past_underflow_causes[k] = self.past_underflow_causes.get(k, 0) + v
+        self.past_underflow_causes.update(s.streams.xruns.underflow_causes)
         self.last_underflow = s.streams.xruns.last_underflow or self.last_underflow
 
     @staticmethod
@@ -772,9 +771,7 @@ class Daemon:
         # not an xrun (see XrunCounters.ring_short), shown beside them
         ring_short = s.streams.xruns.ring_short + self.past_ring_short
         # native PulseAudio streams: what led to each output underflow (see underflow_cause)
-        causes = dict(self.past_underflow_causes)
-        for k, v in s.streams.xruns.underflow_causes.items():
-            causes[k] = causes.get(k, 0) + v
+        causes = dict(self.past_underflow_causes + collections.Counter(s.streams.xruns.underflow_causes))
         out.update(
             {
                 "server": r.server,

@@ -26,7 +26,8 @@ class _Daemon:
 
     def status(self):
         return {"state": "running", "uptime_s": 1.5, "bypass": self.bypass, "recoveries": 0,
-                "latency_ms": {"total_ms": 30.0}, "xruns": {"total": 0}, "engine": {"blocks": 7},
+                "latency_ms": {"total_ms": 30.0}, "xruns": {"total": 3}, "engine": {"blocks": 7},
+                "output_underflow_causes": {"server_late": 2, "ring_short": 1},
                 "rings": {"playback_fill": 100}, "processing_ms": {"p99_ms": 0.5}}
 
     def set_bypass(self, on):
@@ -91,3 +92,5 @@ def test_prometheus_metrics_on_localhost(tmp_path):
     assert "rtupscale_up 1" in body
     assert "rtupscale_latency_total_seconds 0.03" in body
     assert "# TYPE rtupscale_xruns_total counter" in body
+    assert "rtupscale_output_underflows_server_late_total 2" in body
+    assert "rtupscale_output_underflows_ring_short_total 1" in body

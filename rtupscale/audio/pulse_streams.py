@@ -38,12 +38,9 @@ else:
 
 OPEN_TIMEOUT_MS = 5000
 
-UNDERFLOW_CAUSES = ("server_late", "ring_short", "queue_short")
-
-
 def underflow_cause(request_gap_s: float, short_requests: int, request_s: float) -> tuple[str, str]:
     """Why the server ran out of our queue, from what led to it (see ``underflow_cb``), and
-    what to change: ``(cause, one line)``, ``cause`` one of :data:`UNDERFLOW_CAUSES`.
+    what to change: ``(cause, one line)``.
 
     - ``server_late``: no request of the server reached us for much longer than its request
       period ``request_s`` while its queue drained: a stall of the server, of the machine or

@@ -159,9 +159,10 @@ static void write_cb(pa_stream *s, size_t nbytes, void *u) {
 static void underflow_cb(pa_stream *s, void *u) {
     rtu_pulse *p = u;
     (void)s;
-    /* What led to it: a long wait between the server's requests (the server, or the
-     * machine, stalled while our ring held audio), or requests our ring could not meet (the
-     * worker fell behind). The notice itself comes with the server's next request. */
+    /* What led to it: a long wait between the server's requests reaching us (the server,
+     * the machine or this thread stalled while our ring held audio), or requests our ring
+     * could not meet (the worker fell behind). The notice comes with the server's next
+     * request, so the wait is among the intervals of the last requests. */
     uint64_t t = now_us(), gap = 0;
     uint32_t short_n = 0;
     unsigned n = p->req_n < RTU_REQUEST_HISTORY ? p->req_n : RTU_REQUEST_HISTORY;
