@@ -7,11 +7,12 @@ PortAudio through ALSA's ``pulse`` plugin it saves the plugin's own period buffe
 lets us set the server's buffers directly (``PA_STREAM_ADJUST_LATENCY``):
 
 - capture: ``fragsize`` = ``latency.capture_buffer_ms``;
-- playback: ``tlength`` = ``latency.playback_buffer_ms``, ``minreq`` a quarter of it,
-  ``prebuf`` one request. The server's queue carries most of the cushion: it covers the
-  round trip between the server's requests and our answers, which is what runs out on a
-  loaded machine. Our playback ring holds the pre-fill: a block of output at a time and
-  the worker's jitter; a request it cannot meet is served from it a millisecond later.
+- playback: ``tlength`` = ``latency.playback_buffer_ms``, ``minreq`` 5/12 of it
+  (:data:`REQUEST_FRACTION`), ``prebuf`` one request. The server's queue carries most of
+  the cushion: it covers the round trip between the server's requests and our answers,
+  which is what runs out on a loaded machine. Our playback ring holds the pre-fill: a
+  block of output at a time and the worker's jitter; a request it cannot meet is served
+  from it a millisecond later.
 
 Same interface as :class:`rtupscale.audio.streams.LiveStreams`, which stays the path for
 devices that are not on a sound server (raw ALSA devices through PortAudio).
@@ -37,6 +38,19 @@ else:
     _IMPORT_ERROR = ""
 
 OPEN_TIMEOUT_MS = 5000
+
+REQUEST_FRACTION = 5 / 12
+"""``minreq`` as a fraction of ``tlength``. With ``PA_STREAM_ADJUST_LATENCY`` PulseAudio
+splits ``tlength`` T into the sink's own latency S = (T - 2 minreq) / 2, which the sink
+renders ahead in one go, and our stream's queue T - S, refilled a request at a time; so
+just before a refill the queue still holds ``minreq`` more than the sink takes at once, and
+a request that reaches us late is covered for about ``minreq``. A quarter (S = T/4) covered 6 ms at the default 24 ms;
+5/12 (S = 2 ms) covers 10 ms with the same total. Measured with 12 ms stalls of the
+server's main thread and ours every 300 ms for a minute (the sink's thread kept running,
+as in the stalls the underflow reports show here): 23 and 17 output underflows with a
+quarter, 11 and 11 with 5/12; 13 with 11/24, whose larger requests find the playback ring
+short. More of the total then sits in our queue, so a monitor of the sink (which hears the
+audio S before the DAC) measures about 1.5 ms more; the DAC hears it as before."""
 
 def underflow_cause(request_gap_s: float, short_requests: int, request_s: float) -> tuple[str, str]:
     """Why the server ran out of our queue, from what led to it (see ``underflow_cb``), and
@@ -166,7 +180,7 @@ class PulseStreams:
         prm.rate, prm.out_rate, prm.channels = self.rate, FACTOR * self.rate, self.channels
         prm.fragsize_us = max(500, int(1e6 * self.latency_in_s))
         prm.tlength_us = max(1000, int(1e6 * self.latency_out_s))
-        prm.minreq_us = max(250, prm.tlength_us // 4)
+        prm.minreq_us = max(250, int(prm.tlength_us * REQUEST_FRACTION))
         prm.timeout_ms = OPEN_TIMEOUT_MS
         err = ffi.new("char[]", 512)
         p = lib.rtu_open(
