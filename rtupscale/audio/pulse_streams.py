@@ -49,8 +49,10 @@ a request that reaches us late is covered for about ``minreq``. A quarter (S = T
 server's main thread and ours every 300 ms for a minute (the sink's thread kept running,
 as in the stalls the underflow reports show here): 23 and 17 output underflows with a
 quarter, 11 and 11 with 5/12; 13 with 11/24, whose larger requests find the playback ring
-short. More of the total then sits in our queue, so a monitor of the sink (which hears the
-audio S before the DAC) measures about 1.5 ms more; the DAC hears it as before."""
+short (``tests/audio/soak_bench.py --minutes 1 --server-stalls 12,300``, which stalls with
+Python processes: 14 against 10). More of the total then sits in our queue, so a monitor
+of the sink (which hears the audio S before the DAC) can measure a few ms more in those
+runs; the 10-minute soak measured 32.0 ms with 5/12, 35.7 and 36.8 ms with a quarter."""
 
 def underflow_cause(request_gap_s: float, short_requests: int, request_s: float) -> tuple[str, str]:
     """Why the server ran out of our queue, from what led to it (see ``underflow_cb``), and

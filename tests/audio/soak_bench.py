@@ -2,6 +2,7 @@
 CPU hog keeping another core busy.
 
     python tests/audio/soak_bench.py --minutes 10 --block 256 --prefill 20 [--out soak.json]
+    python tests/audio/soak_bench.py --minutes 1 --server-stalls 12,300   # injected stalls
 
 Starts a private PulseAudio (tests/audio/null-sinks.pa), the daemon with the shipped
 config.yaml plus the given block size and pre-fill, a busy-loop process, and an app
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -39,6 +41,36 @@ def rss_kib(pid: int) -> int:
     return -1
 
 
+STALLER = """
+import os, sys, time
+cpu, d, p, t0 = int(sys.argv[1]), float(sys.argv[2]) / 1e3, float(sys.argv[3]) / 1e3, float(sys.argv[4])
+os.sched_setaffinity(0, {cpu})
+os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(98))
+k = 1
+while True:
+    t = t0 + k * p
+    if t > time.monotonic():
+        time.sleep(t - time.monotonic())
+    while time.monotonic() < t + d:
+        pass
+    k += 1
+"""
+"""One per CPU, all in step (CLOCK_MONOTONIC is the machine's): every ``p`` ms each CPU is
+taken for ``d`` ms at SCHED_FIFO 98, above everything on the audio path except the server's
+sink threads, which are raised to RR 99 first: the sinks keep playing while the server's
+main thread (which carries the requests) and ours stall. This is the shape of the stalls
+that the daemon's underflow reports show on this machine ("no request ... for 12 to 16 ms")."""
+
+
+def start_server_stalls(server: PulseServer, stall_ms: float, every_ms: float) -> list[subprocess.Popen]:
+    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
+        if (task / "comm").read_text().strip() == "null-sink":
+            os.sched_setscheduler(int(task.name), os.SCHED_RR, os.sched_param(99))
+    t0 = time.monotonic() + 0.5
+    return [subprocess.Popen([PYTHON, "-c", STALLER, str(cpu), str(stall_ms), str(every_ms), str(t0)])
+            for cpu in sorted(os.sched_getaffinity(0))]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -47,6 +79,8 @@ def main() -> int:
     ap.add_argument("--playback-buffer", type=float, default=None, help="latency.playback_buffer_ms (default: config.yaml's)")
     ap.add_argument("--backend", choices=("auto", "pulse", "portaudio"), default=None, help="audio.backend (default: config.yaml's)")
     ap.add_argument("--no-hog", action="store_true")
+    ap.add_argument("--server-stalls", metavar="MS,EVERY_MS", default=None,
+                    help="stall the server's main thread and ours (not its sinks) for MS every EVERY_MS (root)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
 
@@ -70,12 +104,16 @@ def main() -> int:
     d = Daemon(server, config, root / "daemon.log")
     hog = None
     app = None
+    stallers: list[subprocess.Popen] = []
     try:
         d.start()
         d.wait_running()
         rss_start = rss_kib(d.proc.pid)
         if not args.no_hog:
             hog = subprocess.Popen([PYTHON, "-c", "while True: pass"])
+        if args.server_stalls:
+            stall_ms, every_ms = (float(v) for v in args.server_stalls.split(","))
+            stallers = start_server_stalls(server, stall_ms, every_ms)
         app = subprocess.Popen(
             ["pacat", "--playback", "--raw", "--format=float32le", f"--rate={RATE}", "--channels=2",
              "--latency-msec=40", "-d", "rtupscale"],
@@ -127,6 +165,7 @@ def main() -> int:
             "playback_buffer_ms": cfg["latency"]["playback_buffer_ms"],
             "backend": st.get("backend", ""),
             "cpu_hog": not args.no_hog,
+            "server_stalls": args.server_stalls,
             "xruns": st["xruns"],
             "xruns_during_soak": st["xruns"]["total"] - st0["xruns"]["total"],
             "output_underflow_causes": st.get("output_underflow_causes"),
@@ -146,6 +185,8 @@ def main() -> int:
         if args.out:
             args.out.write_text(json.dumps({"report": report, "samples": samples}, indent=2))
     finally:
+        for p in stallers:
+            p.kill()
         if app is not None:
             app.kill()
         if hog is not None:
