@@ -228,7 +228,7 @@ def test_an_output_underflow_is_explained_in_status_and_log(pulse_server, make_c
     d = daemon_factory(config)
     time.sleep(3.0)  # past the start, where the server asks at its steady pace
     before = d.status()["xruns"]["output_underflows"]
-    for attempt in range(3):  # a stall that meets the server just after it rendered ahead can be covered
+    for _ in range(3):  # a stall that meets the server just after it rendered ahead can be covered
         os.kill(pulse_server.proc.pid, signal.SIGSTOP)
         time.sleep(0.080)
         os.kill(pulse_server.proc.pid, signal.SIGCONT)

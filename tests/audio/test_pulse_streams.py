@@ -227,7 +227,7 @@ def _start_playing(s, play_ring) -> int:
         before = s.xruns.callbacks_out
         _play(s, play_ring, 0.5)
         s.collect_stats()
-        if s.xruns.callbacks_out - before >= 20:  # 40 requests/s at a 20 ms buffer
+        if s.xruns.callbacks_out - before >= 20:  # steady: one request per 8.3 ms at a 20 ms buffer
             break
         assert time.monotonic() < deadline, "the server did not start pulling our stream"
     s.xruns.underflow_causes.clear()
