@@ -55,16 +55,19 @@ class AudioConfig:
 class LatencyConfig:
     block_size: int = 256
     """Input frames per block; a multiple of the model's block multiple."""
-    prefill_ms: float = 8.0
-    """Output buffering held in the playback ring, ms (the worker's bursts and jitter)."""
+    prefill_ms: float = 2.0
+    """Output held in the playback ring, ms: the hand-off from the worker's blocks to the
+    native stream's requests (the server's queue is the cushion there); on PortAudio the
+    cushion against the device's periods."""
     crossfade_ms: float = 20.0
     """Length of every crossfade (bypass toggle, state reset, model swap), ms."""
     capture_buffer_ms: float = 4.0
     """The capture device's buffer, ms: the server's capture fragment (``pulse`` backend), or
     PortAudio's suggested input latency."""
-    playback_buffer_ms: float = 24.0
-    """The playback device's buffer, ms: the server-side buffer of our stream (``pulse``
-    backend), or PortAudio's suggested output latency."""
+    playback_buffer_ms: float = 27.0
+    """The playback device's buffer, ms: our stream's queue in the server (``pulse``
+    backend; it covers stalls of the server and of the worker), or PortAudio's suggested
+    output latency."""
 
 
 @dataclass(frozen=True)

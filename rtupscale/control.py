@@ -277,7 +277,7 @@ def format_status(st: dict) -> list[str]:
     if st.get("last_output_underflow"):
         lines.append(f"last output underflow: {st['last_output_underflow']}")
     if st.get("playback_ring_short"):
-        lines.append(f"playback ring short: {st['playback_ring_short']} (requests served late from the server's queue; not gaps)")
+        lines.append(f"playback ring short: {st['playback_ring_short']} (requests topped up a millisecond later while the server's queue played on; not gaps)")
     lines.append(f"guard events {e.get('guard_events', 0)}, resets {e.get('resets', 0)}, swaps {e.get('swaps', 0)}, limited samples {e.get('limited_samples', 0)}")
     lines.append(f"worker priority: {st['worker_priority']}")
     return lines

@@ -4,15 +4,16 @@ The C side (``native/pulse_stream.c``, built by cffi at install) runs libpulse's
 main loop; its read and write callbacks only copy between the server and our two rings
 (rtmixer's PortAudio ring buffers, whose functions it is given as pointers). Compared with
 PortAudio through ALSA's ``pulse`` plugin it saves the plugin's own period buffering and
-lets us set the server's buffers directly (``PA_STREAM_ADJUST_LATENCY``):
+lets us set the server's buffers directly:
 
-- capture: ``fragsize`` = ``latency.capture_buffer_ms``;
-- playback: ``tlength`` = ``latency.playback_buffer_ms``, ``minreq`` 5/12 of it
-  (:data:`REQUEST_FRACTION`), ``prebuf`` one request. The server's queue carries most of
-  the cushion: it covers the round trip between the server's requests and our answers,
-  which is what runs out on a loaded machine. Our playback ring holds the pre-fill: a
-  block of output at a time and the worker's jitter; a request it cannot meet is served
-  from it a millisecond later.
+- capture (``PA_STREAM_ADJUST_LATENCY``): ``fragsize`` = ``latency.capture_buffer_ms``;
+- playback (``PA_STREAM_EARLY_REQUESTS``): ``tlength`` = ``latency.playback_buffer_ms``,
+  ``minreq`` :data:`REQUEST_S` (which is also the sink's own latency), ``prebuf`` one
+  request. The server's queue carries the cushion: it covers a late request (a stall of
+  the server, the machine or our stream thread) and a late block of the worker alike,
+  which is what runs out on a loaded machine. Our playback ring is only the hand-off
+  between the worker's blocks and the server's small requests; a request it cannot meet
+  in full is topped up from it every millisecond while the server's queue plays on.
 
 Same interface as :class:`rtupscale.audio.streams.LiveStreams`, which stays the path for
 devices that are not on a sound server (raw ALSA devices through PortAudio).
@@ -39,43 +40,49 @@ else:
 
 OPEN_TIMEOUT_MS = 5000
 
-REQUEST_FRACTION = 5 / 12
-"""``minreq`` as a fraction of ``tlength``. With ``PA_STREAM_ADJUST_LATENCY`` PulseAudio
-splits ``tlength`` T into the sink's own latency S = (T - 2 minreq) / 2, which the sink
-renders ahead in one go, and our stream's queue T - S, refilled a request at a time; so
-just before a refill the queue still holds ``minreq`` more than the sink takes at once, and
-a request that reaches us late is covered for about ``minreq``. A quarter (S = T/4) covered 6 ms at the default 24 ms;
-5/12 (S = 2 ms) covers 10 ms with the same total. Measured with 12 ms stalls of the
-server's main thread and ours every 300 ms for a minute (the sink's thread kept running,
-as in the stalls the underflow reports show here): 23 and 17 output underflows with a
-quarter, 11 and 11 with 5/12; 13 with 11/24, whose larger requests find the playback ring
-short (``tests/audio/soak_bench.py --minutes 1 --server-stalls 12,300``, which stalls with
-Python processes: 14 against 10). More of the total then sits in our queue, so a monitor
-of the sink (which hears the audio S before the DAC) can measure a few ms more in those
-runs; the 10-minute soak measured 32.0 ms with 5/12, 35.7 and 36.8 ms with a quarter."""
+REQUEST_S = 0.002
+"""The playback stream's request size (``minreq``, at most a quarter of ``tlength``), s.
 
-def underflow_cause(request_gap_s: float, short_requests: int, request_s: float) -> tuple[str, str]:
+The stream uses ``PA_STREAM_EARLY_REQUESTS``: the sink's own latency is set to one request
+and all of ``tlength`` T is our queue ahead of it, which the server asks to keep full a
+request m at a time. A request or a block that comes late is covered until the queue is
+down to what the sink takes at once: about T - 2m. With ``PA_STREAM_ADJUST_LATENCY`` (what
+this used before) the server instead splits T into a sink latency S = (T - 2m) / 2 and a
+queue refilled a request at a time, and only m of it covers a late request: S and the
+refill's sawtooth add latency without cover, and our ring had to hold a request on top. Measured here with 12 ms stalls of the server's main thread and ours every
+300 ms for a minute (``tests/audio/soak_bench.py --minutes 1 --server-stalls 12,300``):
+ADJUST_LATENCY, m = 5/12 T, pre-fill 8 ms, T = 24 ms (the old default): 18 output
+underflows, 34.7 ms end to end; EARLY_REQUESTS, m = 2 ms, in three runs with pre-fill 2 to
+4 ms and T = 22 to 24 ms: 0, 2 and 2 underflows, 33.6 to 35.7 ms. One run with 1 ms
+requests (pre-fill 2, T = 22) counted 4: twice the server's wake-ups for the same cover."""
+
+
+def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float) -> tuple[str, str]:
     """Why the server ran out of our queue, from what led to it (see ``underflow_cb``), and
-    what to change: ``(cause, one line)``.
+    what to change: ``(cause, one line)``. A stall is a wait longer than 1.5 request periods
+    ``request_s`` + 3 ms.
 
-    - ``server_late``: no request of the server reached us for much longer than its request
-      period ``request_s`` while its queue drained: a stall of the server, of the machine or
-      of our stream thread (the two ends look the same from here), which only a larger
-      server buffer covers;
-    - ``ring_short``: the server asked, and our ring did not hold what it asked for: the
-      worker fell behind (a slow block, or a pre-fill too small for the block);
+    - ``server_late``: no request of the server reached us for ``request_gap_s`` while its
+      queue drained: a stall of the server, of the machine or of our stream thread (the two
+      ends look the same from here). Our ring may have run empty as well: capture comes
+      through the same server, and stalls with it;
+    - ``ring_short``: the server kept asking at its pace, and our playback ring stayed empty
+      for ``ring_empty_s``: the worker's output came late (a slow block, or capture late);
     - ``queue_short``: neither; the server's queue is too short for this machine.
+
+    The server's queue covers all three, so the setting to raise is the same.
     """
-    gap_ms, period_ms = 1e3 * request_gap_s, 1e3 * request_s
-    if request_gap_s > 1.5 * request_s + 0.003:
+    gap_ms, period_ms, empty_ms = 1e3 * request_gap_s, 1e3 * request_s, 1e3 * ring_empty_s
+    stall = 1.5 * request_s + 0.003
+    if request_gap_s > stall:
         return "server_late", (
             f"no request from the sound server reached us for {gap_ms:.1f} ms (it asks every {period_ms:.1f} ms): "
             "the server, the machine or our stream thread stalled; raise latency.playback_buffer_ms"
         )
-    if short_requests:
+    if ring_empty_s > stall:
         return "ring_short", (
-            f"{short_requests} of the server's last requests found the playback ring short: "
-            "the worker fell behind; raise latency.prefill_ms (or the block size)"
+            f"our playback ring stayed empty for {empty_ms:.1f} ms while the sound server asked: "
+            "the worker's output came late (see the time per block); raise latency.playback_buffer_ms"
         )
     return "queue_short", (
         f"the server's queue ran out between requests ({gap_ms:.1f} ms apart at most): raise latency.playback_buffer_ms"
@@ -182,7 +189,7 @@ class PulseStreams:
         prm.rate, prm.out_rate, prm.channels = self.rate, FACTOR * self.rate, self.channels
         prm.fragsize_us = max(500, int(1e6 * self.latency_in_s))
         prm.tlength_us = max(1000, int(1e6 * self.latency_out_s))
-        prm.minreq_us = max(250, int(prm.tlength_us * REQUEST_FRACTION))
+        prm.minreq_us = max(250, min(int(1e6 * REQUEST_S), prm.tlength_us // 4))
         prm.timeout_ms = OPEN_TIMEOUT_MS
         err = ffi.new("char[]", 512)
         p = lib.rtu_open(
@@ -253,7 +260,7 @@ class PulseStreams:
         self.xruns.output_underflows = int(st.underflows)
         if under:
             # the report of the newest one (those between two calls share it)
-            cause, line = underflow_cause(1e-6 * st.uf_request_gap_us, int(st.uf_short_requests), self._request_s)
+            cause, line = underflow_cause(1e-6 * st.uf_request_gap_us, 1e-6 * st.uf_ring_empty_us, self._request_s)
             self.xruns.underflow_causes[cause] = self.xruns.underflow_causes.get(cause, 0) + under
             self.xruns.last_underflow = line
         self.xruns.ring_short = int(st.ring_empty)

@@ -37,7 +37,8 @@ class XrunCounters:
     ring_short: int = 0
     """Native PulseAudio streams: times a server request found the playback ring empty. Not
     an xrun: the server still plays its own queue (``latency.playback_buffer_ms``) and the
-    request is served a millisecond later; it says the pre-fill runs close to empty."""
+    request is topped up a millisecond later. With a pre-fill smaller than a block of output
+    (the default) it is routine."""
     underflow_causes: dict[str, int] = field(default_factory=dict)
     """Native PulseAudio streams: output underflows by cause
     (:func:`rtupscale.audio.pulse_streams.underflow_cause`)."""

@@ -77,11 +77,13 @@ def main() -> int:
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--prefill", type=float, default=None, help="latency.prefill_ms (default: config.yaml's)")
     ap.add_argument("--playback-buffer", type=float, default=None, help="latency.playback_buffer_ms (default: config.yaml's)")
+    ap.add_argument("--capture-buffer", type=float, default=None, help="latency.capture_buffer_ms (default: config.yaml's)")
     ap.add_argument("--backend", choices=("auto", "pulse", "portaudio"), default=None, help="audio.backend (default: config.yaml's)")
     ap.add_argument("--no-hog", action="store_true")
     ap.add_argument("--server-stalls", metavar="MS,EVERY_MS", default=None,
                     help="stall the server's main thread and ours (not its sinks) for MS every EVERY_MS (root)")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--log", type=Path, help="keep the daemon's log here")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="rtupscale-soak-"))
@@ -96,6 +98,8 @@ def main() -> int:
         cfg["latency"]["prefill_ms"] = args.prefill
     if args.playback_buffer is not None:
         cfg["latency"]["playback_buffer_ms"] = args.playback_buffer
+    if args.capture_buffer is not None:
+        cfg["latency"]["capture_buffer_ms"] = args.capture_buffer
     if args.backend is not None:
         cfg.setdefault("audio", {})["backend"] = args.backend
     cfg.setdefault("control", {})["socket"] = str(server.runtime / "rtupscale.sock")
@@ -163,6 +167,7 @@ def main() -> int:
             "block": args.block,
             "prefill_ms": cfg["latency"]["prefill_ms"],
             "playback_buffer_ms": cfg["latency"]["playback_buffer_ms"],
+            "capture_buffer_ms": cfg["latency"]["capture_buffer_ms"],
             "backend": st.get("backend", ""),
             "cpu_hog": not args.no_hog,
             "server_stalls": args.server_stalls,
@@ -193,6 +198,8 @@ def main() -> int:
             hog.kill()
         d.stop()
         server.stop()
+        if args.log:
+            args.log.write_bytes((root / "daemon.log").read_bytes())
     return 0
 
 

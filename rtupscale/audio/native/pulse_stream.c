@@ -24,11 +24,11 @@ struct rtu_pulse {
     int timed_out;
     int started; /* uncorked by the first rtu_arm() */
     uint64_t empty_since; /* when a request first found the ring empty (0: it was not) */
-    /* the server's last requests, for the underflow report: when, and whether the ring
-     * held all that was asked (written by write_cb, read by underflow_cb: one thread) */
+    /* for the underflow report (all on the main-loop thread): when the server's last
+     * requests came, and the last stretch of time the ring stayed empty */
     uint64_t req_at[RTU_REQUEST_HISTORY];
-    uint8_t req_short[RTU_REQUEST_HISTORY];
     unsigned req_n;
+    uint64_t empty_len, empty_end;
     pa_time_event *retry; /* disabled until a request is left partly unmet */
     pa_time_event *timer;
     float zeros[ZERO_FRAMES * MAX_CHANNELS];
@@ -111,7 +111,11 @@ static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
         schedule_retry(p);
         return;
     }
-    p->empty_since = 0;
+    if (p->empty_since) {
+        p->empty_end = now_us();
+        p->empty_len = p->empty_end - p->empty_since;
+        p->empty_since = 0;
+    }
     long n = want < avail ? want : avail;
     if (n < want)
         schedule_retry(p);
@@ -146,9 +150,7 @@ static void retry_cb(pa_mainloop_api *a, pa_time_event *e, const struct timeval 
 static void write_cb(pa_stream *s, size_t nbytes, void *u) {
     rtu_pulse *p = u;
     INC(p->st.callbacks_out);
-    unsigned i = p->req_n++ % RTU_REQUEST_HISTORY;
-    p->req_at[i] = now_us();
-    p->req_short[i] = LOAD(p->st.playing) && p->ops.read_available(p->play_ring) < (long)(nbytes / p->out_fb);
+    p->req_at[p->req_n++ % RTU_REQUEST_HISTORY] = now_us();
     fill(p, s, nbytes);
 }
 
@@ -160,22 +162,23 @@ static void underflow_cb(pa_stream *s, void *u) {
     rtu_pulse *p = u;
     (void)s;
     /* What led to it: a long wait between the server's requests reaching us (the server,
-     * the machine or this thread stalled while our ring held audio), or requests our ring
-     * could not meet (the worker fell behind). The notice comes with the server's next
-     * request, so the wait is among the intervals of the last requests. */
-    uint64_t t = now_us(), gap = 0;
-    uint32_t short_n = 0;
+     * the machine or this thread stalled while our ring held audio), or a ring that stayed
+     * empty while the server asked (the worker's output came late). The notice comes with
+     * the server's next request, so both are looked for over the last requests. */
+    uint64_t now = now_us(), t = now, gap = 0, empty = 0;
     unsigned n = p->req_n < RTU_REQUEST_HISTORY ? p->req_n : RTU_REQUEST_HISTORY;
     for (unsigned k = 0; k < n; k++) {
         unsigned i = (p->req_n - 1 - k) % RTU_REQUEST_HISTORY;
         if (t - p->req_at[i] > gap)
             gap = t - p->req_at[i];
         t = p->req_at[i];
-        if (k < RTU_SHORT_WINDOW)
-            short_n += p->req_short[i];
     }
+    if (p->empty_since)
+        empty = now - p->empty_since;
+    else if (n && p->empty_end >= t)
+        empty = p->empty_len;
     STORE(p->st.uf_request_gap_us, gap);
-    STORE(p->st.uf_short_requests, short_n);
+    STORE(p->st.uf_ring_empty_us, empty);
     /* release: a reader that sees the new count sees this report */
     __atomic_fetch_add(&p->st.underflows, 1, __ATOMIC_RELEASE);
 }
@@ -310,7 +313,12 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
      * virtual sink (a feedback loop); a stream whose device is gone fails, and we reopen */
     pa_stream_flags_t flags = PA_STREAM_ADJUST_LATENCY | PA_STREAM_DONT_MOVE | PA_STREAM_AUTO_TIMING_UPDATE |
                               PA_STREAM_INTERPOLATE_TIMING;
-    pa_stream_flags_t play_flags = flags | PA_STREAM_START_CORKED; /* rtu_arm() starts it */
+    /* playback: EARLY_REQUESTS, so that the sink's own latency is one request (minreq) and
+     * the whole tlength is our queue ahead of it, asked for a request at a time: the queue
+     * covers a stall of the server's requests, or of our worker, for about
+     * tlength - 2 minreq (with ADJUST_LATENCY the server would keep only minreq of it as
+     * cover; see pulse_streams.py). rtu_arm() uncorks it. */
+    pa_stream_flags_t play_flags = (flags & ~PA_STREAM_ADJUST_LATENCY) | PA_STREAM_EARLY_REQUESTS | PA_STREAM_START_CORKED;
 
     p->rec = pa_stream_new(p->ctx, "rtupscale capture", &in_ss, &map);
     p->play = pa_stream_new(p->ctx, "rtupscale playback", &out_ss, &map);
@@ -405,7 +413,7 @@ void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
     o->starved = LOAD(p->st.starved);
     o->holes = LOAD(p->st.holes);
     o->uf_request_gap_us = LOAD(p->st.uf_request_gap_us);
-    o->uf_short_requests = LOAD(p->st.uf_short_requests);
+    o->uf_ring_empty_us = LOAD(p->st.uf_ring_empty_us);
     o->playing = LOAD(p->st.playing);
     o->failed = LOAD(p->st.failed);
 }

@@ -13,7 +13,6 @@
 #include <stdint.h>
 
 #define RTU_REQUEST_HISTORY 8 /* requests remembered for the underflow report */
-#define RTU_SHORT_WINDOW 3
 
 typedef struct rtu_pulse rtu_pulse;
 
@@ -28,8 +27,8 @@ typedef struct {
     uint32_t out_rate;
     uint32_t channels;
     uint32_t fragsize_us;     /* capture: the server's fragment (ADJUST_LATENCY) */
-    uint32_t tlength_us;      /* playback: the server-side buffer (ADJUST_LATENCY) */
-    uint32_t minreq_us;       /* playback: the smallest request; 0 = the server's choice */
+    uint32_t tlength_us;      /* playback: the server-side queue (EARLY_REQUESTS: all of it ahead of the sink) */
+    uint32_t minreq_us;       /* playback: the request size, and the sink's latency; 0 = the server's choice */
     uint32_t timeout_ms;      /* connecting and opening, each */
 } rtu_params;
 
@@ -46,7 +45,7 @@ typedef struct {
     uint64_t holes;            /* frames of capture the server marked as lost */
     /* At the last underflow (see underflow_cb), what led to it: */
     uint64_t uf_request_gap_us; /* the longest wait between the server's last requests */
-    uint32_t uf_short_requests; /* of the last RTU_SHORT_WINDOW requests, those the ring could not meet */
+    uint64_t uf_ring_empty_us;  /* the longest the playback ring stayed empty, over the same requests */
     int32_t playing;           /* armed, and not starved since */
     int32_t failed;            /* the context or a stream failed (server gone, device gone) */
 } rtu_stats;
