@@ -9,6 +9,7 @@ another sink, which could be our own virtual sink), and the backend choice.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,7 +19,7 @@ import pytest
 
 from rtupscale.audio import pulse_streams
 from rtupscale.audio.devices import DeviceError, Endpoint
-from rtupscale.audio.pulse_streams import PulseStreams, choose_backend, underflow_cause
+from rtupscale.audio.pulse_streams import REQUEST_S, PulseStreams, choose_backend, underflow_cause
 from rtupscale.audio.rings import FrameRing, cbuffer
 
 RATE = 44100
@@ -237,6 +238,27 @@ def _start_playing(s, play_ring) -> int:
         assert time.monotonic() < deadline, "the server did not start pulling our stream"
     s.xruns.underflow_causes.clear()
     return s.xruns.output_underflows
+
+
+@needs_native
+def test_the_whole_playback_buffer_is_our_queue_ahead_of_a_one_request_sink(source_sink):
+    """EARLY_REQUESTS: the server keeps all of the 20 ms we ask for as our stream's queue,
+    asks for it 2 ms at a time, and runs the DAC sink at one request's latency. (With
+    ADJUST_LATENCY it would keep (20 - 2 x 2) / 2 = 8 ms as the sink's latency and only 12 ms
+    as our queue, of which a late request is covered by one request's worth.)"""
+    s, _, play_ring = _streams()
+    try:
+        _start_playing(s, play_ring)
+        assert abs(s.arm_frames / OUT_RATE - 0.020) < 0.0005, s.arm_frames
+        assert abs(s._request_s - REQUEST_S) < 0.0002, s._request_s
+        sinks = source_sink.pactl("list", "sinks").stdout.split("Sink #")
+        dac = next(b for b in sinks if "Name: dac\n" in b)
+        configured_us = int(re.search(r"Latency: \d+ usec, configured (\d+) usec", dac).group(1))
+        assert configured_us <= 1e6 * REQUEST_S + 500, dac
+        # what the server says our stream's latency is (queue + sink): near the whole buffer
+        assert s.device_latency_s[1] >= 0.020 - 2 * REQUEST_S - 0.003, s.device_latency_s
+    finally:
+        s.close()
 
 
 @needs_native
