@@ -179,7 +179,8 @@ class PulseStreams:
         self._seen_holes = 0
         self.playing = False  # armed, and no gap seen by poll() since
         self._tlength_frames = 0
-        self._request_s = 0.0
+        self.request_s = 0.0
+        """The request size the server granted (``minreq``), s; set by :meth:`open`."""
 
     # -- open / close (main thread) -----------------------------------------------------
     def open(self) -> None:
@@ -203,7 +204,7 @@ class PulseStreams:
         lib.rtu_granted(p, g + 0, g + 1, g + 2, g + 3)
         fb = 4 * self.channels
         self._tlength_frames = int(g[1]) // fb
-        self._request_s = int(g[2]) / fb / (FACTOR * self.rate)
+        self.request_s = int(g[2]) / fb / (FACTOR * self.rate)
         log.info(
             "native PulseAudio streams: capture fragment %.1f ms, playback buffer %.1f ms (request %.1f ms, start at %.2f ms)",
             1e3 * g[0] / fb / self.rate, 1e3 * g[1] / fb / (FACTOR * self.rate),
@@ -260,7 +261,7 @@ class PulseStreams:
         self.xruns.output_underflows = int(st.underflows)
         if under:
             # the report of the newest one (those between two calls share it)
-            cause, line = underflow_cause(1e-6 * st.uf_request_gap_us, 1e-6 * st.uf_ring_empty_us, self._request_s)
+            cause, line = underflow_cause(1e-6 * st.uf_request_gap_us, 1e-6 * st.uf_ring_empty_us, self.request_s)
             self.xruns.underflow_causes[cause] = self.xruns.underflow_causes.get(cause, 0) + under
             self.xruns.last_underflow = line
         self.xruns.ring_short = int(st.ring_empty)

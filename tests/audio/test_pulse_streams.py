@@ -250,7 +250,7 @@ def test_the_whole_playback_buffer_is_our_queue_ahead_of_a_one_request_sink(sour
     try:
         _start_playing(s, play_ring)
         assert abs(s.arm_frames / OUT_RATE - 0.020) < 0.0005, s.arm_frames
-        assert abs(s._request_s - REQUEST_S) < 0.0002, s._request_s
+        assert abs(s.request_s - REQUEST_S) < 0.0002, s.request_s
         sinks = source_sink.pactl("list", "sinks").stdout.split("Sink #")
         dac = next(b for b in sinks if "Name: dac\n" in b)
         configured_us = int(re.search(r"Latency: \d+ usec, configured (\d+) usec", dac).group(1))
