@@ -36,13 +36,13 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from tools.model import FACTOR, HOP, LATENCY, STATE_NAMES, Restorer, count_parameters, load_weights
+from tools.model import FACTOR, HOP, STATE_NAMES, Restorer, count_parameters, load_weights
 
 IR_VERSION = 10
 OPSET = 17
 TOLERANCE = 1e-4
 SAMPLE_RATES = (44100, 48000)
-PARITY_BLOCKS = (128, 512)
+PARITY_BLOCKS = (1, 4)  # in hops: 128 and 512 samples at hop 128
 
 
 class ExportError(RuntimeError):
@@ -53,7 +53,7 @@ def load_checkpoint(path: str | Path) -> tuple[Restorer, dict]:
     """A ``Restorer`` from a ``tools.train`` checkpoint, in eval mode, and the checkpoint's config."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     config = ckpt.get("config", {})
-    model = Restorer(config.get("hidden", 192), config.get("layers", 2))
+    model = Restorer(config.get("hidden", 192), config.get("layers", 2), config.get("hop", HOP))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
@@ -67,8 +67,8 @@ def metadata(model: Restorer, name: str, description: str) -> dict[str, str]:
         "rtupscale.kind": "stateful",
         "rtupscale.sample_rates": ",".join(str(r) for r in SAMPLE_RATES),
         "rtupscale.factor": str(FACTOR),
-        "rtupscale.block_multiple": str(HOP),
-        "rtupscale.latency": str(LATENCY),
+        "rtupscale.block_multiple": str(model.hop),
+        "rtupscale.latency": str(model.latency),
         "rtupscale.state": json.dumps(states),
         "rtupscale.name": name,
         "rtupscale.description": description,
@@ -113,7 +113,7 @@ def store_weights_fp16(proto: onnx.ModelProto, min_elements: int = FP16_MIN_ELEM
 
 def export_onnx(model: Restorer, path: str | Path, name: str, description: str, fp16_weights: bool = False) -> None:
     """Write ``path`` (steps 1 and 2 of the module docstring)."""
-    channels, frames = 2, 4 * HOP
+    channels, frames = 2, 4 * model.hop
     example = (torch.zeros(channels, frames), *model.initial_state(channels))
     inputs = ["audio_in"] + [f"state_in_{n}" for n in STATE_NAMES]
     outputs = ["audio_out"] + [f"state_out_{n}" for n in STATE_NAMES]
@@ -138,7 +138,7 @@ def export_onnx(model: Restorer, path: str | Path, name: str, description: str, 
 def parity_signal(sr: int, seconds: float, seed: int = 0) -> np.ndarray:
     """Stereo test signal: tones, noise bursts and clicks at a music-like level. ``[2, n]`` float32."""
     rng = np.random.default_rng(seed)
-    n = int(seconds * sr) // (max(PARITY_BLOCKS) * 2) * (max(PARITY_BLOCKS) * 2)
+    n = int(seconds * sr) // 1024 * 1024
     t = np.arange(n) / sr
     x = np.zeros((2, n))
     for c in range(2):
@@ -181,11 +181,12 @@ def check_parity(model: Restorer, path: str | Path, seconds: float = 3.0) -> dic
     if not np.any(reference):
         raise ExportError("PyTorch output is all zeros: nothing to compare")
     diffs = {}
-    for block in PARITY_BLOCKS:
+    blocks = [hops * model.hop for hops in PARITY_BLOCKS]
+    for block in blocks:
         got = ort_blocks(session, x, block, model.state_shapes("channels"))
         diffs[f"block_{block}"] = float(np.max(np.abs(got - reference)))
     # Mono (a batch of one) must give channel 0's output: channels are independent.
-    got = ort_blocks(session, x[:1], PARITY_BLOCKS[0], model.state_shapes("channels"))
+    got = ort_blocks(session, x[:1], blocks[0], model.state_shapes("channels"))
     diffs["mono"] = float(np.max(np.abs(got - reference[:1])))
     bad = {k: v for k, v in diffs.items() if not v <= TOLERANCE}
     if bad:
@@ -198,8 +199,8 @@ def check_runtime(model: Restorer, path: str | Path, block: int = 256, seconds: 
     from rtupscale.model.runner import ModelRunner
 
     runner = ModelRunner(path, provider="cpu", threads=1)
-    if runner.latency != LATENCY:
-        raise ExportError(f"runtime reads latency {runner.latency}, the model has {LATENCY}")
+    if runner.latency != model.latency:
+        raise ExportError(f"runtime reads latency {runner.latency}, the model has {model.latency}")
     x = parity_signal(48000, seconds, seed=1)
     x = x[:, : x.shape[1] // block * block]
     stream = runner.stream(2, block)

@@ -1,8 +1,9 @@
 """The restoration network: a causal, stateful STFT-domain high-band generator.
 
-Per hop of ``HOP`` = 128 input samples (2.9 ms at 44.1 kHz):
+Per hop of ``hop`` input samples (``hop`` = 128: 2.9 ms at 44.1 kHz, the shipped
+``rtupscale-restore-v2``; ``hop`` = 64: 1.45 ms, the low-latency model):
 
-1. analysis: the last ``WINDOW`` = 256 input samples, sqrt-Hann window, DFT (129 bins);
+1. analysis: the last ``2 * hop`` input samples, sqrt-Hann window, DFT (``hop + 1`` bins);
 2. features: per-bin log power (relative to the frame's mean) and the mean itself;
 3. a 2-layer GRU at frame rate (the only memory beyond one window);
 4. per output bin ``k >= BAND_START`` and per fold source ``s``, a gain
@@ -10,31 +11,38 @@ Per hop of ``HOP`` = 128 input samples (2.9 ms at 44.1 kHz):
    learned, time-varying envelope; shifts are even so that, at 50 % overlap, the shifted
    bins keep the phase advance of their new frequency);
 5. synthesis: inverse DFT of the folded bins only, sqrt-Hann window, overlap-add; the
-   result is a residual added to the input delayed by ``HOP``;
+   result is a residual added to the input delayed by ``hop``;
 6. the runtime's own x4 polyphase interpolator (``rtupscale.dsp.interp``) takes the
    restored base-rate signal to 4x the rate.
 
 So above the base Nyquist the output is exactly the clean interpolation of the restored
 signal, and with ``gate = 0`` (the initial value) the residual is exactly zero: an
-untrained model equals the bypass path delayed by ``HOP``. Nothing below ``BAND_START``
+untrained model equals the bypass path delayed by ``hop``. Nothing below the band start
 (15.2 kHz at 44.1 kHz, 16.5 kHz at 48 kHz) is written, apart from the synthesis window's
 leakage: the codecs in the dataset keep at least 15.3 kHz (LAME at 96 kbps), so the band
 they kept, and the whole band below 15 kHz, stays as it was. Three fold shifts (5.5, 8.3, 11 kHz at 44.1 kHz) give a source
 below the codec's cutoff for every output bin at every bitrate.
 
-Latency: ``HOP`` (the overlap-add needs the next frame) + ``interp.LATENCY`` (72, the
-linear-phase interpolator's lookahead, the same as the bypass path) = 200 input samples,
-4.5 ms at 44.1 kHz.
+The geometry scales with the hop (``Geometry``): the band starts at bin ``11 hop / 16``
+and the fold shifts are ``hop / 4``, ``3 hop / 8`` and ``hop / 2`` bins, so the frequencies
+are the same at every hop (a shorter hop halves the frequency resolution and doubles the
+time resolution of the gains).
+
+Latency: ``hop`` (the overlap-add needs the next frame) + ``interp.LATENCY`` (72, the
+linear-phase interpolator's lookahead, the same as the bypass path): 200 input samples
+(4.5 ms at 44.1 kHz) at hop 128, 136 (3.1 ms) at hop 64.
 
 Streaming state (all explicit, zeros at start), ``C`` = channels:
 
-- ``frames``  ``[C, HOP]``      the last HOP input samples (analysis history and delay line)
+- ``frames``  ``[C, hop]``      the last hop input samples (analysis history and delay line)
 - ``gru``     ``[LAYERS, C, HIDDEN]``  GRU hidden state
-- ``ola``     ``[C, HOP]``      second half of the last synthesised frame
+- ``ola``     ``[C, hop]``      second half of the last synthesised frame
 - ``interp``  ``[C, 144]``      interpolator history (restored signal)
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,17 +51,53 @@ from torch import nn
 
 from rtupscale.dsp import interp
 
-HOP = 128
-WINDOW = 2 * HOP
-N_BINS = HOP + 1
-BAND_START = 88
-SHIFTS = (32, 48, 64)
-N_BAND = N_BINS - BAND_START
+HOP = 128  # the default hop (the shipped model's)
+HOPS = (64, 128, 256)
 GAIN_MAX = 2.0
 FACTOR = 4
 INTERP_TAPS = interp.design_interpolator().shape[0]
-LATENCY = HOP + interp.LATENCY
 STATE_NAMES = ("frames", "gru", "ola", "interp")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The frame geometry of a hop: the same frequencies (band start 15.2 kHz, fold shifts
+    5.5, 8.3 and 11 kHz at 44.1 kHz) at every hop in ``HOPS``."""
+
+    hop: int
+
+    def __post_init__(self):
+        if self.hop not in HOPS:
+            raise ValueError(f"hop must be one of {HOPS}, got {self.hop}")
+
+    @property
+    def window(self) -> int:
+        return 2 * self.hop
+
+    @property
+    def n_bins(self) -> int:
+        return self.hop + 1
+
+    @property
+    def band_start(self) -> int:
+        return 11 * self.hop // 16  # 88 at hop 128: 15.2 kHz at 44.1 kHz
+
+    @property
+    def shifts(self) -> tuple[int, ...]:
+        # Even (so that the 50 % overlap keeps the phases coherent) at every hop in HOPS.
+        return (self.hop // 4, 3 * self.hop // 8, self.hop // 2)
+
+    @property
+    def n_band(self) -> int:
+        return self.n_bins - self.band_start
+
+    @property
+    def latency(self) -> int:
+        """Input samples from input to output: one hop plus the interpolator's lookahead."""
+        return self.hop + interp.LATENCY
+
+
+LATENCY = Geometry(HOP).latency  # the default hop's
 
 
 class Restorer(nn.Module):
@@ -62,43 +106,50 @@ class Restorer(nn.Module):
     Args:
         hidden: GRU width.
         layers: GRU layers.
+        hop: input samples per frame (one of ``HOPS``): the model's block multiple, and with
+            the interpolator's lookahead its latency.
     """
 
-    def __init__(self, hidden: int = 256, layers: int = 2):
+    def __init__(self, hidden: int = 256, layers: int = 2, hop: int = HOP):
         super().__init__()
         if hidden < 8 or layers < 1:
             raise ValueError(f"hidden must be >= 8 and layers >= 1, got {hidden}, {layers}")
-        for s in SHIFTS:
-            if s % 2 or s > BAND_START:
-                raise ValueError(f"fold shift {s} must be even and <= BAND_START {BAND_START}")
+        geo = Geometry(hop)
+        width, n_bins, band_start, shifts, n_band = geo.window, geo.n_bins, geo.band_start, geo.shifts, geo.n_band
+        for s in shifts:
+            if s % 2 or s > band_start:
+                raise ValueError(f"fold shift {s} must be even and <= the band start {band_start}")
+        self.geometry = geo
+        self.hop = hop
+        self.latency = geo.latency
         self.hidden = hidden
         self.layers = layers
-        n = np.arange(WINDOW)
-        window = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / WINDOW))  # sqrt periodic Hann
-        k = np.arange(N_BINS)
-        arg = 2 * np.pi * np.outer(n, k) / WINDOW  # [WINDOW, N_BINS]
-        n_src = len(SHIFTS) * N_BAND
+        n = np.arange(width)
+        win = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / width))  # sqrt periodic Hann
+        k = np.arange(n_bins)
+        arg = 2 * np.pi * np.outer(n, k) / width  # [width, n_bins]
+        n_src = len(shifts) * n_band
         # The DSP is a few constant matrices, so that the exported graph has few nodes
         # (onnxruntime's per-node cost dominates a 256-frame block):
-        # analysis: frame [W] -> [re | im] [2 * N_BINS]
-        analysis = np.concatenate([window[:, None] * np.cos(arg), -window[:, None] * np.sin(arg)], axis=1)
+        # analysis: frame [W] -> [re | im] [2 * n_bins]
+        analysis = np.concatenate([win[:, None] * np.cos(arg), -win[:, None] * np.sin(arg)], axis=1)
         # power: [re | im]^2 -> re^2 + im^2
-        power = np.concatenate([np.eye(N_BINS), np.eye(N_BINS)], axis=0)
+        power = np.concatenate([np.eye(n_bins), np.eye(n_bins)], axis=0)
         # fold: [re | im] -> [re sources of every shift | im sources of every shift]
-        fold = np.zeros((2 * N_BINS, 2 * n_src))
-        for s, shift in enumerate(SHIFTS):
-            for j in range(N_BAND):
-                src = BAND_START + j - shift
-                fold[src, s * N_BAND + j] = 1.0
-                fold[N_BINS + src, n_src + s * N_BAND + j] = 1.0
-        # synthesis: inverse real DFT of bins BAND_START.. (weight 2 except Nyquist) summed
+        fold = np.zeros((2 * n_bins, 2 * n_src))
+        for s, shift in enumerate(shifts):
+            for j in range(n_band):
+                src = band_start + j - shift
+                fold[src, s * n_band + j] = 1.0
+                fold[n_bins + src, n_src + s * n_band + j] = 1.0
+        # synthesis: inverse real DFT of bins band_start.. (weight 2 except Nyquist) summed
         # over the shifts, then the window.
-        kb = np.arange(BAND_START, N_BINS)
-        weight = np.where(kb == HOP, 1.0, 2.0) / WINDOW
-        iarg = 2 * np.pi * np.outer(kb, n) / WINDOW  # [N_BAND, WINDOW]
-        icos = weight[:, None] * np.cos(iarg) * window
-        isin = -weight[:, None] * np.sin(iarg) * window
-        synthesis = np.concatenate([np.tile(icos, (len(SHIFTS), 1)), np.tile(isin, (len(SHIFTS), 1))], axis=0)
+        kb = np.arange(band_start, n_bins)
+        weight = np.where(kb == hop, 1.0, 2.0) / width
+        iarg = 2 * np.pi * np.outer(kb, n) / width  # [n_band, width]
+        icos = weight[:, None] * np.cos(iarg) * win
+        isin = -weight[:, None] * np.sin(iarg) * win
+        synthesis = np.concatenate([np.tile(icos, (len(shifts), 1)), np.tile(isin, (len(shifts), 1))], axis=0)
         poly = interp.design_interpolator()  # [taps, 4], row j multiplies x[n - j]
         # conv1d is a correlation: weight[p, 0, j] multiplies x[n - (taps - 1) + j].
         interp_w = poly[::-1].T.copy()[:, None, :]
@@ -107,17 +158,17 @@ class Restorer(nn.Module):
             # Not saved in checkpoints: they are constants of the design.
             self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
 
-        self.inp = nn.Linear(N_BINS + 1, hidden)
+        self.inp = nn.Linear(n_bins + 1, hidden)
         self.gru = nn.GRU(hidden, hidden, layers, batch_first=True)
         self.mid = nn.Linear(hidden, hidden)
-        self.out = nn.Linear(hidden, len(SHIFTS) * N_BAND)
+        self.out = nn.Linear(hidden, len(shifts) * n_band)
         nn.init.constant_(self.out.bias, -2.0)
-        self.gate = nn.Parameter(torch.zeros(len(SHIFTS)))
+        self.gate = nn.Parameter(torch.zeros(len(shifts)))
 
     def state_shapes(self, channels: int | str) -> dict[str, tuple]:
         """Shape of each state tensor; ``channels`` may be the string ``"channels"``."""
-        return {"frames": (channels, HOP), "gru": (self.layers, channels, self.hidden),
-                "ola": (channels, HOP), "interp": (channels, INTERP_TAPS - 1)}
+        return {"frames": (channels, self.hop), "gru": (self.layers, channels, self.hidden),
+                "ola": (channels, self.hop), "interp": (channels, INTERP_TAPS - 1)}
 
     def initial_state(self, channels: int) -> list[torch.Tensor]:
         device = self.gate.device
@@ -125,29 +176,30 @@ class Restorer(nn.Module):
 
     def restore(self, audio_in: torch.Tensor, frames: torch.Tensor, gru: torch.Tensor,
                 ola: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Restored base-rate signal, delayed by ``HOP``.
+        """Restored base-rate signal, delayed by ``hop``.
 
-        Shape: ``audio_in [C, N]`` (N a multiple of HOP) -> ``restored [C, N]`` plus the
+        Shape: ``audio_in [C, N]`` (N a multiple of hop) -> ``restored [C, N]`` plus the
         new ``frames``, ``gru``, ``ola`` states.
         """
         c, n = audio_in.shape
-        buf = torch.cat([frames, audio_in], dim=1)  # [C, N + HOP]
-        frame = torch.cat([buf[:, :n].reshape(c, -1, HOP), buf[:, HOP:].reshape(c, -1, HOP)], dim=2)
-        spec = frame @ self.analysis  # [C, M, 2 * N_BINS]: re | im
+        hop, n_band = self.hop, self.geometry.n_band
+        buf = torch.cat([frames, audio_in], dim=1)  # [C, N + hop]
+        frame = torch.cat([buf[:, :n].reshape(c, -1, hop), buf[:, hop:].reshape(c, -1, hop)], dim=2)
+        spec = frame @ self.analysis  # [C, M, 2 * n_bins]: re | im
         logp = torch.log((spec * spec) @ self.power + 1e-9)
         mean = logp.mean(dim=2, keepdim=True)
         feat = torch.cat([(logp - mean) * 0.2, mean * 0.1], dim=2)
         h = F.elu(self.inp(feat))
         h, gru_out = self.gru(h, gru)
         h = F.elu(self.mid(h))
-        z = self.out(h).clamp(-20.0, 6.0)  # [C, M, S * N_BAND]
+        z = self.out(h).clamp(-20.0, 6.0)  # [C, M, S * n_band]
         # x10: the gate starts at 0 and reaches useful gains (about 1) in tens of steps.
         # Bounded to +-GAIN_MAX (tanh): a folded band is never made more than 6 dB louder
         # than its source, so a transient cannot blow up (an unbounded gain did, +20 dB).
-        gain = GAIN_MAX * torch.tanh(torch.exp(z) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(N_BAND))
-        folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * N_BAND]
-        syn = folded @ self.synthesis  # [C, M, WINDOW]
-        first, second = syn[:, :, :HOP], syn[:, :, HOP:]
+        gain = GAIN_MAX * torch.tanh(torch.exp(z) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(n_band))
+        folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]
+        syn = folded @ self.synthesis  # [C, M, width]
+        first, second = syn[:, :, :hop], syn[:, :, hop:]
         prev = torch.cat([ola[:, None, :], second[:, :-1, :]], dim=1)
         residual = (first + prev).reshape(c, n)
         restored = buf[:, :n] + residual
@@ -220,4 +272,35 @@ def load_widened(model: Restorer, small: dict) -> None:
             t[:, :h] = old
         else:  # out.bias, gate
             t.copy_(old)
+    model.load_state_dict(new)
+
+
+def load_rehopped(model: Restorer, other: dict, other_hop: int) -> None:
+    """Warm-start ``model`` from the weights of a model with a longer hop (``other_hop`` a
+    multiple of ``model.hop``), the same width and layers: a start for fine-tuning, not the
+    same function.
+
+    Bin ``k`` of the shorter frame spans bins ``r k .. r k + r - 1`` of the longer one
+    (``r = other_hop / model.hop``), so its input weight is the sum of theirs (a feature that
+    is the same in those bins reaches the GRU as before); each output gain takes the gain of
+    the bin at its own frequency. The GRU, the middle layer and the gate are copied; the GRU
+    now steps ``r`` times as often, which the fine-tuning has to learn.
+    """
+    if other_hop % model.hop or other_hop <= model.hop:
+        raise ValueError(f"can re-hop only to a shorter hop that divides the checkpoint's: {other_hop} -> {model.hop}")
+    r = other_hop // model.hop
+    geo, old_geo = model.geometry, Geometry(other_hop)
+    other = {k: v for k, v in other.items() if k in model.state_dict()}
+    if other["mid.weight"].shape[0] != model.hidden or sum(k.startswith("gru.weight_ih_l") for k in other) != model.layers:
+        raise ValueError("can re-hop only at the same width and number of GRU layers")
+    new = {k: v.clone() for k, v in other.items()}
+    old_in = other["inp.weight"]  # [H, old_bins + 1]: bins, then the frame's mean
+    w = torch.zeros(model.hidden, geo.n_bins + 1, dtype=old_in.dtype)
+    for k in range(geo.n_bins):
+        w[:, k] = old_in[:, r * k:min(r * k + r, old_geo.n_bins)].sum(dim=1)
+    w[:, -1] = old_in[:, -1]
+    new["inp.weight"] = w
+    rows = [s * old_geo.n_band + r * j for s in range(len(geo.shifts)) for j in range(geo.n_band)]
+    new["out.weight"] = other["out.weight"][rows].clone()
+    new["out.bias"] = other["out.bias"][rows].clone()
     model.load_state_dict(new)

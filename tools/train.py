@@ -35,9 +35,11 @@ import soundfile as sf
 import torch
 
 from rtupscale.dsp import metrics
-from tools.model import HOP, Restorer, count_parameters, load_weights, load_widened
+from tools.model import HOP, HOPS, Restorer, count_parameters, load_rehopped, load_weights, load_widened
 
 LOSSLESS = "lossless"
+SEGMENT_FRAMES = 16384  # training segment, samples (a multiple of every hop)
+WARM_FRAMES = 1024  # the loss ignores each segment's first samples (zero state)
 
 
 def load_split(data_dir: str | Path, split: str, max_clips: int | None = None) -> list[dict]:
@@ -69,9 +71,10 @@ class Batcher:
     All items of one batch share a sample rate (so the loss bands are the same bins).
     """
 
-    def __init__(self, clips: list[dict], batch: int, frames: int, seed: int, lossless_prob: float = 0.25):
-        if frames % HOP:
-            raise ValueError(f"segment frames {frames} must be a multiple of the hop {HOP}")
+    def __init__(self, clips: list[dict], batch: int, frames: int, seed: int, lossless_prob: float = 0.25,
+                 hop: int = HOP):
+        if frames % hop:
+            raise ValueError(f"segment frames {frames} must be a multiple of the hop {hop}")
         self.by_rate: dict[int, list[dict]] = {}
         for c in clips:
             if c["clean"].shape[1] > frames:
@@ -148,12 +151,12 @@ def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int, x: torch.Tensor | Non
 
 
 def run_offline(model: Restorer, x: torch.Tensor) -> torch.Tensor:
-    """Restored base-rate signal, latency ``HOP`` removed. ``[B, n] -> [B, n]`` (n % HOP == 0)."""
+    """Restored base-rate signal, latency ``model.hop`` removed. ``[B, n] -> [B, n]`` (n % hop == 0)."""
     b = x.shape[0]
     states = model.initial_state(b)
-    padded = torch.cat([x, torch.zeros(b, HOP, device=x.device)], dim=1)
+    padded = torch.cat([x, torch.zeros(b, model.hop, device=x.device)], dim=1)
     restored, *_ = model.restore(padded, states[0], states[1], states[2])
-    return restored[:, HOP:]
+    return restored[:, model.hop:]
 
 
 @torch.no_grad()
@@ -163,7 +166,7 @@ def validate(model: Restorer, clips: list[dict], seconds: float = 4.0) -> dict:
     acc: dict[str, list] = {}
     for clip in clips:
         sr = clip["sr"]
-        n = int(seconds * sr) // HOP * HOP
+        n = int(seconds * sr) // model.hop * model.hop
         ref = clip["clean"][:, :n].astype(np.float32) / 32768
         items = dict(clip["variants"])
         items[LOSSLESS] = clip["clean"]
@@ -198,10 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at", type=int, default=None,
                         help="stop at this step (default: --steps); the schedule stays that of --steps")
     parser.add_argument("--batch", type=int, default=12)
-    parser.add_argument("--frames", type=int, default=HOP * 128, help="segment length, samples")
+    parser.add_argument("--frames", type=int, default=SEGMENT_FRAMES, help="segment length, samples")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hidden", type=int, default=192)
     parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--hop", type=int, default=HOP, choices=HOPS,
+                        help="input samples per frame: the model's block multiple (latency hop + 72 samples)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--validate-every", type=int, default=1000)
@@ -234,30 +239,38 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    model = Restorer(args.hidden, args.layers).to(device)
+    model = Restorer(args.hidden, args.layers, args.hop).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     ckpt_path = run / "last.pt"
     config = {k: v for k, v in vars(args).items()}
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
+        saved_hop = ckpt.get("config", {}).get("hop", HOP)
+        if saved_hop != args.hop:
+            parser.error(f"{ckpt_path} was trained with --hop {saved_hop}, not {args.hop}")
         load_weights(model, ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     elif args.init:
-        init = torch.load(args.init, weights_only=False, map_location=device)["model"]
-        load_widened(model, init)  # a plain copy at the same width; checks the layers either way
-        print(f"initialised from {args.init} ({init['mid.weight'].shape[0]} -> {args.hidden} wide)", flush=True)
+        init_ckpt = torch.load(args.init, weights_only=False, map_location=device)
+        init, init_hop = init_ckpt["model"], init_ckpt.get("config", {}).get("hop", HOP)
+        if init_hop != args.hop:
+            load_rehopped(model, init, init_hop)
+            print(f"initialised from {args.init} (hop {init_hop} -> {args.hop})", flush=True)
+        else:
+            load_widened(model, init)  # a plain copy at the same width; checks the layers either way
+            print(f"initialised from {args.init} ({init['mid.weight'].shape[0]} -> {args.hidden} wide)", flush=True)
 
     train_clips = load_split(args.data, "train", args.max_train_clips)
     val_clips = load_split(args.data, "val", args.val_clips)
-    batcher = Batcher(train_clips, args.batch, args.frames, args.seed, args.lossless_prob)
+    batcher = Batcher(train_clips, args.batch, args.frames, args.seed, args.lossless_prob, args.hop)
     print(f"{count_parameters(model)} parameters on {device}; {len(train_clips)} train clips, {len(val_clips)} val clips",
           flush=True)
     log = open(run / "log.jsonl", "a")
-    warm = 8 * HOP  # loss ignores the zero-state start of each segment
+    warm = WARM_FRAMES  # loss ignores the zero-state start of each segment
 
     def save(path: Path) -> None:
         tmp = path.with_suffix(".tmp")

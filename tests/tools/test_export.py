@@ -10,12 +10,12 @@ import torch
 
 from rtupscale.dsp import interp
 from tools import export, train
-from tools.model import HOP, LATENCY, Restorer
+from tools.model import HOP, Restorer
 
 
-def _tiny_trained(steps=5, seed=0, hidden=16):
+def _tiny_trained(steps=5, seed=0, hidden=16, hop=HOP):
     torch.manual_seed(seed)
-    model = Restorer(hidden=hidden, layers=1)
+    model = Restorer(hidden=hidden, layers=1, hop=hop)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     rng = np.random.default_rng(seed)
     for _ in range(steps):
@@ -32,8 +32,9 @@ def _tiny_trained(steps=5, seed=0, hidden=16):
     return model
 
 
-def test_tiny_model_exports_and_passes_parity_and_runtime(tmp_path):
-    model = _tiny_trained()
+@pytest.mark.parametrize("hop, latency", [(128, 200), (64, 136)])
+def test_tiny_model_exports_and_passes_parity_and_runtime(tmp_path, hop, latency):
+    model = _tiny_trained(hop=hop)
     path = tmp_path / "tiny.onnx"
     report = export.export_and_check(model, path, "tiny", "test model")
     assert all(v <= export.TOLERANCE for v in report["parity"].values())
@@ -42,8 +43,9 @@ def test_tiny_model_exports_and_passes_parity_and_runtime(tmp_path):
     assert proto.ir_version <= 13
     meta = {p.key: p.value for p in proto.metadata_props}
     assert meta["rtupscale.kind"] == "stateful"
-    assert meta["rtupscale.latency"] == str(LATENCY)
-    assert meta["rtupscale.block_multiple"] == str(HOP)
+    assert meta["rtupscale.latency"] == str(latency)
+    assert meta["rtupscale.block_multiple"] == str(hop)
+    assert sorted(report["parity"]) == sorted([f"block_{hop}", f"block_{4 * hop}", "mono"])
     states = json.loads(meta["rtupscale.state"])
     assert [s["in"] for s in states] == [f"state_in_{n}" for n in ("frames", "gru", "ola", "interp")]
     assert all(s["shape"].count("channels") == 1 for s in states)
@@ -76,12 +78,14 @@ def test_dropping_the_state_breaks_parity(tmp_path):
     assert np.max(np.abs(out - reference)) > 1e-2
 
 
-def test_untrained_model_is_the_bypass_interpolation_delayed_by_one_hop():
-    model = Restorer(hidden=16, layers=1).eval()
+@pytest.mark.parametrize("hop", [64, 128, 256])
+def test_untrained_model_is_the_bypass_interpolation_delayed_by_one_hop(hop):
+    model = Restorer(hidden=16, layers=1, hop=hop).eval()
+    assert model.latency == hop + interp.LATENCY
     x = export.parity_signal(48000, 0.2)
     out = export.torch_offline(model, x)
     bypass = interp.Interpolator(2, x.shape[1])
-    delayed = np.concatenate([np.zeros((2, HOP), np.float32), x[:, :-HOP]], axis=1)
+    delayed = np.concatenate([np.zeros((2, hop), np.float32), x[:, :-hop]], axis=1)
     expected = bypass.process(delayed)
     np.testing.assert_allclose(out, expected, atol=1e-6)
 

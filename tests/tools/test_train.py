@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from tools import make_dataset, train
+from tools.model import HOPS, Geometry, Restorer, load_rehopped
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,53 @@ def test_init_warm_starts_a_wider_run(tiny_data, tmp_path, capsys):
     assert "(16 -> 24 wide)" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         train.main(args + ["--lossless-prob", "1.5"])
+
+
+def test_every_hop_folds_the_same_frequencies():
+    for hop in HOPS:
+        geo = Geometry(hop)
+        assert geo.band_start * 44100 / geo.window == pytest.approx(15159.4, abs=0.1)
+        assert [s * 44100 / geo.window for s in geo.shifts] == pytest.approx([5512.5, 8268.75, 11025.0])
+        assert all(s % 2 == 0 for s in geo.shifts)  # the phases stay coherent at 50 % overlap
+    with pytest.raises(ValueError, match="hop must be one of"):
+        Restorer(16, 1, hop=96)
+
+
+def test_rehopped_model_sees_a_flat_feature_as_the_long_hop_did_and_keeps_each_gain_frequency():
+    torch.manual_seed(0)
+    long = Restorer(16, 2, hop=128)
+    for p in long.parameters():
+        p.data.normal_()
+    short = Restorer(16, 2, hop=64)
+    load_rehopped(short, long.state_dict(), 128)
+    # A feature that is the same in each pair of long-hop bins (2k, 2k + 1) reaches the
+    # GRU as it did: the short hop's bin k carries both.
+    f_short = torch.randn(3, 65 + 1)
+    f_long = torch.cat([f_short[:, :64].repeat_interleave(2, dim=1), f_short[:, 64:]], dim=1)
+    torch.testing.assert_close(short.inp(f_short), long.inp(f_long))
+    for name in ("mid.weight", "gru.weight_hh_l1", "gate"):
+        torch.testing.assert_close(short.state_dict()[name], long.state_dict()[name])
+    # Output gain j of the short hop is that of the long hop's bin at the same frequency.
+    h = torch.randn(4, 16)
+    out_short, out_long = short.out(h).reshape(4, 3, 21), long.out(h).reshape(4, 3, 41)
+    torch.testing.assert_close(out_short, out_long[:, :, ::2])
+    with pytest.raises(ValueError, match="shorter hop"):
+        load_rehopped(Restorer(16, 2, hop=128), short.state_dict(), 64)
+    with pytest.raises(ValueError, match="same width"):
+        load_rehopped(Restorer(24, 2, hop=64), long.state_dict(), 128)
+
+
+def test_init_from_a_longer_hop_and_a_resume_at_another_hop_is_an_error(tiny_data, tmp_path, capsys):
+    assert train.main(_args(tiny_data, tmp_path / "h128", 2)) == 0
+    args = _args(tiny_data, tmp_path / "h64", 2) + ["--hop", "64"]
+    assert train.main(args + ["--init", str(tmp_path / "h128" / "final.pt")]) == 0
+    assert "(hop 128 -> 64)" in capsys.readouterr().out
+    ckpt = torch.load(tmp_path / "h64" / "final.pt", weights_only=False)
+    assert ckpt["config"]["hop"] == 64 and ckpt["model"]["inp.weight"].shape[1] == 65 + 1
+    resumed = _args(tiny_data, tmp_path / "h64", 4)  # without --hop 64: the checkpoint's hop differs
+    with pytest.raises(SystemExit):
+        train.main(resumed)
+    assert "trained with --hop 64, not 128" in capsys.readouterr().err
 
 
 def test_edge_term_charges_only_what_the_output_adds_below_15_khz():
