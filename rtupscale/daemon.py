@@ -35,7 +35,7 @@ from rtupscale.audio.devices import DeviceError, Endpoint, resolve_capture, reso
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.audio.rings import FrameRing
 from rtupscale.audio.pulse_streams import PulseStreams, choose_backend
-from rtupscale.audio.streams import LiveStreams
+from rtupscale.audio.streams import LiveStreams, prefill_warning
 
 log = logging.getLogger("rtupscale.daemon")
 
@@ -128,6 +128,8 @@ class Session:
         self.pipeline = Pipeline(self.engine, self.channels, rate, block, self.cap_ring, self.play_ring, prefill)
         self.routing.backend = choose_backend(a.backend, capture, playback)
         streams_cls = PulseStreams if self.routing.backend == "pulse" else LiveStreams
+        if self.routing.backend == "portaudio" and (warning := prefill_warning(lat.prefill_ms)):
+            log.warning("%s", warning)
         self.streams = streams_cls(
             capture, playback, rate, self.channels, self.cap_ring, self.play_ring,
             1e-3 * lat.capture_buffer_ms, 1e-3 * lat.playback_buffer_ms,

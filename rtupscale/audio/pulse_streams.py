@@ -57,18 +57,22 @@ underflows, 34.7 ms end to end; EARLY_REQUESTS, m = 2 ms, in three runs with pre
 requests (pre-fill 2, T = 22) counted 4: twice the server's wake-ups for the same cover."""
 
 
-def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float) -> tuple[str, str]:
+def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float, owed_s: float = 0.0,
+                    backlog_s: float = 0.0) -> tuple[str, str]:
     """Why the server ran out of our queue, from what led to it (see ``underflow_cb``), and
     what to change: ``(cause, one line)``. A stall is a wait longer than 1.5 request periods
-    ``request_s`` + 3 ms.
+    ``request_s`` + 3 ms; a shortfall is owing the server that much audio.
 
     - ``server_late``: no request of the server reached us for ``request_gap_s`` while its
       queue drained: a stall of the server, of the machine or of our stream thread (the two
       ends look the same from here). Our ring may have run empty as well: capture comes
       through the same server, and stalls with it;
     - ``ring_short``: the server kept asking at its pace, and our playback ring stayed empty
-      for ``ring_empty_s``: the worker's output came late (a slow block, or capture late);
-    - ``queue_short``: neither; the server's queue is too short for this machine.
+      for ``ring_empty_s``, or after a request we still owed the server ``owed_s`` of audio:
+      the worker's output came late (a slow block, or capture late);
+    - ``queue_short``: neither: every request was met in time, so the sink took more than
+      the queue held at once. ``backlog_s`` (capture the worker had not yet taken) says
+      whether the worker was behind.
 
     The server's queue covers all three, so the setting to raise is the same.
     """
@@ -84,8 +88,15 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float)
             f"our playback ring stayed empty for {empty_ms:.1f} ms while the sound server asked: "
             "the worker's output came late (see the time per block); raise latency.playback_buffer_ms"
         )
+    if owed_s > stall:
+        return "ring_short", (
+            f"our playback ring could not meet the sound server's requests (we owed it {1e3 * owed_s:.1f} ms): "
+            "the worker's output came late (see the time per block); raise latency.playback_buffer_ms"
+        )
     return "queue_short", (
-        f"the server's queue ran out between requests ({gap_ms:.1f} ms apart at most): raise latency.playback_buffer_ms"
+        f"the server's queue ran out although its requests came at most {gap_ms:.1f} ms apart and were met "
+        f"(owed at most {1e3 * owed_s:.1f} ms, worker backlog {1e3 * backlog_s:.1f} ms): "
+        "raise latency.playback_buffer_ms"
     )
 
 
@@ -261,7 +272,8 @@ class PulseStreams:
         self.xruns.output_underflows = int(st.underflows)
         if under:
             # the report of the newest one (those between two calls share it)
-            cause, line = underflow_cause(1e-6 * st.uf_request_gap_us, 1e-6 * st.uf_ring_empty_us, self.request_s)
+            cause, line = underflow_cause(1e-6 * st.uf_request_gap_us, 1e-6 * st.uf_ring_empty_us, self.request_s,
+                                          st.uf_owed_frames / (FACTOR * self.rate), st.uf_capture_frames / self.rate)
             self.xruns.underflow_causes[cause] = self.xruns.underflow_causes.get(cause, 0) + under
             self.xruns.last_underflow = line
         self.xruns.ring_short = int(st.ring_empty)

@@ -23,6 +23,22 @@ log = logging.getLogger("rtupscale.audio")
 
 CLIENT_PROPS = "application.name=rtupscale media.role=music application.icon_name=audio-card"
 
+PORTAUDIO_MIN_PREFILL_MS = 10.0
+"""Below this pre-fill the PortAudio path is warned about (see :func:`prefill_warning`)."""
+
+
+def prefill_warning(prefill_ms: float) -> str | None:
+    """A warning line when ``latency.prefill_ms`` is too small for the PortAudio streams, else
+    None. There the pre-fill is the only cushion against the device's periods (a callback
+    takes a whole period at once); the native PulseAudio streams need only a couple of ms
+    because the server's queue (``latency.playback_buffer_ms``) is the cushion. Measured
+    through ALSA's pulse plugin: pre-fill 30 ms with a 20 ms device buffer ran clean."""
+    if prefill_ms >= PORTAUDIO_MIN_PREFILL_MS:
+        return None
+    return (f"latency.prefill_ms {prefill_ms:g} is small for PortAudio streams (a raw ALSA device, or "
+            f"audio.backend: portaudio): there the pre-fill is the only cushion against the device's periods; "
+            f"use {PORTAUDIO_MIN_PREFILL_MS:g} ms or more (30 ms ran clean through ALSA's pulse plugin)")
+
 
 @dataclass
 class XrunCounters:

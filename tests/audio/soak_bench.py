@@ -79,6 +79,7 @@ def main() -> int:
     ap.add_argument("--playback-buffer", type=float, default=None, help="latency.playback_buffer_ms (default: config.yaml's)")
     ap.add_argument("--capture-buffer", type=float, default=None, help="latency.capture_buffer_ms (default: config.yaml's)")
     ap.add_argument("--backend", choices=("auto", "pulse", "portaudio"), default=None, help="audio.backend (default: config.yaml's)")
+    ap.add_argument("--model", type=Path, default=None, help="model.path (default: config.yaml's)")
     ap.add_argument("--no-hog", action="store_true")
     ap.add_argument("--server-stalls", metavar="MS,EVERY_MS", default=None,
                     help="stall the server's main thread and ours (not its sinks) for MS every EVERY_MS (root)")
@@ -91,7 +92,9 @@ def main() -> int:
     server.start()
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     model = cfg.setdefault("model", {})
-    if model.get("path", "none") != "none":  # relative to config.yaml, which stays in the repo
+    if args.model is not None:
+        model["path"] = str(args.model.resolve())
+    elif model.get("path", "none") != "none":  # relative to config.yaml, which stays in the repo
         model["path"] = str((REPO / model["path"]).resolve())
     cfg["latency"]["block_size"] = args.block
     if args.prefill is not None:
@@ -165,6 +168,7 @@ def main() -> int:
         report = {
             "minutes": args.minutes,
             "block": args.block,
+            "model": model.get("path", "none"),
             "prefill_ms": cfg["latency"]["prefill_ms"],
             "playback_buffer_ms": cfg["latency"]["playback_buffer_ms"],
             "capture_buffer_ms": cfg["latency"]["capture_buffer_ms"],

@@ -63,6 +63,23 @@ def test_underflow_cause_names_the_side_that_was_late():
     assert underflow_cause(0.0061, 0.0, period)[0] == "server_late"
     assert underflow_cause(0.002, 0.0059, period)[0] == "queue_short"
     assert underflow_cause(0.002, 0.0061, period)[0] == "ring_short"
+    # every request met at once but the queue ran out: the sink took more than it held
+    cause, line = underflow_cause(0.003, 0.0, period, owed_s=0.001, backlog_s=0.0004)
+    assert cause == "queue_short" and "owed at most 1.0 ms" in line and "backlog 0.4 ms" in line
+    # after a request we still owed the server more than a stall's worth: the ring was short
+    assert underflow_cause(0.003, 0.0, period, owed_s=0.0061)[0] == "ring_short"
+    assert "we owed it 6.1 ms" in underflow_cause(0.003, 0.0, period, owed_s=0.0061)[1]
+    assert underflow_cause(0.003, 0.0, period, owed_s=0.0059)[0] == "queue_short"
+    assert underflow_cause(0.0061, 0.0, period, owed_s=0.02)[0] == "server_late"
+
+
+def test_a_small_prefill_on_the_portaudio_path_is_warned_about():
+    from rtupscale.audio.streams import prefill_warning
+
+    line = prefill_warning(2.0)  # the shipped default: right for the native streams only
+    assert line is not None and "latency.prefill_ms 2" in line and "10 ms or more" in line
+    assert prefill_warning(9.9) is not None
+    assert prefill_warning(10.0) is None and prefill_warning(30.0) is None
 
 
 # -- live ---------------------------------------------------------------------------------

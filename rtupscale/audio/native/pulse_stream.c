@@ -27,6 +27,7 @@ struct rtu_pulse {
     /* for the underflow report (all on the main-loop thread): when the server's last
      * requests came, and the last stretch of time the ring stayed empty */
     uint64_t req_at[RTU_REQUEST_HISTORY];
+    uint64_t owed[RTU_REQUEST_HISTORY]; /* frames asked for and not yet written, after each request's fill */
     unsigned req_n;
     uint64_t empty_len, empty_end;
     pa_time_event *retry; /* disabled until a request is left partly unmet */
@@ -150,8 +151,11 @@ static void retry_cb(pa_mainloop_api *a, pa_time_event *e, const struct timeval 
 static void write_cb(pa_stream *s, size_t nbytes, void *u) {
     rtu_pulse *p = u;
     INC(p->st.callbacks_out);
-    p->req_at[p->req_n++ % RTU_REQUEST_HISTORY] = now_us();
+    unsigned i = p->req_n++ % RTU_REQUEST_HISTORY;
+    p->req_at[i] = now_us();
     fill(p, s, nbytes);
+    size_t w = pa_stream_writable_size(s);
+    p->owed[i] = w == (size_t)-1 ? 0 : w / p->out_fb;
 }
 
 /* The server found our queue empty when its sink mixed ahead ("implicit underrun" in
@@ -165,12 +169,14 @@ static void underflow_cb(pa_stream *s, void *u) {
      * the machine or this thread stalled while our ring held audio), or a ring that stayed
      * empty while the server asked (the worker's output came late). The notice comes with
      * the server's next request, so both are looked for over the last requests. */
-    uint64_t now = now_us(), t = now, gap = 0, empty = 0;
+    uint64_t now = now_us(), t = now, gap = 0, empty = 0, owed = 0;
     unsigned n = p->req_n < RTU_REQUEST_HISTORY ? p->req_n : RTU_REQUEST_HISTORY;
     for (unsigned k = 0; k < n; k++) {
         unsigned i = (p->req_n - 1 - k) % RTU_REQUEST_HISTORY;
         if (t - p->req_at[i] > gap)
             gap = t - p->req_at[i];
+        if (p->owed[i] > owed)
+            owed = p->owed[i];
         t = p->req_at[i];
     }
     if (p->empty_since)
@@ -179,6 +185,9 @@ static void underflow_cb(pa_stream *s, void *u) {
         empty = p->empty_len;
     STORE(p->st.uf_request_gap_us, gap);
     STORE(p->st.uf_ring_empty_us, empty);
+    STORE(p->st.uf_owed_frames, owed);
+    long backlog = p->ops.read_available(p->cap_ring);
+    STORE(p->st.uf_capture_frames, (uint64_t)(backlog > 0 ? backlog : 0));
     /* release: a reader that sees the new count sees this report */
     __atomic_fetch_add(&p->st.underflows, 1, __ATOMIC_RELEASE);
 }

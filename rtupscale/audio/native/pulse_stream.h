@@ -46,6 +46,8 @@ typedef struct {
     /* At the last underflow (see underflow_cb), what led to it: */
     uint64_t uf_request_gap_us; /* the longest wait between the server's last requests */
     uint64_t uf_ring_empty_us;  /* the longest the playback ring stayed empty, over the same requests */
+    uint64_t uf_owed_frames;    /* the most the server had asked for and we had not written, after each of those requests */
+    uint64_t uf_capture_frames; /* the capture ring's fill (the worker's backlog) when the underflow was reported */
     int32_t playing;           /* armed, and not starved since */
     int32_t failed;            /* the context or a stream failed (server gone, device gone) */
 } rtu_stats;
