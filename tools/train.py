@@ -150,13 +150,51 @@ def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int, x: torch.Tensor | Non
     return total, terms
 
 
-def run_offline(model: Restorer, x: torch.Tensor) -> torch.Tensor:
-    """Restored base-rate signal, latency ``model.hop`` removed. ``[B, n] -> [B, n]`` (n % hop == 0)."""
+def run_offline(model: Restorer, x: torch.Tensor, gru: torch.Tensor | None = None,
+                return_state: bool = False):
+    """Restored base-rate signal, latency ``model.hop`` removed. ``[B, n] -> [B, n]`` (n % hop == 0).
+
+    From zero state, or with the GRU starting from ``gru`` ``[layers, B, hidden]`` (the
+    analysis history and the overlap-add tail start at zero); with ``return_state`` also the
+    GRU state at the end."""
     b = x.shape[0]
     states = model.initial_state(b)
+    if gru is not None:
+        states[1] = gru
     padded = torch.cat([x, torch.zeros(b, model.hop, device=x.device)], dim=1)
-    restored, *_ = model.restore(padded, states[0], states[1], states[2])
-    return restored[:, model.hop:]
+    restored, _, gru_out, _ = model.restore(padded, states[0], states[1], states[2])
+    return (restored[:, model.hop:], gru_out) if return_state else restored[:, model.hop:]
+
+
+SILENCE_S = 3.0  # the silence the "silence state" is taken after
+SILENCE_EVERY = 50  # steps between two updates of it
+
+
+@torch.no_grad()
+def silence_state(model: Restorer, sr: int = 44100) -> torch.Tensor:
+    """The GRU state after ``SILENCE_S`` of digital silence: where a stream's state sits
+    before a song starts. ``[layers, 1, hidden]``."""
+    n = int(SILENCE_S * sr) // model.hop * model.hop
+    _, gru = run_offline(model, torch.zeros(1, n, device=model.gate.device), return_state=True)
+    return gru
+
+
+def carried_states(prev: torch.Tensor | None, silence: torch.Tensor, batch: int, prob: float,
+                   rng: np.random.Generator) -> torch.Tensor | None:
+    """Initial GRU states for ``--carry-prob``: each item, with probability ``prob``, starts
+    from the end state of one of the previous step's items (the stream ran on other music)
+    or from the silence state, half and half; the others from zero. None when none is drawn."""
+    pick = rng.random(batch) < prob
+    if not pick.any():
+        return None
+    layers, _, hidden = silence.shape
+    h = torch.zeros(layers, batch, hidden, device=silence.device)
+    for b in np.flatnonzero(pick):
+        if prev is not None and rng.random() < 0.5:
+            h[:, b] = prev[:, rng.integers(prev.shape[1])]
+        else:
+            h[:, b] = silence[:, 0]
+    return h
 
 
 @torch.no_grad()
@@ -220,6 +258,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="start from this checkpoint's weights (a fresh optimizer and schedule); "
                         "a narrower checkpoint with the same layers is widened to --hidden, computing the same "
                         "function at step 0 (tools.model.load_widened)")
+    parser.add_argument("--carry-prob", type=float, default=0.0,
+                        help="share of batch items whose GRU starts from another item's end state or from "
+                        "the state after silence, not from zero: teaches the model to forget its history "
+                        "(the live stream's state has run on other audio; file mode starts from zero)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu",
                         help="torch device: cpu, cuda, cuda:N, or auto (cuda where torch sees a GPU); "
@@ -229,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--steps and --batch must be >= 1")
     if not 0.0 <= args.lossless_prob <= 1.0:
         parser.error(f"--lossless-prob must be in [0, 1], got {args.lossless_prob}")
+    if not 0.0 <= args.carry_prob <= 1.0:
+        parser.error(f"--carry-prob must be in [0, 1], got {args.carry_prob}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -242,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     model = Restorer(args.hidden, args.layers, args.hop).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
+    carry: dict[str, torch.Tensor | None] = {}  # --carry-prob: the previous step's end states, the silence state
     ckpt_path = run / "last.pt"
     config = {k: v for k, v in vars(args).items()}
     if ckpt_path.exists():
@@ -253,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
         torch.set_rng_state(ckpt["torch_rng"].cpu())
+        carry = {k: (v.to(device) if v is not None else None) for k, v in ckpt.get("carry", {}).items()}
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     elif args.init:
         init_ckpt = torch.load(args.init, weights_only=False, map_location=device)
@@ -275,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     def save(path: Path) -> None:
         tmp = path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "torch_rng": torch.get_rng_state(), "config": config}, tmp)
+                    "torch_rng": torch.get_rng_state(), "config": config, "carry": carry}, tmp)
         tmp.replace(path)
 
     t0 = time.time()
@@ -288,7 +334,14 @@ def main(argv: list[str] | None = None) -> int:
             g["lr"] = lr
         sr, x, y = batcher.get(step)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        est = run_offline(model, x)
+        gru0 = None
+        if args.carry_prob > 0:
+            if carry.get("silence") is None or step % SILENCE_EVERY == 0:
+                carry["silence"] = silence_state(model)
+            gru0 = carried_states(carry.get("prev"), carry["silence"], x.shape[0], args.carry_prob,
+                                  np.random.default_rng([args.seed, step, 1]))
+        est, gru_end = run_offline(model, x, gru0, return_state=True)
+        carry["prev"] = gru_end.detach() if args.carry_prob > 0 else None
         loss, terms = loss_fn(est[:, warm:], y[:, warm:], sr, x[:, warm:], args.edge_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -24,11 +24,13 @@ def _args(data, run, stop_at):
             "--validate-every", "4", "--val-clips", "1", "--seed", "5"]
 
 
-def test_resumed_run_equals_uninterrupted_run(tiny_data, tmp_path, capsys):
-    assert train.main(_args(tiny_data, tmp_path / "a", 4)) == 0
-    assert train.main(_args(tiny_data, tmp_path / "b", 2)) == 0
+@pytest.mark.parametrize("carry", ["0", "0.5"])
+def test_resumed_run_equals_uninterrupted_run(tiny_data, tmp_path, capsys, carry):
+    extra = ["--carry-prob", carry]  # 0.5: the carried states travel in the checkpoint too
+    assert train.main(_args(tiny_data, tmp_path / "a", 4) + extra) == 0
+    assert train.main(_args(tiny_data, tmp_path / "b", 2) + extra) == 0
     capsys.readouterr()
-    assert train.main(_args(tiny_data, tmp_path / "b", 4)) == 0  # resumes from last.pt at step 2
+    assert train.main(_args(tiny_data, tmp_path / "b", 4) + extra) == 0  # resumes from last.pt at step 2
     printed = capsys.readouterr().out
     assert "resumed from" in printed and "at step 2" in printed
     assert "done: step 4 (2 steps this run)" in printed
@@ -160,6 +162,27 @@ def test_init_from_a_longer_hop_and_a_resume_at_another_hop_is_an_error(tiny_dat
     with pytest.raises(SystemExit):
         train.main(resumed)
     assert "trained with --hop 64, not 128" in capsys.readouterr().err
+
+
+def test_carried_states_start_items_from_other_audio_or_silence():
+    import numpy as np
+
+    from tools.train import carried_states, run_offline, silence_state
+
+    torch.manual_seed(0)
+    model = Restorer(16, 2, hop=64)
+    with torch.no_grad():
+        model.gate.fill_(0.5)  # at 0 (untrained) the output does not depend on the GRU
+    silence = silence_state(model)
+    assert silence.shape == (2, 1, 16) and float(silence.abs().max()) > 0
+    x = 0.1 * torch.randn(4, 2048)
+    _, prev = run_offline(model, x, return_state=True)
+    h = carried_states(prev, silence, 4, 1.0, np.random.default_rng(0))
+    for b in range(4):  # every item from another item's end state or from the silence state
+        assert any(torch.equal(h[:, b], prev[:, j]) for j in range(4)) or torch.equal(h[:, b], silence[:, 0])
+    assert carried_states(prev, silence, 4, 0.0, np.random.default_rng(0)) is None
+    # and the state is used: the same input from another state gives another output
+    assert float((run_offline(model, x, h) - run_offline(model, x)).abs().max()) > 1e-4
 
 
 def test_edge_term_charges_only_what_the_output_adds_below_15_khz():
