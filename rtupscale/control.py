@@ -276,8 +276,6 @@ def format_status(st: dict) -> list[str]:
         lines.append("output underflows by cause: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(c.items())))
     if st.get("last_output_underflow"):
         lines.append(f"last output underflow: {st['last_output_underflow']}")
-    if st.get("queue_refills"):
-        lines.append(f"server queue refilled with silence after an underflow: {st['queue_refills']} times (one gap each, instead of a run of underflows)")
     if st.get("playback_ring_short"):
         lines.append(f"playback ring short: {st['playback_ring_short']} (requests topped up a millisecond later while the server's queue played on; not gaps)")
     lines.append(f"guard events {e.get('guard_events', 0)}, resets {e.get('resets', 0)}, swaps {e.get('swaps', 0)}, limited samples {e.get('limited_samples', 0)}")

@@ -342,7 +342,6 @@ class Daemon:
         self.last_latency_probe = 0.0
         self.past_xruns: dict[str, int] = collections.Counter()  # of closed sessions
         self.past_ring_short = 0
-        self.past_queue_refills = 0
         self.past_underflow_causes: collections.Counter = collections.Counter()
         self.last_underflow = ""
         self.own_sink: tuple[int, str, int, int] | None = None
@@ -573,7 +572,6 @@ class Daemon:
         for k, v in self._session_xruns(s).items():
             self.past_xruns[k] += v
         self.past_ring_short += s.streams.xruns.ring_short
-        self.past_queue_refills += s.streams.xruns.queue_refills
         self.past_underflow_causes.update(s.streams.xruns.underflow_causes)
         self.last_underflow = s.streams.xruns.last_underflow or self.last_underflow
 
@@ -801,8 +799,6 @@ class Daemon:
                 "blocks": p.counters.blocks,
                 "xruns": xr,
                 "playback_ring_short": ring_short,
-                # native PulseAudio streams: the server's queue refilled with silence after an underflow
-                "queue_refills": s.streams.xruns.queue_refills + self.past_queue_refills,
                 "output_underflow_causes": causes,
                 "last_output_underflow": s.streams.xruns.last_underflow or self.last_underflow or None,
                 "engine": s.engine.counters.snapshot(),

@@ -277,7 +277,6 @@ class PulseStreams:
             self.xruns.underflow_causes[cause] = self.xruns.underflow_causes.get(cause, 0) + under
             self.xruns.last_underflow = line
         self.xruns.ring_short = int(st.ring_empty)
-        self.xruns.queue_refills = int(st.refills)
         new = holes + under
         self.xruns.callbacks_in = int(st.callbacks_in)
         self.xruns.callbacks_out = int(st.callbacks_out)

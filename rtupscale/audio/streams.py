@@ -58,9 +58,6 @@ class XrunCounters:
     underflow_causes: dict[str, int] = field(default_factory=dict)
     """Native PulseAudio streams: output underflows by cause
     (:func:`rtupscale.audio.pulse_streams.underflow_cause`)."""
-    queue_refills: int = 0
-    """Native PulseAudio streams: times the server's queue was topped up with silence after an
-    output underflow (see ``refill_cb`` in ``native/pulse_stream.c``); not counted again as xruns."""
     last_underflow: str = ""
     """Native PulseAudio streams: what led to the last output underflow, and what to change."""
 

@@ -178,7 +178,6 @@ def main() -> int:
             "xruns": st["xruns"],
             "xruns_during_soak": st["xruns"]["total"] - st0["xruns"]["total"],
             "output_underflow_causes": st.get("output_underflow_causes"),
-            "queue_refills": st.get("queue_refills"),
             "last_output_underflow": st.get("last_output_underflow"),
             "processing_ms": st["processing_ms"],
             "playback_level_frames": {"target": st["rings"]["playback_target"], "min": min(levels), "max": max(levels),

@@ -12,7 +12,6 @@
 #define MAX_CHANNELS 8
 #define RETRY_US 1000     /* a request the ring could not meet is retried this often */
 #define STARVED_US 50000  /* the ring empty this long: disarm (the worker re-arms) */
-#define REFILL_EMPTY_US 10000 /* the ring empty this long: no refill after an underflow (see refill_cb) */
 
 struct rtu_pulse {
     pa_threaded_mainloop *ml;
@@ -31,7 +30,6 @@ struct rtu_pulse {
     uint64_t owed[RTU_REQUEST_HISTORY]; /* frames asked for and not yet written, after each request's fill */
     unsigned req_n;
     uint64_t empty_len, empty_end;
-    int refill_pending; /* an underflow asked for a timing update; its callback refills the queue */
     pa_time_event *retry; /* disabled until a request is left partly unmet */
     pa_time_event *timer;
     float zeros[ZERO_FRAMES * MAX_CHANNELS];
@@ -160,59 +158,13 @@ static void write_cb(pa_stream *s, size_t nbytes, void *u) {
     p->owed[i] = w == (size_t)-1 ? 0 : w / p->out_fb;
 }
 
-/* After an underrun the server asks for all of its queue again at once, and our ring holds
- * only the hand-off (a couple of ms): met from the ring alone, a request at a time as the
- * worker's blocks come, the queue would stay about one request long, and the next stall
- * would bring another underrun (measured here at block 64: runs of up to 45 in a second,
- * with every request met at once). So once the server's request is in (a timing update
- * is the marker), what the ring cannot give is met with silence first (a gap after the
- * one the underrun made, instead of many), then the ring follows: the whole queue covers
- * again. */
-static void refill_cb(pa_stream *s, int success, void *u) {
-    rtu_pulse *p = u;
-    (void)success;
-    if (!p->refill_pending)
-        return;
-    p->refill_pending = 0;
-    size_t w = pa_stream_writable_size(s);
-    /* not when the ring has been empty for a while: the worker is not delivering (stalled,
-     * or no capture), and silence would only hide that (the ring-empty report, and the
-     * disarm at STARVED_US). Just emptied by the server's request is the usual case here. */
-    if (w == (size_t)-1 || !LOAD(p->st.playing) || (p->empty_since && now_us() - p->empty_since > REFILL_EMPTY_US))
-        return;
-    long n = (long)(w / p->out_fb) - p->ops.read_available(p->play_ring);
-    if (n > 0) {
-        INC(p->st.refills);
-        ADD(p->st.refilled_frames, (uint64_t)n);
-    }
-    while (n > 0) {
-        void *buf;
-        size_t sz = (size_t)n * p->out_fb;
-        if (pa_stream_begin_write(s, &buf, &sz) < 0 || sz < p->out_fb) {
-            STORE(p->st.failed, 1);
-            return;
-        }
-        long k = (long)(sz / p->out_fb);
-        if (k > n)
-            k = n;
-        memset(buf, 0, (size_t)k * p->out_fb);
-        if (pa_stream_write(s, buf, (size_t)k * p->out_fb, NULL, 0, PA_SEEK_RELATIVE) < 0) {
-            STORE(p->st.failed, 1);
-            return;
-        }
-        n -= k;
-    }
-    w = pa_stream_writable_size(s);
-    if (w != (size_t)-1 && w > 0)
-        fill(p, s, w);
-}
-
 /* The server found our queue empty when its sink mixed ahead ("implicit underrun" in
  * PulseAudio's log). Data that arrives while the sink can still rewind is put in place;
  * the rest of the silence is played (measured here: gaps of 1 to 4 ms), and with prebuf
  * the stream resumes once a request's worth has arrived. Counted as an output underflow. */
 static void underflow_cb(pa_stream *s, void *u) {
     rtu_pulse *p = u;
+    (void)s;
     /* What led to it: a long wait between the server's requests reaching us (the server,
      * the machine or this thread stalled while our ring held audio), or a ring that stayed
      * empty while the server asked (the worker's output came late). The notice comes with
@@ -238,13 +190,6 @@ static void underflow_cb(pa_stream *s, void *u) {
     STORE(p->st.uf_capture_frames, (uint64_t)(backlog > 0 ? backlog : 0));
     /* release: a reader that sees the new count sees this report */
     __atomic_fetch_add(&p->st.underflows, 1, __ATOMIC_RELEASE);
-    if (!p->refill_pending && LOAD(p->st.playing)) {
-        pa_operation *o = pa_stream_update_timing_info(s, refill_cb, p);
-        if (o) {
-            p->refill_pending = 1;
-            pa_operation_unref(o);
-        }
-    }
 }
 
 /* ---------------------------------------------------------------- state and set-up */
@@ -480,8 +425,6 @@ void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
     o->uf_ring_empty_us = LOAD(p->st.uf_ring_empty_us);
     o->uf_owed_frames = LOAD(p->st.uf_owed_frames);
     o->uf_capture_frames = LOAD(p->st.uf_capture_frames);
-    o->refills = LOAD(p->st.refills);
-    o->refilled_frames = LOAD(p->st.refilled_frames);
     o->playing = LOAD(p->st.playing);
     o->failed = LOAD(p->st.failed);
 }
