@@ -70,9 +70,9 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float,
     - ``ring_short``: the server kept asking at its pace, and our playback ring stayed empty
       for ``ring_empty_s``, or after a request we still owed the server ``owed_s`` of audio:
       the worker's output came late (a slow block, or capture late);
-    - ``queue_short``: neither: every request was met in time, so the sink took more than
-      the queue held at once. ``backlog_s`` (capture the worker had not yet taken) says
-      whether the worker was behind.
+    - ``queue_short``: neither: every request came in time and was met, and the sink still
+      ran out (why is not seen from here). ``backlog_s`` (capture the worker had not yet
+      taken) says whether the worker was behind.
 
     The server's queue covers all three, so the setting to raise is the same.
     """

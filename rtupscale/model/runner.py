@@ -70,6 +70,10 @@ def cuda_unavailable_reason() -> str | None:
 
 
 CUDA_OPTIONS = {"use_tf32": "0"}
+"""TF32 off: on an H200 the CUDA provider's default (TF32 matmuls) put an 11M-parameter
+model 1.0e-3 away from the CPU's output over 100 blocks; full float32 keeps the GPU and the
+CPU (and streaming and offline) within the contract's 1e-4 (1.9e-6 measured). The cost was
+not measurable there: block 256 p99 0.248 ms without TF32, 0.250 ms with it (CUDA graphs)."""
 
 REST_FRAMES = 96000
 """A stateful stream starts, and resets, at its model's rest state: the state after at least
@@ -80,10 +84,6 @@ running stream's state sits before a song. Started from zeros instead, a recurre
 can take seconds to join the path that any audio history leads to: measured on
 ``rtupscale-restore-v2-hop64``, 6.2 dB (SNR over 50 ms) 3.5 s into a signal between a zero
 start and a start after 5 s of silence or 2 s of noise, while those two agree to 138 dB."""
-"""TF32 off: on an H200 the CUDA provider's default (TF32 matmuls) put an 11M-parameter
-model 1.0e-3 away from the CPU's output over 100 blocks; full float32 keeps the GPU and the
-CPU (and streaming and offline) within the contract's 1e-4 (1.9e-6 measured). The cost was
-not measurable there: block 256 p99 0.248 ms without TF32, 0.250 ms with it (CUDA graphs)."""
 
 
 def _session_options(threads: int) -> ort.SessionOptions:
