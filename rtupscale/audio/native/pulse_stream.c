@@ -23,6 +23,7 @@ struct rtu_pulse {
     rtu_stats st;
     int timed_out;
     int started; /* uncorked by the first rtu_arm() */
+    uint64_t report_window_us; /* the underflow report looks this far back: the queue's length and a margin */
     uint64_t empty_since; /* when a request first found the ring empty (0: it was not) */
     /* for the underflow report (all on the main-loop thread): when the server's last
      * requests came, and the last stretch of time the ring stayed empty */
@@ -168,11 +169,14 @@ static void underflow_cb(pa_stream *s, void *u) {
     /* What led to it: a long wait between the server's requests reaching us (the server,
      * the machine or this thread stalled while our ring held audio), or a ring that stayed
      * empty while the server asked (the worker's output came late). The notice comes with
-     * the server's next request, so both are looked for over the last requests. */
+     * the server's next request, so both are looked for over the last requests, back as
+     * far as the queue reaches (a stall that ended before that was covered since). */
     uint64_t now = now_us(), t = now, gap = 0, empty = 0, owed = 0;
     unsigned n = p->req_n < RTU_REQUEST_HISTORY ? p->req_n : RTU_REQUEST_HISTORY;
     for (unsigned k = 0; k < n; k++) {
         unsigned i = (p->req_n - 1 - k) % RTU_REQUEST_HISTORY;
+        if (now - t > p->report_window_us)
+            break;
         if (t - p->req_at[i] > gap)
             gap = t - p->req_at[i];
         if (p->owed[i] > owed)
@@ -346,6 +350,7 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
     pa_buffer_attr ra = {(uint32_t)-1, (uint32_t)-1, (uint32_t)-1, (uint32_t)-1,
                          usec_bytes(prm->fragsize_us, prm->rate, p->in_fb)};
     uint32_t tl = usec_bytes(prm->tlength_us, prm->out_rate, p->out_fb);
+    p->report_window_us = (uint64_t)prm->tlength_us + 10000;
     uint32_t mr = prm->minreq_us ? usec_bytes(prm->minreq_us, prm->out_rate, p->out_fb) : (uint32_t)-1;
     /* prebuf one request: after an underrun the server waits for that much, then rewinds
      * the sink to put the late data in place where it still can (prebuf 0 would instead
