@@ -97,8 +97,6 @@ class Geometry:
         return self.hop + interp.LATENCY
 
 
-LATENCY = Geometry(HOP).latency  # the default hop's
-
 
 class Restorer(nn.Module):
     """See the module docstring.
@@ -116,9 +114,6 @@ class Restorer(nn.Module):
             raise ValueError(f"hidden must be >= 8 and layers >= 1, got {hidden}, {layers}")
         geo = Geometry(hop)
         width, n_bins, band_start, shifts, n_band = geo.window, geo.n_bins, geo.band_start, geo.shifts, geo.n_band
-        for s in shifts:
-            if s % 2 or s > band_start:
-                raise ValueError(f"fold shift {s} must be even and <= the band start {band_start}")
         self.geometry = geo
         self.hop = hop
         self.latency = geo.latency
