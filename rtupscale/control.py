@@ -264,7 +264,19 @@ def format_status(st: dict) -> list[str]:
         + f"), drift correction {r['drift_correction_ppm']:+.1f} ppm"
     )
     p = st["processing_ms"]
-    lines.append(f"block {st['block_size']} frames: processing median {p['median_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms, max {p['max_ms']:.3f} ms (budget {p['budget_ms']:.2f} ms); {st['blocks']} blocks")
+    lines.append(
+        f"block {st['block_size']} frames: processing median {p['median_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms, max {p['max_ms']:.3f} ms (budget {p['budget_ms']:.2f} ms)"
+        + (f", of it the worker's CPU median {p['cpu_median_ms']:.3f} ms, p99 {p['cpu_p99_ms']:.3f} ms" if "cpu_median_ms" in p else "")
+        + f"; {st['blocks']} blocks"
+    )
+    g = st.get("gc")
+    if g:
+        slow = g.get("last_slow")
+        lines.append(
+            f"garbage collections: {'/'.join(str(n) for n in g['collections'])} (generations 0/1/2), {g['frozen_objects']} objects frozen, "
+            f"{g['slow']} over {g['slow_over_ms']:g} ms (longest {g['max_ms']:.2f} ms"
+            + (f"; last slow: generation {slow['generation']}, {slow['ms']:.2f} ms" if slow else "") + ")"
+        )
     x = st["xruns"]
     e = st["engine"]
     lines.append(

@@ -4,7 +4,9 @@ Threads::
 
     rtmixer callbacks (C, no GIL)   capture -> capture ring        playback ring -> DAC
     worker (one)                    capture ring -> Engine -> rate adjust -> playback ring;
-                                    re-arms ended ring actions, fetches xrun flags
+                                    re-arms ended ring actions, fetches xrun flags; woken
+                                    by the capture callback (native PulseAudio streams)
+                                    or polling every millisecond (PortAudio)
     main                            signals (TERM/INT: fade out and stop; HUP: reload),
                                     systemd notify + watchdog, stall detection, recovery
                                     with backoff, the rate check, event logging
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rtupscale import FACTOR
-from rtupscale.audio import priority, pulse
+from rtupscale.audio import gcpause, priority, pulse
 from rtupscale.audio.devices import DeviceError, Endpoint, resolve_capture, resolve_playback
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.audio.rings import FrameRing
@@ -42,7 +44,11 @@ log = logging.getLogger("rtupscale.daemon")
 EXIT_OK, EXIT_FAILURE, EXIT_USER = 0, 1, 2
 
 WORKER_POLL_S = 0.001
-"""The worker sleeps this long when no block is waiting (1000 wake-ups/s: a few % of a core)."""
+"""The worker's wait when no block is waiting, with PortAudio streams (rtmixer's callbacks
+cannot signal: 1000 wake-ups/s, a few % of a core)."""
+WORKER_WAIT_S = 0.005
+"""The longest wait with the native PulseAudio streams, whose capture callback wakes the
+worker when audio arrives (the timeout only paces the bookkeeping while none does)."""
 STATS_EVERY_S = 0.2
 STALL_S = 2.0
 """No capture callback for this long (or a silent worker) counts as a stall: recover."""
@@ -178,6 +184,8 @@ class Session:
 
     # -- run ---------------------------------------------------------------------------
     def start(self) -> None:
+        # no worker runs yet: the one collection that may take milliseconds happens now
+        self.d.gc.settle()
         self.streams.start()
         self.audio_thread_priority = priority.promote_new_threads(self._threads_before)
         self.worker = threading.Thread(target=self._work, name="rtupscale-worker", daemon=True)
@@ -200,6 +208,7 @@ class Session:
         streams = self.streams
         last_callbacks = -1
         last_callbacks_out = -1
+        wait_s = WORKER_WAIT_S if isinstance(streams, PulseStreams) else WORKER_POLL_S
         self.last_playback_progress = time.monotonic()
         try:
             while not self.stop_worker:
@@ -249,7 +258,7 @@ class Session:
                         self.last_playback_progress = now
                     elif now - self.last_playback_progress > STALL_S and self.failure is None:
                         self.failure = f"{self.playback_ep} took no audio for {STALL_S:g} s (device gone or server down)"
-                time.sleep(WORKER_POLL_S)
+                streams.wait(wait_s)
         except Exception as e:  # a broken session must not kill the daemon: recover instead
             self.failure = f"worker error: {type(e).__name__}: {e}"
             events.append(("error", self.failure))
@@ -347,6 +356,7 @@ class Daemon:
         self.own_sink: tuple[int, str, int, int] | None = None
         """The virtual sink this daemon loaded: (module, name, rate, channels)."""
         self._prev_counters: dict = {}
+        self.gc = gcpause.GcPauses()
 
     # -- helpers used by sessions ---------------------------------------------------
     def build_engine(self, config, runner, rate: int):
@@ -391,6 +401,7 @@ class Daemon:
         # Import the model runtime now, not on the first reload that loads a model: importing
         # onnxruntime holds the GIL for long enough to starve the worker.
         import rtupscale.model.runner  # noqa: F401
+        self.gc.install()
         self.control = control.ControlServer(self, self.config.control)
         self.control.start()  # refuses to start if another daemon answers on the socket
         try:
@@ -412,6 +423,7 @@ class Daemon:
                 self.session.close()
             self.remove_own_sink()  # also one kept by a recovery that then gave up
             self.control.stop()
+            self.gc.uninstall()
         log.info("stopped: %s", self.stop_reason)
         return code
 
@@ -726,11 +738,13 @@ class Daemon:
             s.engine.set_bypass(True)
             s.pending_pipeline = pipe
             self.runner = runner
+            gcpause.freeze()  # the new engine's objects: never walked by a collection
             log.info("reload: new engine (block %d), switching after the crossfade", new.latency.block_size)
         else:
             if model_changed:
                 s.engine.swap_runner(runner)
                 self.runner = runner
+                gcpause.freeze()
                 log.info("reload: model swapped under the crossfade: %s", "none" if runner is None else runner.name)
             if "latency.prefill_ms" in changed:
                 prefill = int(round(new.latency.prefill_ms * 1e-3 * FACTOR * s.rate))
@@ -761,6 +775,7 @@ class Daemon:
             "reloads": self.reloads,
             "reload_errors": self.reload_errors,
             "worker_priority": self.priority,
+            "gc": self.gc.snapshot(),
             "bypass": self.bypass,
             "model": None if self.runner is None else {"name": self.runner.name, "path": str(self.runner.path), "provider": self.runner.provider},
         }

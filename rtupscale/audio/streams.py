@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 
 import rtmixer
@@ -149,6 +150,11 @@ class LiveStreams:
         self.playing = False
 
     # -- between blocks (worker thread) ---------------------------------------------------
+    def wait(self, timeout_s: float) -> None:
+        """Sleep until the next look at the rings. rtmixer's callbacks cannot signal, so
+        this is a plain sleep: the worker polls."""
+        time.sleep(timeout_s)
+
     def poll(self) -> tuple[bool, bool]:
         """(capture ended, playback ended): a ring action that ended itself; re-arms it."""
         cap_ended = play_ended = False

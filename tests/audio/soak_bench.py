@@ -188,6 +188,7 @@ def main() -> int:
             "measured_corr": round(corr, 4),
             "rss_kib": {"start": rss_start, "end": rss_kib(d.proc.pid)},
             "worker_priority": st["worker_priority"],
+            "gc": st.get("gc"),
             "recoveries": st["recoveries"],
         }
         print(json.dumps(report, indent=2))

@@ -147,6 +147,12 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
     for key in ("state", "capture", "playback", "model", "block_size", "latency_ms", "rings", "processing_ms", "xruns", "engine", "uptime_s"):
         assert key in js, key
     assert js["processing_ms"]["p99_ms"] > 0 and js["processing_ms"]["max_ms"] >= js["processing_ms"]["p99_ms"]
+    pm = js["processing_ms"]
+    assert 0 < pm["cpu_median_ms"] <= pm["cpu_p99_ms"], pm  # the worker's own CPU time per block
+    # the heap was frozen before the worker started, so a full collection walks only what
+    # was made since (gcpause): far fewer objects than the frozen tens of thousands
+    assert js["gc"]["frozen_objects"] > 10000, js["gc"]
+    assert "garbage collections:" in out.stdout and "of it the worker's CPU" in out.stdout, out.stdout
     on = cli(pulse_server, "bypass", "on", "--config", str(config))
     assert on.returncode == 0 and d.status()["bypass"] is True, on.stderr
     assert cli(pulse_server, "bypass", "off", "--config", str(config)).returncode == 0

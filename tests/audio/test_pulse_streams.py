@@ -156,6 +156,32 @@ def test_capture_reaches_the_ring_bit_for_bit(source_sink):
 
 
 @needs_native
+def test_the_capture_callback_wakes_the_worker(source_sink):
+    """wait() returns when audio has arrived, long before its timeout: the C callback
+    writes the eventfd (without it every wait below would last its full second)."""
+    s, cap_ring, _ = _streams()
+    try:
+        deadline = time.monotonic() + 5.0
+        while s.frames_captured() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)  # a new stream on an idle sink may take a while to get data
+        assert s.frames_captured() > 0, "no capture from the test sink"
+        t0 = time.monotonic()
+        grew = 0
+        for _ in range(20):
+            before = s.frames_captured()
+            s.wait(1.0)
+            grew += s.frames_captured() > before
+        elapsed = time.monotonic() - t0
+        # 20 deliveries of a 4 ms fragment: about 0.1 s; 20 timeouts would be 20 s
+        assert elapsed < 5.0, elapsed
+        assert grew >= 15, grew  # woken by a delivery, not by a stale count
+        assert cap_ring.fill > 0
+    finally:
+        s.close()
+    assert s._wake_fd is None  # closed with the streams
+
+
+@needs_native
 def test_playback_reaches_the_dac_sink_bit_for_bit_at_4x(source_sink, tmp_path):
     s, _, play_ring = _streams()
     out = open(tmp_path / "rec.raw", "wb")

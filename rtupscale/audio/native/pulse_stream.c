@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define ZERO_FRAMES 1024
 #define MAX_CHANNELS 8
@@ -33,6 +34,7 @@ struct rtu_pulse {
     uint64_t empty_len, empty_end;
     pa_time_event *retry; /* disabled until a request is left partly unmet */
     pa_time_event *timer;
+    int wake_fd; /* an eventfd the worker waits on: written after each capture delivery (-1: none) */
     float zeros[ZERO_FRAMES * MAX_CHANNELS];
 };
 
@@ -75,6 +77,15 @@ static void read_cb(pa_stream *s, size_t nbytes, void *u) {
         }
         ADD(p->st.frames_in, (uint64_t)frames);
         pa_stream_drop(s);
+    }
+    /* wake the worker: the audio is in its ring (a non-blocking 8-byte write to an
+     * eventfd, the way JACK and PipeWire hand a period to the next thread; it cannot
+     * block, and a counter that is already set just grows) */
+    int fd = LOAD(p->wake_fd);
+    if (fd >= 0) {
+        uint64_t one = 1;
+        ssize_t r = write(fd, &one, sizeof one);
+        (void)r;
     }
 }
 
@@ -274,6 +285,7 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    p->wake_fd = -1;
     p->cap_ring = capture_ring;
     p->play_ring = playback_ring;
     p->ops = *ops;
@@ -371,6 +383,10 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
     }
     pa_threaded_mainloop_unlock(p->ml);
     return p;
+}
+
+void rtu_set_wake(rtu_pulse *p, int fd) {
+    STORE(p->wake_fd, fd);
 }
 
 void rtu_arm(rtu_pulse *p) {

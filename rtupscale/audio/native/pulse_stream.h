@@ -59,6 +59,9 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
                     const rtu_params *params, void *capture_ring, void *playback_ring,
                     const rtu_ring_ops *ops, char *err, int errlen);
 
+/* After each capture delivery, write 1 to the eventfd `fd` (-1: stop), which the worker
+ * waits on. The caller keeps fd open until rtu_close() or rtu_set_wake(p, -1). */
+void rtu_set_wake(rtu_pulse *p, int fd);
 /* Start writing the playback ring to the server (takes the main-loop lock). */
 void rtu_arm(rtu_pulse *p);
 
