@@ -457,6 +457,10 @@ class Daemon:
         )
         log.info("control socket %s", self.control.path)
         log.info("audio threads: %s; worker: %s", ", ".join(s.audio_thread_priority) or "none new", self.priority)
+        from rtupscale.dsp import kernels
+
+        if not kernels.available():
+            log.warning("%s (more CPU per block; reinstall with a C compiler)", kernels.why_not())
 
     def _main_loop(self) -> int:
         from rtupscale import service

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rtupscale.dsp import kernels
+
 
 @dataclass
 class DriftState:
@@ -136,7 +138,7 @@ class RateAdjuster:
     HISTORY = 3  # samples kept from the previous block: x[i-1] .. x[i+2] around a position
     HISTORY_DELAY = 2  # output lags input by this many samples
 
-    def __init__(self, channels: int, max_block: int, max_deviation: float = 0.01):
+    def __init__(self, channels: int, max_block: int, max_deviation: float = 0.01, native: bool | None = None):
         if channels < 1 or max_block < 1 or not (0 < max_deviation < 0.5):
             raise ValueError(
                 f"RateAdjuster: channels {channels}, max_block {max_block} must be >= 1, "
@@ -156,6 +158,14 @@ class RateAdjuster:
         self._tmp = np.zeros(self._max_out, np.float32)
         self._g = np.zeros(self._max_out, np.float32)
         self._out = np.zeros((self._max_out, channels), np.float32)
+        # the C loop (kernels.cubic_read) where it is built; this numpy code is its
+        # reference, and they agree bit for bit (same float32 operations in the same order)
+        self.native = kernels.available() if native is None else bool(native)
+        if self.native:
+            if not kernels.available():
+                raise RuntimeError(kernels.why_not())
+            self._buf_p = kernels.float_ptr(self._buf)
+            self._out_p = kernels.float_ptr(self._out)
         self.reset()
 
     def reset(self) -> None:
@@ -189,6 +199,11 @@ class RateAdjuster:
         end = h + m - 2  # positions must stay < end: x[i+2] must exist
         n = max(0, int(math.ceil((end - self._t) / step)))
         n = min(n, self._max_out)
+        if self.native:
+            kernels.cubic_read(self._buf_p, buf.shape[1], c, self._t, step, n, self._out_p)
+            self._t += n * step - m
+            buf[:, :h] = buf[:, m:m + h]
+            return self._out[:n]
         pos = self._pos[:n]
         np.multiply(self._k[:n], step, out=pos)
         pos += self._t
