@@ -265,13 +265,20 @@ class Session:
 
     # -- reporting ---------------------------------------------------------------------
     def measure_device_latency(self) -> None:
-        """Average the server's account of our streams' latencies (main thread, ~1/s)."""
+        """Average the server's account of our streams' latencies (main thread, ~1/s): from
+        the native streams' own samples, or (PortAudio through the ALSA plugin, whose streams
+        we cannot ask) from ``pactl``."""
         sample = None
-        if self.capture_ep.server_name or self.playback_ep.server_name:
-            try:
-                sl = pulse.stream_latencies()
-            except pulse.SoundServerError:
-                return
+        if self.routing.backend == "pulse" or self.capture_ep.server_name or self.playback_ep.server_name:
+            if self.routing.backend == "pulse":
+                sl = self.streams.server_latencies()  # sampled by our own streams: no pactl
+                if sl is None:
+                    return
+            else:
+                try:
+                    sl = pulse.stream_latencies()
+                except pulse.SoundServerError:
+                    return
             if None not in (sl.capture_buffer, sl.source, sl.playback_buffer, sl.sink):
                 # capture: what the server holds, plus what the ALSA plugin holds until
                 # PortAudio takes its next period (half of PortAudio's input buffer, on average)

@@ -31,6 +31,7 @@ import os
 import select
 
 from rtupscale import FACTOR
+from rtupscale.audio import pulse
 from rtupscale.audio.devices import DeviceError, Endpoint
 from rtupscale.audio.rings import FrameRing
 from rtupscale.audio.streams import XrunCounters
@@ -314,10 +315,24 @@ class PulseStreams:
     def frames_captured(self) -> int:
         return int(self._refresh().frames_in) if self._p is not None else 0
 
+    def server_latencies(self) -> "pulse.StreamLatency | None":
+        """The server's latencies of our two streams, as the C side last sampled them (every
+        250 ms, on libpulse's thread; read here without a lock); None before the first."""
+        st = self._refresh()
+        if st.lat_samples == 0:
+            return None
+        return pulse.StreamLatency(
+            capture_buffer=1e-6 * st.lat_capture_buffer_us,
+            source=1e-6 * st.lat_source_us,
+            playback_buffer=1e-6 * st.lat_playback_buffer_us,
+            sink=1e-6 * st.lat_sink_us,
+        )
+
     @property
     def device_latency_s(self) -> tuple[float, float]:
-        """The server's latency of our capture and playback streams, s."""
-        ffi = _native.ffi
-        v = ffi.new("double[2]")
-        _native.lib.rtu_latency(self._p, v + 0, v + 1)
-        return max(0.0, v[0]), max(0.0, v[1])
+        """The server's latency of our capture and playback streams (the playback's with
+        the sink's), s; 0 before the first sample."""
+        sl = self.server_latencies()
+        if sl is None:
+            return 0.0, 0.0
+        return sl.capture_buffer + sl.source, sl.playback_buffer + sl.sink

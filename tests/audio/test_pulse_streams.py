@@ -299,7 +299,37 @@ def test_the_whole_playback_buffer_is_our_queue_ahead_of_a_one_request_sink(sour
         configured_us = int(re.search(r"Latency: \d+ usec, configured (\d+) usec", dac).group(1))
         assert configured_us <= 1e6 * REQUEST_S + 500, dac
         # what the server says our stream's latency is (queue + sink): near the whole buffer
+        _play(s, play_ring, 0.6)  # the C side samples every 250 ms: two samples while it plays
         assert s.device_latency_s[1] >= 0.020 - 2 * REQUEST_S - 0.003, s.device_latency_s
+    finally:
+        s.close()
+
+
+@needs_native
+def test_the_streams_latencies_agree_with_pactl(source_sink):
+    """The latencies the C side samples for status (no pactl, no lock) are the server's
+    own figures for our streams, as ``pactl list sink-inputs / source-outputs`` shows them."""
+    from rtupscale.audio import pulse
+
+    s, _, play_ring = _streams()
+    try:
+        _start_playing(s, play_ring)
+        _play(s, play_ring, 0.6)
+        ours, theirs = [], []
+        for _ in range(5):
+            pl = pulse.stream_latencies()  # this process's streams, as pactl lists them
+            sl = s.server_latencies()
+            assert sl is not None
+            ours.append((sl.playback_buffer, sl.sink, sl.capture_buffer + sl.source))
+            theirs.append((pl.playback_buffer, pl.sink, pl.capture_buffer + pl.source))
+            _play(s, play_ring, 0.3)
+        o, t = np.median(ours, axis=0), np.median(theirs, axis=0)
+        # between two looks the queue moves by a request (2 ms), and a null sink's latency
+        # moves within one request (it renders a request at a time)
+        assert abs(o[0] - t[0]) < 2 * REQUEST_S, (o, t)
+        assert abs(o[1] - t[1]) < REQUEST_S + 0.0005, (o, t)
+        assert abs(o[2] - t[2]) < 2 * REQUEST_S, (o, t)
+        assert 0.010 < o[0] < 0.021, o  # most of the 20 ms queue is there
     finally:
         s.close()
 

@@ -13,6 +13,7 @@
 #define MAX_CHANNELS 8
 #define RETRY_US 1000     /* a request the ring could not meet is retried this often */
 #define STARVED_US 50000  /* the ring empty this long: disarm (the worker re-arms) */
+#define LATENCY_EVERY_US 250000 /* the streams' latencies are sampled this often (see latency_cb) */
 
 struct rtu_pulse {
     pa_threaded_mainloop *ml;
@@ -21,6 +22,7 @@ struct rtu_pulse {
     void *cap_ring, *play_ring;
     rtu_ring_ops ops;
     size_t in_fb, out_fb; /* bytes per frame, both streams (float32 interleaved) */
+    uint32_t rate, out_rate;
     rtu_stats st;
     int timed_out;
     int started; /* uncorked by the first rtu_arm() */
@@ -34,6 +36,7 @@ struct rtu_pulse {
     uint64_t empty_len, empty_end;
     pa_time_event *retry; /* disabled until a request is left partly unmet */
     pa_time_event *timer;
+    pa_time_event *latency_ev; /* samples the streams' latencies (latency_cb) */
     int wake_fd; /* an eventfd the worker waits on: written after each capture delivery (-1: none) */
     float zeros[ZERO_FRAMES * MAX_CHANNELS];
 };
@@ -207,6 +210,47 @@ static void underflow_cb(pa_stream *s, void *u) {
     __atomic_fetch_add(&p->st.underflows, 1, __ATOMIC_RELEASE);
 }
 
+/* The server's account of both streams' latencies, asked for every LATENCY_EVERY_US on the
+ * main-loop thread (a timing update: one small request on our connection) and stored for
+ * rtu_get_stats: Python reads them without the main-loop lock, and without asking pactl (a
+ * new client of the server, and two processes, every second). The figures are those of
+ * `pactl list sink-inputs / source-outputs`: our queue in the server (write index less
+ * read index, at the update) and the sink's latency; the capture waiting in the server and
+ * in transit, and the source's latency. (pa_stream_get_latency's interpolation between
+ * updates was measured off by hundreds of ms on these streams.) */
+static uint64_t queued_us(const pa_timing_info *ti, size_t fb, uint32_t rate) {
+    if (ti->write_index_corrupt || ti->read_index_corrupt || ti->write_index <= ti->read_index)
+        return 0;
+    return (uint64_t)(ti->write_index - ti->read_index) / fb * 1000000u / rate;
+}
+
+static void timing_cb(pa_stream *s, int success, void *u) {
+    rtu_pulse *p = u;
+    const pa_timing_info *ti;
+    if (!success || !(ti = pa_stream_get_timing_info(s)))
+        return;
+    if (s == p->play) {
+        STORE(p->st.lat_playback_buffer_us, queued_us(ti, p->out_fb, p->out_rate));
+        STORE(p->st.lat_sink_us, (uint64_t)ti->sink_usec);
+        INC(p->st.lat_samples);
+    } else {
+        STORE(p->st.lat_capture_buffer_us, queued_us(ti, p->in_fb, p->rate));
+        STORE(p->st.lat_source_us, (uint64_t)ti->source_usec);
+    }
+}
+
+static void latency_cb(pa_mainloop_api *a, pa_time_event *e, const struct timeval *tv, void *u) {
+    rtu_pulse *p = u;
+    (void)a; (void)tv;
+    pa_operation *o;
+    /* capture first: a sample (counted by the playback's answer) then has both */
+    if ((o = pa_stream_update_timing_info(p->rec, timing_cb, p)))
+        pa_operation_unref(o);
+    if ((o = pa_stream_update_timing_info(p->play, timing_cb, p)))
+        pa_operation_unref(o);
+    pa_context_rttime_restart(p->ctx, e, pa_rtclock_now() + LATENCY_EVERY_US);
+}
+
 /* ---------------------------------------------------------------- state and set-up */
 static void context_state_cb(pa_context *c, void *u) {
     rtu_pulse *p = u;
@@ -290,6 +334,8 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
     p->play_ring = playback_ring;
     p->ops = *ops;
     p->in_fb = p->out_fb = sizeof(float) * prm->channels;
+    p->rate = prm->rate;
+    p->out_rate = prm->out_rate;
     p->ml = pa_threaded_mainloop_new();
     if (!p->ml) {
         snprintf(err, errlen, "cannot create the PulseAudio main loop");
@@ -381,6 +427,7 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
         rtu_close(p);
         return NULL;
     }
+    p->latency_ev = pa_context_rttime_new(p->ctx, pa_rtclock_now() + LATENCY_EVERY_US, latency_cb, p);
     pa_threaded_mainloop_unlock(p->ml);
     return p;
 }
@@ -402,21 +449,6 @@ void rtu_arm(rtu_pulse *p) {
             pa_operation_unref(o);
         p->started = 1;
     }
-    pa_threaded_mainloop_unlock(p->ml);
-}
-
-static double stream_latency(pa_stream *s) {
-    pa_usec_t us;
-    int neg = 0;
-    if (!s || pa_stream_get_latency(s, &us, &neg) < 0)
-        return -1.0;
-    return neg ? -(double)us * 1e-6 : (double)us * 1e-6;
-}
-
-void rtu_latency(rtu_pulse *p, double *capture_s, double *playback_s) {
-    pa_threaded_mainloop_lock(p->ml);
-    *capture_s = stream_latency(p->rec);
-    *playback_s = stream_latency(p->play);
     pa_threaded_mainloop_unlock(p->ml);
 }
 
@@ -448,6 +480,11 @@ void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
     o->uf_capture_frames = LOAD(p->st.uf_capture_frames);
     o->playing = LOAD(p->st.playing);
     o->failed = LOAD(p->st.failed);
+    o->lat_samples = LOAD(p->st.lat_samples);
+    o->lat_capture_buffer_us = LOAD(p->st.lat_capture_buffer_us);
+    o->lat_source_us = LOAD(p->st.lat_source_us);
+    o->lat_playback_buffer_us = LOAD(p->st.lat_playback_buffer_us);
+    o->lat_sink_us = LOAD(p->st.lat_sink_us);
 }
 
 void rtu_close(rtu_pulse *p) {
@@ -463,6 +500,10 @@ void rtu_close(rtu_pulse *p) {
     if (p->retry) {
         pa_threaded_mainloop_get_api(p->ml)->time_free(p->retry);
         p->retry = NULL;
+    }
+    if (p->latency_ev) {
+        pa_threaded_mainloop_get_api(p->ml)->time_free(p->latency_ev);
+        p->latency_ev = NULL;
     }
     if (p->rec) {
         pa_stream_set_read_callback(p->rec, NULL, NULL);

@@ -4,8 +4,9 @@
  *
  * Threads: libpulse's threaded main loop runs every callback; the worker thread owns the
  * other side of both rings and calls rtu_arm() (rarely: start, refill after a gap); the
- * main thread opens, closes and asks for latencies. Counters are written by the callbacks
- * and read with relaxed atomic loads by rtu_get_stats().
+ * main thread opens and closes. Counters, and the streams' latencies (sampled by a timer of
+ * the main loop), are written on the main-loop thread and read with relaxed atomic loads by
+ * rtu_get_stats(): reading them takes no lock.
  */
 #ifndef RTU_PULSE_STREAM_H
 #define RTU_PULSE_STREAM_H
@@ -48,6 +49,13 @@ typedef struct {
     uint64_t uf_ring_empty_us;  /* the longest the playback ring stayed empty, over the same requests */
     uint64_t uf_owed_frames;    /* the most the server had asked for and we had not written, after each of those requests */
     uint64_t uf_capture_frames; /* the capture ring's fill (the worker's backlog) when the underflow was reported */
+    /* The server's latencies of our streams, sampled every 250 ms on the main-loop thread
+     * (lat_samples counts the samples; 0: none yet), us: */
+    uint64_t lat_samples;
+    uint64_t lat_capture_buffer_us;  /* capture waiting in the server and in transit */
+    uint64_t lat_source_us;          /* the source's own latency */
+    uint64_t lat_playback_buffer_us; /* our queue in the server, ahead of the sink */
+    uint64_t lat_sink_us;            /* the sink's own latency */
     int32_t playing;           /* armed, and not starved since */
     int32_t failed;            /* the context or a stream failed (server gone, device gone) */
 } rtu_stats;
@@ -64,10 +72,6 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
 void rtu_set_wake(rtu_pulse *p, int fd);
 /* Start writing the playback ring to the server (takes the main-loop lock). */
 void rtu_arm(rtu_pulse *p);
-
-/* The server's latency of each stream (pa_stream_get_latency; the playback's includes the
- * sink's), s (-1 where unknown). Takes the main-loop lock. */
-void rtu_latency(rtu_pulse *p, double *capture_s, double *playback_s);
 
 /* The buffer attributes the server granted, bytes. */
 void rtu_granted(rtu_pulse *p, uint32_t *fragsize, uint32_t *tlength, uint32_t *minreq, uint32_t *prebuf);
