@@ -66,7 +66,7 @@ requests (pre-fill 2, T = 22) counted 4: twice the server's wake-ups for the sam
 
 
 def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float, owed_s: float = 0.0,
-                    backlog_s: float = 0.0) -> tuple[str, str]:
+                    backlog_s: float = 0.0, capture_gap_s: float = 0.0) -> tuple[str, str]:
     """Why the server ran out of our queue, from what led to it (see ``underflow_cb``), and
     what to change: ``(cause, one line)``. A stall is a wait longer than 1.5 request periods
     ``request_s`` + 3 ms; a shortfall is owing the server that much audio.
@@ -75,6 +75,9 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float,
       queue drained: a stall of the server, of the machine or of our stream thread (the two
       ends look the same from here). Our ring may have run empty as well: capture comes
       through the same server, and stalls with it;
+    - ``capture_late``: the server kept asking, and no capture reached us for
+      ``capture_gap_s``: the worker had nothing to process (seen at start, while a sink
+      that had been idle begins to deliver to its monitor);
     - ``ring_short``: the server kept asking at its pace, and our playback ring stayed empty
       for ``ring_empty_s``, or after a request we still owed the server ``owed_s`` of audio:
       the worker's output came late (a slow block, or capture late);
@@ -90,6 +93,12 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float,
         return "server_late", (
             f"no request from the sound server reached us for {gap_ms:.1f} ms (it asks every {period_ms:.1f} ms): "
             "the server, the machine or our stream thread stalled; raise latency.playback_buffer_ms"
+        )
+    if capture_gap_s > stall and (ring_empty_s > stall or owed_s > stall):
+        return "capture_late", (
+            f"no audio reached us from the capture source for {1e3 * capture_gap_s:.1f} ms, so the worker had "
+            "nothing to send (the source or the server's side of it stalled; at start, a sink that had been idle); "
+            "raise latency.playback_buffer_ms to cover such a stall"
         )
     if ring_empty_s > stall:
         return "ring_short", (
@@ -303,7 +312,8 @@ class PulseStreams:
         if under:
             # the report of the newest one (those between two calls share it)
             cause, line = underflow_cause(1e-6 * st.uf_request_gap_us, 1e-6 * st.uf_ring_empty_us, self.request_s,
-                                          st.uf_owed_frames / (FACTOR * self.rate), st.uf_capture_frames / self.rate)
+                                          st.uf_owed_frames / (FACTOR * self.rate), st.uf_capture_frames / self.rate,
+                                          1e-6 * st.uf_capture_gap_us)
             self.xruns.underflow_causes[cause] = self.xruns.underflow_causes.get(cause, 0) + under
             self.xruns.last_underflow = line
         self.xruns.ring_short = int(st.ring_empty)

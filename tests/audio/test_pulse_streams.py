@@ -71,6 +71,15 @@ def test_underflow_cause_names_the_side_that_was_late():
     assert "we owed it 6.1 ms" in underflow_cause(0.003, 0.0, period, owed_s=0.0061)[1]
     assert underflow_cause(0.003, 0.0, period, owed_s=0.0059)[0] == "queue_short"
     assert underflow_cause(0.0061, 0.0, period, owed_s=0.02)[0] == "server_late"
+    # the ring ran short because no capture came: the capture side is named, not the worker
+    cause, line = underflow_cause(0.003, 0.0, period, owed_s=0.016, capture_gap_s=0.040)
+    assert cause == "capture_late" and "40.0 ms" in line and "capture source" in line
+    assert underflow_cause(0.003, 0.020, period, capture_gap_s=0.040)[0] == "capture_late"
+    assert underflow_cause(0.003, 0.0, period, owed_s=0.016, capture_gap_s=0.004)[0] == "ring_short"
+    # a capture gap with every request met is not what emptied the queue
+    assert underflow_cause(0.003, 0.0, period, capture_gap_s=0.040)[0] == "queue_short"
+    # the server's own stall stalls its capture as well: named as the server's
+    assert underflow_cause(0.040, 0.020, period, capture_gap_s=0.040)[0] == "server_late"
 
 
 def test_a_small_prefill_on_the_portaudio_path_is_warned_about():

@@ -33,6 +33,8 @@ struct rtu_pulse {
     uint64_t req_at[RTU_REQUEST_HISTORY];
     uint64_t owed[RTU_REQUEST_HISTORY]; /* frames asked for and not yet written, after each request's fill */
     unsigned req_n;
+    uint64_t cap_at[RTU_REQUEST_HISTORY]; /* when the last capture deliveries came */
+    unsigned cap_n;
     uint64_t empty_len, empty_end;
     pa_time_event *retry; /* disabled until a request is left partly unmet */
     pa_time_event *timer;
@@ -46,11 +48,18 @@ struct rtu_pulse {
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
 
+static uint64_t now_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* ---------------------------------------------------------------- the audio callbacks */
 static void read_cb(pa_stream *s, size_t nbytes, void *u) {
     rtu_pulse *p = u;
     (void)nbytes;
     INC(p->st.callbacks_in);
+    p->cap_at[p->cap_n++ % RTU_REQUEST_HISTORY] = now_us();
     while (pa_stream_readable_size(s) > 0) {
         const void *data;
         size_t n;
@@ -90,12 +99,6 @@ static void read_cb(pa_stream *s, size_t nbytes, void *u) {
         ssize_t r = write(fd, &one, sizeof one);
         (void)r;
     }
-}
-
-static uint64_t now_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
 static void schedule_retry(rtu_pulse *p) {
@@ -197,6 +200,20 @@ static void underflow_cb(pa_stream *s, void *u) {
             owed = p->owed[i];
         t = p->req_at[i];
     }
+    /* the longest wait for capture over the same stretch: with none, the worker had
+     * nothing to process, however fast it was (the source stalled, or delivered late) */
+    uint64_t cap_gap = 0;
+    t = now;
+    n = p->cap_n < RTU_REQUEST_HISTORY ? p->cap_n : RTU_REQUEST_HISTORY;
+    for (unsigned k = 0; k < n; k++) {
+        unsigned i = (p->cap_n - 1 - k) % RTU_REQUEST_HISTORY;
+        if (now - t > p->report_window_us)
+            break;
+        if (t - p->cap_at[i] > cap_gap)
+            cap_gap = t - p->cap_at[i];
+        t = p->cap_at[i];
+    }
+    STORE(p->st.uf_capture_gap_us, cap_gap);
     if (p->empty_since)
         empty = now - p->empty_since;
     else if (n && p->empty_end >= t)
@@ -480,6 +497,7 @@ void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
     o->uf_capture_frames = LOAD(p->st.uf_capture_frames);
     o->playing = LOAD(p->st.playing);
     o->failed = LOAD(p->st.failed);
+    o->uf_capture_gap_us = LOAD(p->st.uf_capture_gap_us);
     o->lat_samples = LOAD(p->st.lat_samples);
     o->lat_capture_buffer_us = LOAD(p->st.lat_capture_buffer_us);
     o->lat_source_us = LOAD(p->st.lat_source_us);

@@ -49,6 +49,7 @@ typedef struct {
     uint64_t uf_ring_empty_us;  /* the longest the playback ring stayed empty, over the same requests */
     uint64_t uf_owed_frames;    /* the most the server had asked for and we had not written, after each of those requests */
     uint64_t uf_capture_frames; /* the capture ring's fill (the worker's backlog) when the underflow was reported */
+    uint64_t uf_capture_gap_us; /* the longest wait between capture deliveries, over the same stretch */
     /* The server's latencies of our streams, sampled every 250 ms on the main-loop thread
      * (lat_samples counts the samples; 0: none yet), us: */
     uint64_t lat_samples;
