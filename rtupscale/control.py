@@ -269,6 +269,9 @@ def format_status(st: dict) -> list[str]:
         + (f", of it the worker's CPU median {p['cpu_median_ms']:.3f} ms, p99 {p['cpu_p99_ms']:.3f} ms" if "cpu_median_ms" in p else "")
         + f"; {st['blocks']} blocks"
     )
+    w = st.get("worker_late_wakes")
+    if w:
+        lines.append(f"worker woken late (kept from running: another thread held the GIL, or it was preempted): {w['count']} times over {w['over_ms']:g} ms, at most {w['max_ms']:.2f} ms")
     g = st.get("gc")
     if g:
         slow = g.get("last_slow")

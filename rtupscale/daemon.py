@@ -60,6 +60,8 @@ SHUTDOWN_LIMIT_S = 8.0
 """After TERM/INT the daemon exits within this long, cleaned up or not."""
 SINK_LATENCY_LIMIT_S = 0.1
 """A DAC sink latency above this (the server says so) reopens the audio path."""
+LATE_WAKE_S = 0.002
+"""A worker back from its wait this much later than the wait may last counts as a late wake."""
 GIL_SWITCH_S = 0.0005
 """Python's thread switch interval in the daemon (see ``Daemon.run``)."""
 
@@ -156,6 +158,8 @@ class Session:
         self.failure: str | None = None
         self.started_at = time.monotonic()
         self.first_audio_at: float | None = None
+        self.late_wakes = 0
+        self.max_late_wake_s = 0.0
         # device latencies, s: the server's figures (averaged) where it has them, else PortAudio's
         self.dev_latency: dict[str, float] | None = None
 
@@ -210,10 +214,19 @@ class Session:
         last_callbacks_out = -1
         wait_s = WORKER_WAIT_S if isinstance(streams, PulseStreams) else WORKER_POLL_S
         self.last_playback_progress = time.monotonic()
+        waited_from = None
         try:
             while not self.stop_worker:
                 now = time.monotonic()
                 self.heartbeat = now
+                if waited_from is not None:
+                    # back from the wait later than it may last: the worker was kept from
+                    # running (the GIL held by another thread, or preempted), not slow
+                    late = now - waited_from - wait_s
+                    if late > LATE_WAKE_S:
+                        self.late_wakes += 1
+                    if late > self.max_late_wake_s:
+                        self.max_late_wake_s = late
                 pipe = self.pipeline
                 if self.pending_pipeline is not None and pipe.engine.model_gain == 0.0:
                     new = self.pending_pipeline
@@ -258,6 +271,7 @@ class Session:
                         self.last_playback_progress = now
                     elif now - self.last_playback_progress > STALL_S and self.failure is None:
                         self.failure = f"{self.playback_ep} took no audio for {STALL_S:g} s (device gone or server down)"
+                waited_from = time.monotonic()
                 streams.wait(wait_s)
         except Exception as e:  # a broken session must not kill the daemon: recover instead
             self.failure = f"worker error: {type(e).__name__}: {e}"
@@ -822,6 +836,7 @@ class Daemon:
                     "playback_min_fill": p.min_fill if p.min_fill < (1 << 62) else None,
                 },
                 "processing_ms": {k: round(v, 3) for k, v in p.timing().items()},
+                "worker_late_wakes": {"count": s.late_wakes, "over_ms": 1e3 * LATE_WAKE_S, "max_ms": round(1e3 * s.max_late_wake_s, 2)},
                 "blocks": p.counters.blocks,
                 "xruns": xr,
                 "playback_ring_short": ring_short,

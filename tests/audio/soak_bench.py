@@ -189,6 +189,7 @@ def main() -> int:
             "rss_kib": {"start": rss_start, "end": rss_kib(d.proc.pid)},
             "worker_priority": st["worker_priority"],
             "gc": st.get("gc"),
+            "worker_late_wakes": st.get("worker_late_wakes"),
             "recoveries": st["recoveries"],
         }
         print(json.dumps(report, indent=2))
