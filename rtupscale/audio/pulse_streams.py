@@ -205,6 +205,7 @@ class PulseStreams:
         self._wake_fd: int | None = None
         self._poller = None
         self._stats = _native.ffi.new("rtu_stats *")
+        self._lat_stats = _native.ffi.new("rtu_stats *")
         self._seen_capture_full = 0
         self._seen_holes = 0
         self.playing = False  # armed, and no gap seen by poll() since
@@ -328,7 +329,8 @@ class PulseStreams:
     def server_latencies(self) -> "pulse.StreamLatency | None":
         """The server's latencies of our two streams, as the C side last sampled them (every
         250 ms, on libpulse's thread; read here without a lock); None before the first."""
-        st = self._refresh()
+        st = self._lat_stats  # not the worker's buffer: this runs on the main and control threads
+        _native.lib.rtu_get_stats(self._p, st)
         if st.lat_samples == 0:
             return None
         return pulse.StreamLatency(
