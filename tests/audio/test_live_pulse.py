@@ -286,7 +286,7 @@ def test_low_latency_example(pulse_server, make_config, daemon_factory, tmp_path
 
 
 @pytest.mark.xfail(
-    reason="not met clean on this machine: block 64 with the 64-frame-hop model measured 22 to 23 ms in 90 s "
+    reason="not met clean on this machine: block 64 with the 64-frame-hop model measured 21.7 to 23.0 ms in 90 s "
     "runs with a 16 ms server queue and 24.8 ms in a 10-minute soak with a 17 ms queue, with underflows in "
     "most runs: the sound server's requests reach us up to 20 ms apart at times (while a SCHED_FIFO probe "
     "never woke more than 4.8 ms late), and the worker, at a median 0.77 ms of each 1.45 ms block, catches up "
