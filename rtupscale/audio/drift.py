@@ -160,10 +160,8 @@ class RateAdjuster:
         self._out = np.zeros((self._max_out, channels), np.float32)
         # the C loop (kernels.cubic_read) where it is built; this numpy code is its
         # reference, and they agree bit for bit (same float32 operations in the same order)
-        self.native = kernels.available() if native is None else bool(native)
+        self.native = kernels.resolve(native)
         if self.native:
-            if not kernels.available():
-                raise RuntimeError(kernels.why_not())
             self._buf_p = kernels.float_ptr(self._buf)
             self._out_p = kernels.float_ptr(self._out)
         self.reset()

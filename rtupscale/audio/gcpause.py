@@ -3,7 +3,7 @@
 The worker is a Python thread: while any thread runs a collection it holds the GIL, and
 the worker waits. A full (generation 2) collection walks every object the process has;
 with onnxruntime, numpy and the daemon loaded that is tens of thousands, measured here at
-10 to 22 ms, and generation 1 at 2 to 5 ms while the daemon had just started (many young
+10 to 25 ms, and generation 1 at 2 to 5 ms while the daemon had just started (many young
 objects): at a 16 ms server queue, one such pause is an output underflow. A collection
 starts in whichever thread happens to allocate: the main thread parsing ``pactl``'s
 answer, the control thread answering ``status``.

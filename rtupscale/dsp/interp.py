@@ -76,10 +76,8 @@ class Interpolator:
         self._out = np.zeros((channels, FACTOR * max_frames), np.float32)
         # Reversed so that a sliding window times _rev gives sum_k h[4k+p] x[n-k].
         self._rev = np.ascontiguousarray(self._poly[::-1])
-        self.native = kernels.available() if native is None else bool(native)
+        self.native = kernels.resolve(native)
         if self.native:
-            if not kernels.available():
-                raise RuntimeError(kernels.why_not())
             self._buf_p = kernels.float_ptr(self._buf)
             self._rev_p = kernels.float_ptr(self._rev)
             self._out_p = kernels.float_ptr(self._out)

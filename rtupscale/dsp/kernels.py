@@ -27,6 +27,16 @@ def why_not() -> str:
     return "" if _native is not None else f"rtupscale's C DSP loops are not built ({_IMPORT_ERROR}): numpy is used"
 
 
+def resolve(native: bool | None) -> bool:
+    """Whether a class uses the C loops: where they are built (None), or as asked (True
+    raises RuntimeError where they are not)."""
+    if native is None:
+        return available()
+    if native and not available():
+        raise RuntimeError(why_not())
+    return bool(native)
+
+
 def float_ptr(arr: np.ndarray):
     """A ``float *`` to a C-contiguous float32 array (held alive by the returned object:
     keep it as long as the pointer is used)."""
