@@ -76,8 +76,8 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float,
       ends look the same from here). Our ring may have run empty as well: capture comes
       through the same server, and stalls with it;
     - ``capture_late``: the server kept asking, and no capture reached us for
-      ``capture_gap_s``: the worker had nothing to process (seen at start, while a sink
-      that had been idle begins to deliver to its monitor);
+      ``capture_gap_s``: the worker had nothing to process (a new stream on a sink that
+      had been idle may get nothing for up to about 2 s: trap 1 of ../shared/audio);
     - ``ring_short``: the server kept asking at its pace, and our playback ring stayed empty
       for ``ring_empty_s``, or after a request we still owed the server ``owed_s`` of audio:
       the worker's output came late (a slow block, or capture late);
@@ -97,7 +97,7 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float,
     if capture_gap_s > stall and (ring_empty_s > stall or owed_s > stall):
         return "capture_late", (
             f"no audio reached us from the capture source for {1e3 * capture_gap_s:.1f} ms, so the worker had "
-            "nothing to send (the source or the server's side of it stalled; at start, a sink that had been idle); "
+            "nothing to send (the source or the server's side of it stalled); "
             "raise latency.playback_buffer_ms to cover such a stall"
         )
     if ring_empty_s > stall:
