@@ -71,6 +71,10 @@ def test_underflow_cause_names_the_side_that_was_late():
     assert "we owed it 6.1 ms" in underflow_cause(0.003, 0.0, period, owed_s=0.0061)[1]
     assert underflow_cause(0.003, 0.0, period, owed_s=0.0059)[0] == "queue_short"
     assert underflow_cause(0.0061, 0.0, period, owed_s=0.02)[0] == "server_late"
+    # a ring empty more than twice the longest wait between requests is the ring's own,
+    # even when that wait was a stall (seen in CI: 7.1 ms, with a stopped worker)
+    assert underflow_cause(0.0071, 0.020, period)[0] == "ring_short"
+    assert underflow_cause(0.0071, 0.014, period)[0] == "server_late"
     # the ring ran short because no capture came: the capture side is named, not the worker
     cause, line = underflow_cause(0.003, 0.0, period, owed_s=0.016, capture_gap_s=0.040)
     assert cause == "capture_late" and "40.0 ms" in line and "capture source" in line
