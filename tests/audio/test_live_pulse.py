@@ -206,8 +206,10 @@ def _latency_setting(
     unclean_xfail: str | None = None,
 ) -> None:
     """20 s of noise through the running daemon ``d``: the delay agrees with ``status``, the
-    measured delay is within ``target_ms``, and no xruns (checked last; with
-    ``unclean_xfail``, xruns make the test an expected failure with that reason)."""
+    measured delay is within ``target_ms``, and no xruns. With ``unclean_xfail``, xruns make
+    the test an expected failure with that reason, checked first: after an underflow the
+    refilled rings' time-averaged levels (``status``) stand above the delay for seconds
+    (seen in CI: 5.1 ms above it, against 0.8 ms in a clean 10-minute soak)."""
     sig = noise_signal(seconds, RATE, seed=seed)
     wav = tmp_path / "in.wav"
     sf.write(wav, sig, RATE, subtype="FLOAT")
@@ -221,11 +223,11 @@ def _latency_setting(
     delay, corr = monitor_delay(recorded(tmp_path / "rec.npz"))
     print(f"{label}: measured {1e3 * delay:.2f} ms (corr {corr:.4f}); status {st['latency_ms']}; xruns {st['xruns']}")
     assert corr > 0.95
-    assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= 4.0
-    assert 1e3 * delay <= target_ms
     xruns = st["xruns"]["total"] - before
     if xruns and unclean_xfail:
         pytest.xfail(f"{xruns} xruns ({st['xruns']}): {unclean_xfail}")
+    assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= 4.0
+    assert 1e3 * delay <= target_ms
     assert xruns == 0, st["xruns"]
 
 
