@@ -99,7 +99,7 @@ class Pipeline:
         self.min_fill = 1 << 62  # the lowest playback ring level seen while playing: the cushion left
 
     # -- levels -------------------------------------------------------------------
-    def sample_levels(self, now: float, playing: bool = True) -> None:
+    def sample_levels(self, now: float, playing: bool = True, cap_level: int | None = None) -> None:
         """Sample both ring levels (call at the worker's wake-ups, which are not tied to the
         callbacks); feeds the drift controller with the time-weighted playback level.
         Nothing is measured while playback is not armed (start, or refilling)."""
@@ -111,7 +111,7 @@ class Pipeline:
             return
         self._last_sample_t = now
         play = self.playback.fill
-        cap = self.capture.fill
+        cap = self.capture.fill if cap_level is None else cap_level
         if play < self.min_fill:
             self.min_fill = play
         a = min(1.0, dt / self._avg_tau_s)
