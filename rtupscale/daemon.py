@@ -287,10 +287,8 @@ class Session:
     # -- reporting ---------------------------------------------------------------------
     def measure_device_latency(self) -> None:
         """Average the server's account of our streams' latencies (main thread, ~1/s): what
-        ``pactl`` lists for them, or where it lists nothing (pipewire-pulse) the native
-        streams' own timing updates. (The timing updates read 1.5 to 5 ms above the measured
-        delay at the default config here, ``pactl`` 1.2 to 1.6 ms: the capture's figure
-        counts audio already on its way to us.)"""
+        ``pactl`` lists for them (what the live tests were calibrated against), or where it
+        lists nothing (pipewire-pulse) the native streams' own timing updates."""
         sample = None
         if self.capture_ep.server_name or self.playback_ep.server_name:
             try:
