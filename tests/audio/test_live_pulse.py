@@ -196,34 +196,56 @@ def test_default_config_latency(pulse_server, make_config, daemon_factory, tmp_p
 
 def test_portaudio_backend_still_carries_the_stream(pulse_server, make_config, daemon_factory, tmp_path):
     """``audio.backend: portaudio`` (the path for raw ALSA devices, here through ALSA's pulse
-    plugin): the same checks as above, with the buffering that path needs."""
+    plugin): the same checks as above, with the buffering that path needs. The plugin's stream
+    can underrun as the recorder's streams join the DAC sink, and the sink then runs far ahead
+    until the daemon reopens the path (seen in CI: three reopens in 3 s, one of them inside
+    the measured window, correlation 0.18): the window is measured after the path settled,
+    and once more if the daemon reopened it inside the window."""
     config = make_config(audio={"backend": "portaudio"}, latency={"prefill_ms": 30, "playback_buffer_ms": 20})
     d = daemon_factory(config)
     assert d.status()["backend"] == "portaudio"
-    _latency_setting(pulse_server, d, tmp_path, "portaudio backend", 120.0, seed=6, seconds=10.0)
+    _latency_setting(pulse_server, d, tmp_path, "portaudio backend", 120.0, seed=6, seconds=10.0, retry_after_recovery=True)
 
 
 def _latency_setting(
     pulse_server, d, tmp_path, label: str, target_ms: float, seed: int, seconds: float = 20.0,
-    unclean_xfail: str | None = None,
+    unclean_xfail: str | None = None, retry_after_recovery: bool = False,
 ) -> None:
     """20 s of noise through the running daemon ``d``: the delay agrees with ``status``, the
     measured delay is within ``target_ms``, and no xruns. With ``unclean_xfail``, xruns make
     the test an expected failure with that reason, checked first: after an underflow the
     refilled rings' time-averaged levels (``status``) stand above the delay for seconds
-    (seen in CI: 5.1 ms above it, against 0.8 ms in a clean 10-minute soak)."""
-    sig = noise_signal(seconds, RATE, seed=seed)
-    wav = tmp_path / "in.wav"
-    sf.write(wav, sig, RATE, subtype="FLOAT")
-    time.sleep(2.5)
-    rec = record(pulse_server, tmp_path / "rec.npz", seconds + 5.0)
-    time.sleep(2.0)  # the recorder's streams joined the DAC sink: count xruns from here on
-    before = d.status()["xruns"]["total"]
-    paplay(pulse_server, wav).wait(40)
-    st = d.status()  # before the recorder leaves (see RECORDER)
-    finish(rec)
-    delay, corr = monitor_delay(recorded(tmp_path / "rec.npz"))
-    print(f"{label}: measured {1e3 * delay:.2f} ms (corr {corr:.4f}); status {st['latency_ms']}; xruns {st['xruns']}")
+    (seen in CI: 5.1 ms above it, against 0.8 ms in a clean 10-minute soak).
+
+    With ``retry_after_recovery``, a window in which the daemon reopened its audio path is
+    measured once more, after the path has run 2 s without a reopen (the daemon's own recovery
+    is what is tested then: ``recoveries`` counted it; a second reopen fails the test)."""
+    for attempt in range(2 if retry_after_recovery else 1):
+        rec_before = d.status()["recoveries"]
+        sig = noise_signal(seconds, RATE, seed=seed)
+        wav = tmp_path / "in.wav"
+        sf.write(wav, sig, RATE, subtype="FLOAT")
+        time.sleep(2.5)
+        rec = record(pulse_server, tmp_path / "rec.npz", seconds + 5.0)
+        time.sleep(2.0)  # the recorder's streams joined the DAC sink: count xruns from here on
+        if retry_after_recovery:
+            _settled(d)
+        recoveries = d.status()["recoveries"]
+        before = d.status()["xruns"]["total"]
+        paplay(pulse_server, wav).wait(40)
+        st = d.status()  # before the recorder leaves (see RECORDER)
+        finish(rec)
+        reopened = st["recoveries"] - recoveries
+        delay, corr = monitor_delay(recorded(tmp_path / "rec.npz"))
+        print(
+            f"{label}: measured {1e3 * delay:.2f} ms (corr {corr:.4f}); status {st['latency_ms']}; xruns {st['xruns']}; "
+            f"audio path reopened {st['recoveries'] - rec_before} times ({reopened} in the window)"
+        )
+        if reopened and retry_after_recovery and attempt == 0:
+            print(f"{label}: the daemon reopened its audio path in the window: measuring again")
+            continue
+        assert reopened == 0, f"the audio path was reopened {reopened} times in the measured window"
+        break
     assert corr > 0.95
     xruns = st["xruns"]["total"] - before
     if xruns and unclean_xfail:
@@ -231,6 +253,20 @@ def _latency_setting(
     assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= 4.0
     assert 1e3 * delay <= target_ms
     assert xruns == 0, st["xruns"]
+
+
+def _settled(d, quiet_s: float = 2.0, limit_s: float = 20.0) -> None:
+    """Wait until the daemon runs and has not reopened its audio path for ``quiet_s``."""
+    t_end = time.monotonic() + limit_s
+    last, since = d.status()["recoveries"], time.monotonic()
+    while time.monotonic() < t_end:
+        st = d.status()
+        if st["recoveries"] != last or st["state"] != "running":
+            last, since = st["recoveries"], time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the daemon kept reopening its audio path for {limit_s:g} s (recoveries {last})")
 
 
 def test_an_output_underflow_is_explained_in_status_and_log(pulse_server, make_config, daemon_factory):
