@@ -68,6 +68,10 @@ class LatencyConfig:
     """The playback device's buffer, ms: our stream's queue in the server (``pulse``
     backend; it covers stalls of the server and of the worker), or PortAudio's suggested
     output latency."""
+    keep_cpus_awake: bool = False
+    """Keep every CPU out of its idle halt while running (one ``SCHED_IDLE`` spinner per
+    CPU; see :mod:`rtupscale.audio.cpuawake`): fewer late wake-ups where an idle CPU is
+    slow to wake (virtual machines), for the power of CPUs that never idle."""
 
 
 @dataclass(frozen=True)

@@ -295,6 +295,8 @@ def format_status(st: dict) -> list[str]:
         lines.append(f"playback ring short: {st['playback_ring_short']} (requests topped up a millisecond later while the server's queue played on; not gaps)")
     lines.append(f"guard events {e.get('guard_events', 0)}, resets {e.get('resets', 0)}, swaps {e.get('swaps', 0)}, limited samples {e.get('limited_samples', 0)}")
     lines.append(f"worker priority: {st['worker_priority']}")
+    if st.get("cpus_kept_awake"):
+        lines.append(f"CPUs kept awake: {st['cpus_kept_awake']} (latency.keep_cpus_awake: they never idle, at full power)")
     return lines
 
 

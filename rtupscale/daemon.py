@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rtupscale import FACTOR
-from rtupscale.audio import gcpause, priority, pulse
+from rtupscale.audio import cpuawake, gcpause, priority, pulse
 from rtupscale.audio.devices import DeviceError, Endpoint, resolve_capture, resolve_playback
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.audio.rings import FrameRing
@@ -136,7 +136,7 @@ class Session:
         self.pipeline = Pipeline(self.engine, self.channels, rate, block, self.cap_ring, self.play_ring, prefill)
         self.routing.backend = choose_backend(a.backend, capture, playback)
         streams_cls = PulseStreams if self.routing.backend == "pulse" else LiveStreams
-        if self.routing.backend == "portaudio" and (warning := prefill_warning(lat.prefill_ms)):
+        if warning := prefill_warning(lat.prefill_ms, self.routing.backend):
             log.warning("%s", warning)
         self.streams = streams_cls(
             capture, playback, rate, self.channels, self.cap_ring, self.play_ring,
@@ -427,6 +427,7 @@ class Daemon:
         # onnxruntime holds the GIL for long enough to starve the worker.
         import rtupscale.model.runner  # noqa: F401
         self.gc.install()
+        self._set_cpus_awake(self.config.latency.keep_cpus_awake)
         self.control = control.ControlServer(self, self.config.control)
         self.control.start()  # refuses to start if another daemon answers on the socket
         try:
@@ -449,6 +450,7 @@ class Daemon:
             self.remove_own_sink()  # also one kept by a recovery that then gave up
             self.control.stop()
             self.gc.uninstall()
+            cpuawake.stop()
         log.info("stopped: %s", self.stop_reason)
         return code
 
@@ -781,6 +783,24 @@ class Daemon:
                 log.info("reload: prefill %.1f ms (the drift control moves the level there)", new.latency.prefill_ms)
         if any(k.startswith("control.") for k in changed):
             self.control.restart(new.control)
+        if "latency.keep_cpus_awake" in changed:
+            self._set_cpus_awake(new.latency.keep_cpus_awake)
+
+    def _set_cpus_awake(self, on: bool) -> None:
+        """Start or stop the idle spinners (``latency.keep_cpus_awake``). A machine where
+        they cannot run gets a warning, not a stop: the audio path works without them."""
+        if not on:
+            if cpuawake.running():
+                cpuawake.stop()
+                log.info("keep_cpus_awake off: the CPUs may idle again")
+            return
+        try:
+            n = cpuawake.start()
+        except cpuawake.AwakeError as e:
+            log.warning("keep_cpus_awake: %s; running without", e)
+            return
+        log.info("keep_cpus_awake: %d CPUs kept out of their idle halt (a SCHED_IDLE spinner on each: "
+                 "they draw full power while the daemon runs)", n)
 
     # -- control --------------------------------------------------------------------------
     def set_bypass(self, on: bool) -> None:
@@ -805,6 +825,7 @@ class Daemon:
             "reload_errors": self.reload_errors,
             "worker_priority": self.priority,
             "gc": self.gc.snapshot(),
+            "cpus_kept_awake": cpuawake.running(),
             "bypass": self.bypass,
             "model": None if self.runner is None else {"name": self.runner.name, "path": str(self.runner.path), "provider": self.runner.provider},
         }

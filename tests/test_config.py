@@ -121,7 +121,7 @@ def test_check_config_command(tmp_path):
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 2
-    assert lines[0].endswith("latency.blok_size: unknown key (allowed: block_size, capture_buffer_ms, crossfade_ms, playback_buffer_ms, prefill_ms)")
+    assert lines[0].endswith("latency.blok_size: unknown key (allowed: block_size, capture_buffer_ms, crossfade_ms, keep_cpus_awake, playback_buffer_ms, prefill_ms)")
     assert "model.provider" in lines[1]
 
 

@@ -100,7 +100,8 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float,
     if request_gap_s > stall and not ring_empty_s > 2 * request_gap_s:
         return "server_late", (
             f"no request from the sound server reached us for {gap_ms:.1f} ms (it asks every {period_ms:.1f} ms): "
-            "the server, the machine or our stream thread stalled; raise latency.playback_buffer_ms"
+            "the server, the machine or our stream thread stalled; raise latency.playback_buffer_ms "
+            "(or, on a virtual machine, whose idle CPUs wake late, set latency.keep_cpus_awake)"
         )
     if capture_gap_s > stall and (ring_empty_s > stall or owed_s > stall):
         return "capture_late", (

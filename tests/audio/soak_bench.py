@@ -80,6 +80,7 @@ def main() -> int:
     ap.add_argument("--capture-buffer", type=float, default=None, help="latency.capture_buffer_ms (default: config.yaml's)")
     ap.add_argument("--backend", choices=("auto", "pulse", "portaudio"), default=None, help="audio.backend (default: config.yaml's)")
     ap.add_argument("--model", type=Path, default=None, help="model.path (default: config.yaml's)")
+    ap.add_argument("--keep-cpus-awake", action="store_true", help="latency.keep_cpus_awake: true")
     ap.add_argument("--no-hog", action="store_true")
     ap.add_argument("--server-stalls", metavar="MS,EVERY_MS", default=None,
                     help="stall the server's main thread and ours (not its sinks) for MS every EVERY_MS (root)")
@@ -105,6 +106,7 @@ def main() -> int:
         cfg["latency"]["capture_buffer_ms"] = args.capture_buffer
     if args.backend is not None:
         cfg.setdefault("audio", {})["backend"] = args.backend
+    cfg["latency"]["keep_cpus_awake"] = bool(args.keep_cpus_awake)
     cfg.setdefault("control", {})["socket"] = str(server.runtime / "rtupscale.sock")
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(cfg))
@@ -174,6 +176,7 @@ def main() -> int:
             "capture_buffer_ms": cfg["latency"]["capture_buffer_ms"],
             "backend": st.get("backend", ""),
             "cpu_hog": not args.no_hog,
+            "cpus_kept_awake": st.get("cpus_kept_awake", 0),
             "server_stalls": args.server_stalls,
             "xruns": st["xruns"],
             "xruns_during_soak": st["xruns"]["total"] - st0["xruns"]["total"],

@@ -310,36 +310,55 @@ def _example(name: str) -> tuple[dict, Path]:
 
 
 def test_low_latency_example(pulse_server, make_config, daemon_factory, tmp_path):
-    """docs/examples/low-latency.yaml as shipped (block 128, the 64-frame-hop model, a 20 ms
-    server queue): within 30 ms (a 10-minute soak under load measured 28.0 ms), and clean in
-    most runs; the same soak counted no underflow in its 10 minutes but one in its first
-    second (an 8.8 ms stall of the server's requests), so an unclean run is an expected
-    failure, as for the default config."""
+    """docs/examples/low-latency.yaml as shipped (block 128, the 64-frame-hop model, a 16 ms
+    server queue, the CPUs kept awake): the issue's 25 ms target (a 10-minute soak under load
+    measured 23.3 ms with no xrun, its start included). An unclean 20 s window is still
+    reported as an expected failure, as for the default config (a stall of this shared
+    machine longer than the queue covers is possible in any window); the latency must hold.
+
+    On the way, ``keep_cpus_awake`` is switched off and on again by SIGHUP: the spinners
+    stop and start without a reopen of the audio path."""
     example, model = _example("low-latency.yaml")
-    assert example["latency"]["block_size"] == 128
+    assert example["latency"]["block_size"] == 128 and example["latency"]["keep_cpus_awake"] is True
     config = make_config(latency=example["latency"], model={"path": str(model)})
+    d = daemon_factory(config)
+    cpus = len(os.sched_getaffinity(0))
+    assert d.status()["cpus_kept_awake"] == cpus
+    assert f"keep_cpus_awake: {cpus} CPUs kept out of their idle halt" in d.log_text()
+    cfg = yaml.safe_load(config.read_text())
+    for on in (False, True):
+        cfg["latency"]["keep_cpus_awake"] = on
+        config.write_text(yaml.safe_dump(cfg))
+        d.signal(signal.SIGHUP)
+        t_end = time.monotonic() + 10.0
+        while d.status()["cpus_kept_awake"] != (cpus if on else 0) and time.monotonic() < t_end:
+            time.sleep(0.1)
+        st = d.status()
+        assert st["cpus_kept_awake"] == (cpus if on else 0) and st["recoveries"] == 0, st
+    assert "keep_cpus_awake off: the CPUs may idle again" in d.log_text()
     _latency_setting(
-        pulse_server, daemon_factory(config), tmp_path, "low-latency example", 30.0, seed=5,
+        pulse_server, d, tmp_path, "low-latency example", 25.0, seed=5,
         unclean_xfail="server underflows in the 20 s window: a stall of this machine longer than the example's "
-        "20 ms server queue covers (see the README's soak figures)",
+        "16 ms server queue covers (see the README's soak figures)",
     )
 
 
-@pytest.mark.xfail(
-    reason="not met clean on this machine: block 64 with the 64-frame-hop model measured 21.7 to 23.0 ms in 90 s "
-    "runs with a 16 ms server queue and 24.8 ms in a 10-minute soak with a 17 ms queue, with underflows in "
-    "most runs: the sound server's requests reach us up to 20 ms apart at times (while a SCHED_FIFO probe "
-    "never woke more than 4.8 ms late), and the worker, at a median 0.77 ms of each 1.45 ms block, catches up "
-    "slowly after such a stall; block 128 with a 16 ms queue measured 20.9 to 23.7 ms, also with underflows "
-    "in most runs (see the README)",
-    strict=False,
-)
 def test_the_25_ms_target_at_block_64(pulse_server, make_config, daemon_factory, tmp_path):
-    """The issue's low-latency target: block 64 at most 25 ms end to end, clean."""
+    """The issue's low-latency target at block 64 (the hop-64 model's block multiple, 16 ms
+    server queue, the CPUs kept awake): at most 25 ms end to end. A 10-minute soak under load
+    measured 21.96 ms with no underflow in its 10 minutes, but 2 in its first second (the
+    worker, at a median 0.8 ms of each 1.45 ms block, fell behind as the soak's other
+    processes started): an unclean window is an expected failure, as for the default
+    config; the latency and the status agreement must hold."""
     _, model = _example("low-latency.yaml")
-    latency = {"block_size": 64, "prefill_ms": 2, "crossfade_ms": 10, "capture_buffer_ms": 1.5, "playback_buffer_ms": 16}
+    latency = {"block_size": 64, "prefill_ms": 2, "crossfade_ms": 10, "capture_buffer_ms": 1.5, "playback_buffer_ms": 16,
+               "keep_cpus_awake": True}
     config = make_config(latency=latency, model={"path": str(model)})
-    _latency_setting(pulse_server, daemon_factory(config), tmp_path, "block 64", 25.0, seed=8)
+    _latency_setting(
+        pulse_server, daemon_factory(config), tmp_path, "block 64", 25.0, seed=8,
+        unclean_xfail="underflows in the 20 s window: at block 64 the worker has 0.6 ms to spare per block, "
+        "and catches up slowly after a stall (see the README's soak figures)",
+    )
 
 
 def test_sighup_block_size_model_and_broken_config(pulse_server, make_config, daemon_factory, tmp_path, fir_model):

@@ -95,6 +95,16 @@ def test_a_small_prefill_on_the_portaudio_path_is_warned_about():
     assert prefill_warning(10.0) is None and prefill_warning(30.0) is None
 
 
+def test_a_prefill_under_2_ms_on_the_native_streams_is_warned_about():
+    """Below 2 ms the drift control cannot see the server's deficit (a soak at 1 ms
+    collapsed): warned, with the least that is measured to hold."""
+    from rtupscale.audio.streams import prefill_warning
+
+    assert prefill_warning(2.0, "pulse") is None and prefill_warning(8.0, "pulse") is None
+    line = prefill_warning(1.0, "pulse")
+    assert line is not None and "latency.prefill_ms 1 is below 2 ms" in line and "2 ms or more" in line
+
+
 # -- live ---------------------------------------------------------------------------------
 @pytest.fixture
 def server_env(pulse_server, monkeypatch):
