@@ -92,6 +92,8 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float,
     the longest wait between requests is the ring's own (seen in CI: a 7.1 ms wait between
     requests while a stopped worker left the ring empty for its whole queue). What we owed
     is not weighed so: after a stall the server asks for everything it played meanwhile.
+    A capture gap explains at most twice itself, of an empty ring or of what we owed (seen in
+    CI: a 6.4 ms gap in the capture while a stopped worker owed the server its whole queue).
 
     The server's queue covers them all, so the setting to raise is the same.
     """
@@ -103,7 +105,7 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float,
             "the server, the machine or our stream thread stalled; raise latency.playback_buffer_ms "
             "(or, on a virtual machine, whose idle CPUs wake late, set latency.keep_cpus_awake)"
         )
-    if capture_gap_s > stall and (ring_empty_s > stall or owed_s > stall):
+    if capture_gap_s > stall and stall < max(ring_empty_s, owed_s) <= 2 * capture_gap_s:
         return "capture_late", (
             f"no audio reached us from the capture source for {1e3 * capture_gap_s:.1f} ms, so the worker had "
             "nothing to send (the source or the server's side of it stalled); "

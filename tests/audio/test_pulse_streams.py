@@ -80,6 +80,10 @@ def test_underflow_cause_names_the_side_that_was_late():
     assert cause == "capture_late" and "40.0 ms" in line and "capture source" in line
     assert underflow_cause(0.003, 0.020, period, capture_gap_s=0.040)[0] == "capture_late"
     assert underflow_cause(0.003, 0.0, period, owed_s=0.016, capture_gap_s=0.004)[0] == "ring_short"
+    # a short capture gap does not explain a ring empty (or owing) far longer (seen in CI: a
+    # 6.4 ms gap while a stopped worker owed the server its whole queue)
+    assert underflow_cause(0.003, 0.200, period, owed_s=0.016, capture_gap_s=0.0064)[0] == "ring_short"
+    assert underflow_cause(0.003, 0.0, period, owed_s=0.016, capture_gap_s=0.0064)[0] == "ring_short"
     # a capture gap with every request met is not what emptied the queue
     assert underflow_cause(0.003, 0.0, period, capture_gap_s=0.040)[0] == "queue_short"
     # the server's own stall stalls its capture as well: named as the server's
