@@ -427,10 +427,10 @@ class Daemon:
         # onnxruntime holds the GIL for long enough to starve the worker.
         import rtupscale.model.runner  # noqa: F401
         self.gc.install()
-        self._set_cpus_awake(self.config.latency.keep_cpus_awake)
         self.control = control.ControlServer(self, self.config.control)
         self.control.start()  # refuses to start if another daemon answers on the socket
         try:
+            self._set_cpus_awake(self.config.latency.keep_cpus_awake)
             self.runner = self._load_runner(self.config)
             self.session = self._open_session(self.config)
             self.session.start()

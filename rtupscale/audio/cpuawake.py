@@ -50,8 +50,8 @@ def running() -> int:
 
 def start(cpus: "set[int] | None" = None) -> int:
     """Start one spinner per CPU in ``cpus`` (default: the CPUs this process may use).
-    Returns how many run; raises :class:`AwakeError` with the reason if none could start.
-    Idempotent: a second call while they run returns their number."""
+    Returns how many run; raises :class:`AwakeError` with the reason if they cannot (all
+    start or none). Idempotent: a second call while they run returns their number."""
     why = available()
     if why:
         raise AwakeError(why)
@@ -74,6 +74,7 @@ def start(cpus: "set[int] | None" = None) -> int:
 
 
 def stop() -> None:
-    """Stop the spinners (joins them: returns within microseconds)."""
+    """Stop the spinners and join them: at once on an idle CPU; a spinner on a CPU that
+    something else keeps busy sees the flag when the scheduler next gives it a slice."""
     if _native is not None:
         _native.lib.rtu_awake_stop()

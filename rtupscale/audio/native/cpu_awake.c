@@ -1,13 +1,13 @@
 /* Keep CPUs out of their idle halt, for `latency.keep_cpus_awake` (rtupscale.audio.cpuawake).
  *
- * One thread per CPU, pinned to it and created at SCHED_IDLE, spins with a pause
- * instruction until stopped. SCHED_IDLE runs only when nothing else on that CPU wants to:
- * any other thread (ours, the sound server's, an app's) preempts it at once, so the CPU
- * time it takes is time that would have been spent halted. What it buys: a CPU that never
- * halts takes a wake-up (a timer, or another thread's signal) without first being woken
- * itself. On a virtual machine a halted vCPU is descheduled by the host, and each wake-up
- * of it waits for the host's scheduler; a chain of them (sound server, our stream thread,
- * the sound server again) adds up. What it costs: every idle CPU draws full power.
+ * One thread per CPU (at most MAX_THREADS), pinned to it and set to SCHED_IDLE, spins
+ * with a pause instruction until stopped. SCHED_IDLE runs only when nothing else on that
+ * CPU wants to: any other thread (ours, the sound server's, an app's) preempts it at once,
+ * so the CPU time it takes is time that would have been spent halted. What it buys: a CPU
+ * that never halts takes a wake-up (a timer, or another thread's signal) without first
+ * being woken itself. On a virtual machine a halted vCPU is descheduled by the host, and
+ * each wake-up of it waits for the host's scheduler; a chain of them (sound server, our
+ * stream thread, the sound server again) adds up. What it costs: every idle CPU draws full power.
  *
  * No GIL, no allocation in the loop; each thread is created on its CPU and set to
  * SCHED_IDLE at once by its creator. */
