@@ -239,7 +239,8 @@ def _latency_setting(
         delay, corr = monitor_delay(recorded(tmp_path / "rec.npz"))
         print(
             f"{label}: measured {1e3 * delay:.2f} ms (corr {corr:.4f}); status {st['latency_ms']}; xruns {st['xruns']}; "
-            f"audio path reopened {st['recoveries'] - rec_before} times ({reopened} in the window)"
+            f"audio path reopened {st['recoveries'] - rec_before} times ({reopened} in the window); "
+            f"underflow causes {st.get('output_underflow_causes')}, last: {st.get('last_output_underflow')}"
         )
         if reopened and retry_after_recovery and attempt == 0:
             print(f"{label}: the daemon reopened its audio path in the window: measuring again")
