@@ -55,9 +55,6 @@ def start(cpus: "set[int] | None" = None) -> int:
     why = available()
     if why:
         raise AwakeError(why)
-    n = running()
-    if n:
-        return n
     allowed = os.sched_getaffinity(0)
     cpus = sorted(allowed if cpus is None else cpus)
     if not cpus:

@@ -54,13 +54,14 @@ static void join_all_locked(void) {
 }
 
 /* Start one spinner on each of `cpus[0..n)`. Returns how many run (all or none: on an
- * error the ones started are stopped and `err` says why, return -1). */
+ * error the ones started are stopped and `err` says why, return -1); while they run, a
+ * second call returns their number. */
 int rtu_awake_start(const int *cpus, int n, char *err, int errlen) {
     pthread_mutex_lock(&lock);
-    if (n_threads) {
+    if (n_threads) { /* idempotent: the running set stays */
+        int k = n_threads;
         pthread_mutex_unlock(&lock);
-        snprintf(err, (size_t)errlen, "already running");
-        return -1;
+        return k;
     }
     __atomic_store_n(&stop_flag, 0, __ATOMIC_RELAXED);
     if (n > MAX_THREADS)
