@@ -90,6 +90,66 @@ def test_underflow_cause_names_the_side_that_was_late():
     assert underflow_cause(0.040, 0.020, period, capture_gap_s=0.040)[0] == "server_late"
 
 
+def _look_back(times_ms, now_ms, window_ms, vals=None, off=None, off_now=(0, 0)):
+    """rtu_look_back over events at ``times_ms`` (oldest first; more than the history keeps
+    wrap around its ring, as in the streams). ``off``: {index: (from_ms, to_ms)}, the
+    playback's off time before that event; ``off_now`` the one before ``now_ms``.
+    Returns (longest wait ms, peak, oldest time looked at ms)."""
+    lib, ffi = pulse_streams._native.lib, pulse_streams._native.ffi
+    size = lib.RTU_REQUEST_HISTORY
+    h = ffi.new("rtu_history *")
+    us = lambda ms: int(round(1000 * ms))  # noqa: E731
+    for k, t in enumerate(times_ms):
+        i = k % size
+        h.at[i], h.val[i] = us(t), (vals[k] if vals else 0)
+        h.off_from[i], h.off_to[i] = (us(x) for x in (off or {}).get(k, (0, 0)))
+    h.n = len(times_ms)
+    out = ffi.new("rtu_lookback *")
+    lib.rtu_look_back(h, us(off_now[0]), us(off_now[1]), us(now_ms), us(window_ms), out)
+    return out.longest_wait_us / 1e3, out.peak, out.oldest_us / 1e3
+
+
+@needs_native
+def test_the_underflow_report_looks_back_over_the_window_and_across_a_re_arm():
+    """What the report finds in the server's requests. Seen in CI: an 80 ms stall of the
+    server left a request of ours unmet, our ring starved (nothing was captured either)
+    and was disarmed, the worker re-armed it, and only then did the server's notice of the
+    underflow arrive. The history was cleared at each arm, so the report saw one request
+    0.0 ms back and called it *queue short*. It is now kept; only the playback's off time
+    (from when the server's queue has drained after a disarm, or corked at the start, up
+    to the arm) is taken out of the wait that spans it."""
+    steady = [990 + 2 * k for k in range(25)]  # every 2 ms up to 1038 ms
+    # the newest 0.5 ms ago; the look back takes the wait that ends inside the window
+    # (1002 -> 1000) and stops there
+    assert _look_back(steady, 1038.5, 37) == (2.0, 0, 1000.0)
+    # the CI case: the server stops after the request at 1038 (unmet: 4762 frames owed);
+    # our ring starves at 1088 (off once the 27 ms queue has drained: 1115), the worker
+    # re-arms at 1118.1, the server's first request after the stall comes at 1118.2 and
+    # its notice at 1118.3
+    times, owed = steady + [1118.2], [0] * 24 + [4762, 0]
+    gap, peak, _ = _look_back(times, 1118.3, 37, vals=owed, off={25: (1115, 1118.1)})
+    assert gap == pytest.approx(77.1) and peak == 4762
+    # with the history cleared at the arm (as before) only the last request was seen
+    assert _look_back(times[-1:], 1118.3, 37)[0] == pytest.approx(0.1)
+    # off now (disarmed, the queue drained, not re-armed): the wait up to now counts only
+    # until the playback went off
+    assert _look_back(steady, 1100, 137, off_now=(1050, 1100))[0] == pytest.approx(12.0)
+    assert _look_back(steady, 1100, 137)[0] == pytest.approx(62.0)
+    # a start: corked from 0 to 1000, the first request after the uncork at 1001
+    assert _look_back([5, 1001, 1003], 1003.5, 37, off={1: (0, 1000)})[0] == pytest.approx(2.0)
+    # a stall that ended before the window (the queue covered it since) is not reported
+    late = steady + [1118 + 2 * k for k in range(30)]  # up to 1176
+    assert _look_back(late, 1176.5, 37)[0] == 2.0
+    assert _look_back(late, 1176.5, 60)[0] == 80.0
+    # more events than the history keeps: the look back stops at the oldest it has
+    size = pulse_streams._native.lib.RTU_REQUEST_HISTORY
+    many = [2 * k for k in range(3 * size)]
+    gap, _, oldest = _look_back(many, many[-1], 10_000)
+    assert gap == 2.0 and oldest == many[-size]
+    # no events: nothing waited on, the oldest time is now
+    assert _look_back([], 50, 37) == (0.0, 0, 50.0)
+
+
 def test_a_small_prefill_on_the_portaudio_path_is_warned_about():
     from rtupscale.audio.streams import prefill_warning
 
@@ -395,5 +455,44 @@ def test_an_underflow_from_an_empty_ring_is_reported_as_ours(source_sink):
         assert x.output_underflows > start, "an empty ring must let the server's queue run out"
         assert x.underflow_causes.get("ring_short", 0) >= 1, (x.underflow_causes, x.last_underflow)
         assert "playback ring stayed empty" in x.last_underflow and "playback_buffer_ms" in x.last_underflow
+    finally:
+        s.close()
+
+
+@needs_native
+def test_a_server_stall_that_starves_our_ring_is_still_named_after_a_re_arm(source_sink):
+    """The order seen in CI: a request of the server goes unmet (the ring momentarily
+    empty, as when the worker is a millisecond late), the server stops at that moment,
+    our ring starves and is disarmed, and the worker re-arms it before the server is back
+    and sends its notice of the underflow. The report still finds the server's stall (it
+    used to clear its history at each arm, and named the queue)."""
+    s, _, play_ring = _streams()
+    pid = source_sink.proc.pid
+    try:
+        start = _start_playing(s, play_ring)
+        seen = s._refresh().ring_empty
+        deadline = time.monotonic() + 2
+        while s._refresh().ring_empty == seen:  # no feeding: the ring drains to a request it cannot meet
+            assert time.monotonic() < deadline, "the ring never ran empty"
+            time.sleep(0.0005)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            deadline = time.monotonic() + 2
+            while not s.poll()[1]:  # empty for 50 ms: disarmed
+                assert time.monotonic() < deadline, "the ring did not starve while the server was stopped"
+                time.sleep(0.001)
+            time.sleep(0.030)  # the server would have drained its 20 ms queue by now
+            z = np.zeros((int(0.030 * OUT_RATE), 2), np.float32)
+            play_ring.write(cbuffer(z), len(z))
+            s.arm_playback()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        _play(s, play_ring, 0.5)
+        s.collect_stats()
+        x = s.xruns
+        assert x.output_underflows > start, "an 80 ms server stall against a 20 ms server buffer must underflow"
+        assert x.underflow_causes.get("server_late", 0) >= 1, (x.underflow_causes, x.last_underflow)
+        m = re.match(r"no request from the sound server reached us for ([\d.]+) ms", x.last_underflow)
+        assert m and float(m.group(1)) >= 40, x.last_underflow  # 50 ms armed, and the drain
     finally:
         s.close()

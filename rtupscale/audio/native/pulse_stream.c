@@ -26,15 +26,15 @@ struct rtu_pulse {
     rtu_stats st;
     int timed_out;
     int started; /* uncorked by the first rtu_arm() */
+    uint64_t tlength_us;
     uint64_t report_window_us; /* the underflow report looks this far back: the queue's length and a margin */
     uint64_t empty_since; /* when a request first found the ring empty (0: it was not) */
-    /* for the underflow report (all on the main-loop thread): when the server's last
-     * requests came, and the last stretch of time the ring stayed empty */
-    uint64_t req_at[RTU_REQUEST_HISTORY];
-    uint64_t owed[RTU_REQUEST_HISTORY]; /* frames asked for and not yet written, after each request's fill */
-    unsigned req_n;
-    uint64_t cap_at[RTU_REQUEST_HISTORY]; /* when the last capture deliveries came */
-    unsigned cap_n;
+    /* for the underflow report (all on the main-loop thread): the server's last requests
+     * and capture deliveries, the playback's off time (see rtu_history), and the last
+     * stretch of time the ring stayed empty */
+    rtu_history req, cap;
+    uint64_t off_since;           /* the playback is off since (0: it is on) */
+    uint64_t off_from, off_to;    /* the last off time ended by rtu_arm(), for the next request */
     uint64_t empty_len, empty_end;
     pa_time_event *retry; /* disabled until a request is left partly unmet */
     pa_time_event *timer;
@@ -59,7 +59,7 @@ static void read_cb(pa_stream *s, size_t nbytes, void *u) {
     rtu_pulse *p = u;
     (void)nbytes;
     INC(p->st.callbacks_in);
-    p->cap_at[p->cap_n++ % RTU_REQUEST_HISTORY] = now_us();
+    p->cap.at[p->cap.n++ % RTU_REQUEST_HISTORY] = now_us();
     while (pa_stream_readable_size(s) > 0) {
         const void *data;
         size_t n;
@@ -121,10 +121,15 @@ static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
             INC(p->st.ring_empty);
         } else if (t - p->empty_since > STARVED_US) {
             /* starved (capture stopped, or the worker stalled): longer than any server
-             * queue, so a gap. The worker re-arms with a fresh pre-fill once audio is back. */
+             * queue, so a gap. The worker re-arms with a fresh pre-fill once audio is back.
+             * The stretch stays on record for an underflow reported after the re-arm. */
             STORE(p->st.playing, 0);
             INC(p->st.starved);
+            p->empty_end = t;
+            p->empty_len = t - p->empty_since;
             p->empty_since = 0;
+            /* the server asks on until its queue has drained, then waits for us */
+            p->off_since = t + p->tlength_us;
             return;
         }
         schedule_retry(p);
@@ -169,11 +174,40 @@ static void retry_cb(pa_mainloop_api *a, pa_time_event *e, const struct timeval 
 static void write_cb(pa_stream *s, size_t nbytes, void *u) {
     rtu_pulse *p = u;
     INC(p->st.callbacks_out);
-    unsigned i = p->req_n++ % RTU_REQUEST_HISTORY;
-    p->req_at[i] = now_us();
+    unsigned i = p->req.n++ % RTU_REQUEST_HISTORY;
+    p->req.at[i] = now_us();
+    p->req.off_from[i] = p->off_from;
+    p->req.off_to[i] = p->off_to;
+    p->off_from = p->off_to = 0;
     fill(p, s, nbytes);
     size_t w = pa_stream_writable_size(s);
-    p->owed[i] = w == (size_t)-1 ? 0 : w / p->out_fb;
+    /* corked or disarmed, we write nothing on purpose: nothing is owed */
+    p->req.val[i] = w == (size_t)-1 || !LOAD(p->st.playing) ? 0 : w / p->out_fb;
+}
+
+void rtu_look_back(const rtu_history *h, uint64_t off_from, uint64_t off_to, uint64_t now, uint64_t window_us,
+                   rtu_lookback *out) {
+    uint64_t t = now, longest = 0, peak = 0;
+    unsigned n = h->n < RTU_REQUEST_HISTORY ? h->n : RTU_REQUEST_HISTORY;
+    for (unsigned k = 0; k < n; k++) {
+        unsigned i = (h->n - 1 - k) % RTU_REQUEST_HISTORY;
+        if (now - t > window_us)
+            break;
+        uint64_t a = h->at[i], wait = t - a;
+        uint64_t lo = off_from > a ? off_from : a, hi = off_to < t ? off_to : t;
+        if (hi > lo)
+            wait -= hi - lo;
+        if (wait > longest)
+            longest = wait;
+        if (h->val[i] > peak)
+            peak = h->val[i];
+        off_from = h->off_from[i]; /* the off time before this event, in the wait that ends at it */
+        off_to = h->off_to[i];
+        t = a;
+    }
+    out->longest_wait_us = longest;
+    out->peak = peak;
+    out->oldest_us = t;
 }
 
 /* The server found our queue empty when its sink mixed ahead ("implicit underrun" in
@@ -187,40 +221,26 @@ static void underflow_cb(pa_stream *s, void *u) {
      * the machine or this thread stalled while our ring held audio), or a ring that stayed
      * empty while the server asked (the worker's output came late). The notice comes with
      * the server's next request, so both are looked for over the last requests, back as
-     * far as the queue reaches (a stall that ended before that was covered since). */
-    uint64_t now = now_us(), t = now, gap = 0, empty = 0, owed = 0;
-    unsigned n = p->req_n < RTU_REQUEST_HISTORY ? p->req_n : RTU_REQUEST_HISTORY;
-    for (unsigned k = 0; k < n; k++) {
-        unsigned i = (p->req_n - 1 - k) % RTU_REQUEST_HISTORY;
-        if (now - t > p->report_window_us)
-            break;
-        if (t - p->req_at[i] > gap)
-            gap = t - p->req_at[i];
-        if (p->owed[i] > owed)
-            owed = p->owed[i];
-        t = p->req_at[i];
-    }
+     * far as the queue reaches (a stall that ended before that was covered since). The
+     * history goes on across a re-arm: the notice of a stall can come after the worker
+     * re-armed a ring that the stall left empty (seen in CI). */
+    uint64_t now = now_us(), empty = 0;
+    rtu_lookback req, cap;
+    if (p->off_since)
+        rtu_look_back(&p->req, p->off_since, now, now, p->report_window_us, &req);
+    else
+        rtu_look_back(&p->req, p->off_from, p->off_to, now, p->report_window_us, &req);
     /* the longest wait for capture over the same stretch: with none, the worker had
      * nothing to process, however fast it was (the source stalled, or delivered late) */
-    uint64_t cap_gap = 0;
-    t = now;
-    n = p->cap_n < RTU_REQUEST_HISTORY ? p->cap_n : RTU_REQUEST_HISTORY;
-    for (unsigned k = 0; k < n; k++) {
-        unsigned i = (p->cap_n - 1 - k) % RTU_REQUEST_HISTORY;
-        if (now - t > p->report_window_us)
-            break;
-        if (t - p->cap_at[i] > cap_gap)
-            cap_gap = t - p->cap_at[i];
-        t = p->cap_at[i];
-    }
-    STORE(p->st.uf_capture_gap_us, cap_gap);
+    rtu_look_back(&p->cap, 0, 0, now, p->report_window_us, &cap);
     if (p->empty_since)
         empty = now - p->empty_since;
-    else if (n && p->empty_end >= t)
+    else if (p->empty_end && p->empty_end >= req.oldest_us)
         empty = p->empty_len;
-    STORE(p->st.uf_request_gap_us, gap);
+    STORE(p->st.uf_request_gap_us, req.longest_wait_us);
     STORE(p->st.uf_ring_empty_us, empty);
-    STORE(p->st.uf_owed_frames, owed);
+    STORE(p->st.uf_owed_frames, req.peak);
+    STORE(p->st.uf_capture_gap_us, cap.longest_wait_us);
     long backlog = p->ops.read_available(p->cap_ring);
     STORE(p->st.uf_capture_frames, (uint64_t)(backlog > 0 ? backlog : 0));
     /* release: a reader that sees the new count sees this report */
@@ -353,6 +373,7 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
     p->in_fb = p->out_fb = sizeof(float) * prm->channels;
     p->rate = prm->rate;
     p->out_rate = prm->out_rate;
+    p->off_since = now_us(); /* corked until the first rtu_arm() */
     p->ml = pa_threaded_mainloop_new();
     if (!p->ml) {
         snprintf(err, errlen, "cannot create the PulseAudio main loop");
@@ -425,6 +446,7 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
     pa_buffer_attr ra = {(uint32_t)-1, (uint32_t)-1, (uint32_t)-1, (uint32_t)-1,
                          usec_bytes(prm->fragsize_us, prm->rate, p->in_fb)};
     uint32_t tl = usec_bytes(prm->tlength_us, prm->out_rate, p->out_fb);
+    p->tlength_us = prm->tlength_us;
     p->report_window_us = (uint64_t)prm->tlength_us + 10000;
     uint32_t mr = prm->minreq_us ? usec_bytes(prm->minreq_us, prm->out_rate, p->out_fb) : (uint32_t)-1;
     /* prebuf one request: after an underrun the server waits for that much, then rewinds
@@ -456,7 +478,14 @@ void rtu_set_wake(rtu_pulse *p, int fd) {
 void rtu_arm(rtu_pulse *p) {
     pa_threaded_mainloop_lock(p->ml);
     STORE(p->st.playing, 1);
-    p->req_n = 0; /* the wait while corked or disarmed is not the server's */
+    if (p->off_since) { /* the wait while corked or disarmed is not the server's */
+        uint64_t t = now_us();
+        if (t > p->off_since) {
+            p->off_from = p->off_since;
+            p->off_to = t;
+        }
+        p->off_since = 0;
+    }
     size_t w = pa_stream_writable_size(p->play);
     if (w != (size_t)-1)
         fill(p, p->play, w);

@@ -13,7 +13,7 @@
 
 #include <stdint.h>
 
-#define RTU_REQUEST_HISTORY 64 /* requests remembered for the underflow report */
+enum { RTU_REQUEST_HISTORY = 64 }; /* requests remembered for the underflow report */
 
 typedef struct rtu_pulse rtu_pulse;
 
@@ -78,6 +78,30 @@ void rtu_arm(rtu_pulse *p);
 void rtu_granted(rtu_pulse *p, uint32_t *fragsize, uint32_t *tlength, uint32_t *minreq, uint32_t *prebuf);
 
 void rtu_get_stats(rtu_pulse *p, rtu_stats *out);
+
+/* A history of events for the underflow report: the server's requests, or the capture
+ * deliveries. A ring of the last RTU_REQUEST_HISTORY; `n` counts all recorded, the newest
+ * is at (n - 1) % RTU_REQUEST_HISTORY. */
+typedef struct {
+    uint64_t at[RTU_REQUEST_HISTORY];       /* when (us, CLOCK_MONOTONIC) */
+    uint64_t val[RTU_REQUEST_HISTORY];      /* requests: frames asked for and not written after the fill */
+    uint64_t off_from[RTU_REQUEST_HISTORY]; /* requests: [off_from, off_to) before this one, the playback */
+    uint64_t off_to[RTU_REQUEST_HISTORY];   /*   was off (corked, or disarmed and the queue drained); 0 0: not */
+    unsigned n;
+} rtu_history;
+
+typedef struct {
+    uint64_t longest_wait_us; /* the longest wait between two events, or from the newest to now */
+    uint64_t peak;            /* the largest val of those events */
+    uint64_t oldest_us;       /* the oldest event looked at (now if none) */
+} rtu_lookback;
+
+/* The underflow report's look back over `h`, from `now` back over at most `window_us`.
+ * Of each wait, the part that overlaps the playback's off time before the event that ends
+ * it (for the wait up to now: [off_from, off_to)) is not counted: the server had nothing
+ * to ask then. Pure: the streams' reports use it, and the tests call it. */
+void rtu_look_back(const rtu_history *h, uint64_t off_from, uint64_t off_to, uint64_t now, uint64_t window_us,
+                   rtu_lookback *out);
 
 /* Stop the main loop and free everything. NULL is allowed. */
 void rtu_close(rtu_pulse *p);
