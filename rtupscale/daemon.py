@@ -240,7 +240,7 @@ class Session:
                 # highest every time: for the status's average it counts the level its last
                 # steps left, which stands until this delivery (the playback level, for the
                 # drift control, is taken now, as the soaks ran it)
-                pipe.sample_levels(now, streams.playing, cap_level=cap_after)
+                pipe.sample_levels(now, streams.playing, cap_level=cap_after, owed=streams.owed_frames())
                 if not streams.playing and self.cap_ring.fill >= pipe.block_size:
                     if self.first_audio_at is None:
                         self.first_audio_at = now

@@ -99,10 +99,18 @@ class Pipeline:
         self.min_fill = 1 << 62  # the lowest playback ring level seen while playing: the cushion left
 
     # -- levels -------------------------------------------------------------------
-    def sample_levels(self, now: float, playing: bool = True, cap_level: int | None = None) -> None:
+    def sample_levels(self, now: float, playing: bool = True, cap_level: int | None = None, owed: int = 0) -> None:
         """Sample both ring levels (call at the worker's wake-ups, which are not tied to the
         callbacks); feeds the drift controller with the time-weighted playback level.
-        Nothing is measured while playback is not armed (start, or refilling)."""
+        Nothing is measured while playback is not armed (start, or refilling).
+
+        ``owed``: frames the device side asked for and the ring could not give yet (the
+        native streams: the sound server's queue is short by that much). The drift control
+        sees the ring's level less what is owed, a level that can go below empty: a pre-fill
+        smaller than one request of the server would otherwise let the server's queue drain
+        while the ring looks full enough (measured: pre-fill 1 ms, block 128, a 16 ms queue:
+        drained within a minute, then thousands of underflows). The ring's own level is what
+        ``status`` shows (the server's account of its queue is taken separately)."""
         if self._last_sample_t is None or not playing:
             self._last_sample_t = now if playing else None
             return
@@ -117,7 +125,7 @@ class Pipeline:
         a = min(1.0, dt / self._avg_tau_s)
         self.cap_level_avg += a * (cap - self.cap_level_avg)
         self.play_level_avg += a * (play - self.play_level_avg)
-        self.step_ratio = self.drift.update(play, dt)
+        self.step_ratio = self.drift.update(play - owed, dt)
 
     def prefill(self, extra: int = 0) -> None:
         """Top the playback ring up to its target with silence (start, or after an underflow).

@@ -334,6 +334,12 @@ class PulseStreams:
         self.xruns.callbacks_out = int(st.callbacks_out)
         return new
 
+    def owed_frames(self) -> int:
+        """Frames the server asked for that we have not written yet (as of the last fill):
+        its queue is short by that much. The drift control counts them against our ring's
+        level, which cannot go below empty (see :meth:`Pipeline.sample_levels`)."""
+        return int(self._refresh().owed_frames) if self._p is not None else 0
+
     def frames_captured(self) -> int:
         return int(self._refresh().frames_in) if self._p is not None else 0
 

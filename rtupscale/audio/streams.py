@@ -203,6 +203,12 @@ class LiveStreams:
             self._stats_play = None
         return new
 
+    def owed_frames(self) -> int:
+        """Frames the device asked for that the playback ring has not given yet: none here
+        (PortAudio's callback takes what the ring holds and plays silence for the rest, an
+        underflow; it does not wait for more)."""
+        return 0
+
     def frames_captured(self) -> int:
         """Frames the capture callback has delivered (progress, for the stall watchdog)."""
         return int(self._rec_action.done_frames) if self._rec_action is not None else 0

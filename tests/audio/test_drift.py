@@ -227,3 +227,27 @@ def test_controller_rejects_bad_arguments():
         DriftController(0, 100)
     with pytest.raises(ValueError, match="step"):
         RateAdjuster(1, 16).process(np.zeros((1, 16), np.float32), 1.5)
+
+
+def test_what_the_server_is_owed_counts_against_the_ring_level():
+    """On the native streams the ring cannot go below empty: what the sound server asked
+    for and has not got yet is the rest of the deficit, and its queue is short by that
+    much. The drift control sees the ring's level less what is owed. With the ring at its
+    target and 2 ms owed, it makes more output per input (step < 1). With nothing owed the
+    same ring holds still. (Seen without this: at a 1 ms pre-fill the ring sat at its
+    target while the server's queue drained within a minute.)"""
+    block, prefill = 128, int(0.001 * OUT_RATE)
+
+    def run(owed: int) -> Pipeline:
+        pipe = Pipeline(ToneEngine(1, block), 1, RATE, block, FrameRing(1, 4096), FrameRing(1, 1 << 14), prefill)
+        pipe.prefill()
+        assert pipe.playback.fill == prefill
+        for k in range(1, 401):  # 2 s of wake-ups, no block processed: the ring stays at its target
+            pipe.sample_levels(0.005 * k, owed=owed)
+        return pipe
+
+    held, short = run(0), run(int(0.002 * OUT_RATE))
+    assert held.step_ratio == 1.0 and held.drift.state.level_ema == pytest.approx(prefill)
+    assert short.drift.state.level_ema < prefill - 0.8 * 0.002 * OUT_RATE, short.drift.state
+    assert short.step_ratio < 1.0 - 200e-6, short.step_ratio
+    assert short.min_fill == held.min_fill == prefill  # status shows the ring's own level

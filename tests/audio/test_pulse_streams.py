@@ -422,6 +422,28 @@ def test_the_streams_latencies_agree_with_pactl(source_sink):
 
 
 @needs_native
+def test_what_the_server_is_owed_is_reported(source_sink):
+    """owed_frames(): what the server asked for and the ring could not give yet (the drift
+    control counts it against the ring's level). Nothing while the ring keeps up; a
+    growing debt once it runs empty; paid back by the retries as soon as the ring has
+    audio again."""
+    s, _, play_ring = _streams()
+    try:
+        _start_playing(s, play_ring)
+        assert s.owed_frames() == 0
+        request = s.request_s * OUT_RATE
+        deadline = time.monotonic() + 1
+        while s.owed_frames() < 1.5 * request:  # no feeding: the ring runs empty, requests go unmet
+            assert time.monotonic() < deadline, f"owed {s.owed_frames()} frames, requests of {request:.0f}"
+            time.sleep(0.0005)
+        assert s.playing and s.poll() == (False, False)  # a debt, not yet a starved ring
+        _play(s, play_ring, 0.05)
+        assert s.owed_frames() == 0
+    finally:
+        s.close()
+
+
+@needs_native
 def test_an_underflow_from_a_stalled_server_is_reported_as_the_servers(source_sink):
     """SIGSTOP the server for 60 ms while our ring holds 30 ms: its requests stop, its queue
     (20 ms) cannot cover the stall, and the report says so and names the buffer to raise."""

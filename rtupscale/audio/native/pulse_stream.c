@@ -130,6 +130,7 @@ static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
             p->empty_since = 0;
             /* the server asks on until its queue has drained, then waits for us */
             p->off_since = t + p->tlength_us;
+            STORE(p->st.owed_frames, 0);
             return;
         }
         schedule_retry(p);
@@ -163,12 +164,22 @@ static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
     }
 }
 
+/* What the server asked for and we have not written yet, frames (0 while corked or
+ * disarmed: we write nothing then on purpose). Kept in st.owed_frames after every fill. */
+static uint64_t note_owed(rtu_pulse *p) {
+    size_t w = pa_stream_writable_size(p->play);
+    uint64_t owed = w == (size_t)-1 || !LOAD(p->st.playing) ? 0 : w / p->out_fb;
+    STORE(p->st.owed_frames, owed);
+    return owed;
+}
+
 static void retry_cb(pa_mainloop_api *a, pa_time_event *e, const struct timeval *tv, void *u) {
     rtu_pulse *p = u;
     (void)a; (void)e; (void)tv;
     size_t w = pa_stream_writable_size(p->play);
     if (w != (size_t)-1 && w > 0)
         fill(p, p->play, w);
+    note_owed(p);
 }
 
 static void write_cb(pa_stream *s, size_t nbytes, void *u) {
@@ -180,9 +191,7 @@ static void write_cb(pa_stream *s, size_t nbytes, void *u) {
     p->req.off_to[i] = p->off_to;
     p->off_from = p->off_to = 0;
     fill(p, s, nbytes);
-    size_t w = pa_stream_writable_size(s);
-    /* corked or disarmed, we write nothing on purpose: nothing is owed */
-    p->req.val[i] = w == (size_t)-1 || !LOAD(p->st.playing) ? 0 : w / p->out_fb;
+    p->req.val[i] = note_owed(p);
 }
 
 void rtu_look_back(const rtu_history *h, uint64_t off_from, uint64_t off_to, uint64_t now, uint64_t window_us,
@@ -489,6 +498,7 @@ void rtu_arm(rtu_pulse *p) {
     size_t w = pa_stream_writable_size(p->play);
     if (w != (size_t)-1)
         fill(p, p->play, w);
+    note_owed(p);
     if (!p->started) {
         pa_operation *o = pa_stream_cork(p->play, 0, NULL, NULL);
         if (o)
@@ -527,6 +537,7 @@ void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
     o->playing = LOAD(p->st.playing);
     o->failed = LOAD(p->st.failed);
     o->uf_capture_gap_us = LOAD(p->st.uf_capture_gap_us);
+    o->owed_frames = LOAD(p->st.owed_frames);
     o->lat_samples = LOAD(p->st.lat_samples);
     o->lat_capture_buffer_us = LOAD(p->st.lat_capture_buffer_us);
     o->lat_source_us = LOAD(p->st.lat_source_us);

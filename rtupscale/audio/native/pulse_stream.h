@@ -44,6 +44,7 @@ typedef struct {
     uint64_t starved;          /* times the ring stayed empty past STARVED_US (disarmed) */
     uint64_t underflows;       /* the server ran out of our queue (see underflow_cb) */
     uint64_t holes;            /* frames of capture the server marked as lost */
+    uint64_t owed_frames;      /* the server asked for these and we have not written them yet (after the last fill) */
     /* At the last underflow (see underflow_cb), what led to it: */
     uint64_t uf_request_gap_us; /* the longest wait between the server's last requests */
     uint64_t uf_ring_empty_us;  /* the longest the playback ring stayed empty, over the same requests */
