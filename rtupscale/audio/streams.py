@@ -26,8 +26,6 @@ CLIENT_PROPS = "application.name=rtupscale media.role=music application.icon_nam
 
 PORTAUDIO_MIN_PREFILL_MS = 10.0
 """Below this pre-fill the PortAudio path is warned about (see :func:`prefill_warning`)."""
-NATIVE_MIN_PREFILL_MS = 2.0
-"""Below this pre-fill the native PulseAudio streams are warned about (see :func:`prefill_warning`)."""
 
 
 def prefill_warning(prefill_ms: float, backend: str = "portaudio") -> str | None:
@@ -37,22 +35,18 @@ def prefill_warning(prefill_ms: float, backend: str = "portaudio") -> str | None
     - ``portaudio``: the pre-fill is the only cushion against the device's periods (a
       callback takes a whole period at once). Measured through ALSA's pulse plugin: pre-fill
       30 ms with a 20 ms device buffer ran clean.
-    - ``pulse`` (native streams): the server's queue (``latency.playback_buffer_ms``) is the
-      cushion and the pre-fill only the hand-off, but the drift control holds the ring's
-      level, which cannot go below empty: what the server is owed beyond it is not seen.
-      Measured at block 128 with a 16 ms queue (10-minute soak): pre-fill 2 ms clean, 1 ms
-      drained the server's queue within a minute (the latency fell from 21 to 10 ms) and
-      then underflowed thousands of times."""
-    least = PORTAUDIO_MIN_PREFILL_MS if backend == "portaudio" else NATIVE_MIN_PREFILL_MS
-    if prefill_ms >= least:
+    - ``pulse`` (native streams): none. The server's queue (``latency.playback_buffer_ms``)
+      is the cushion and the pre-fill only the hand-off. The drift control counts what the
+      server is owed against the ring's level (:meth:`Pipeline.sample_levels`), so a small
+      pre-fill no longer lets the queue drain. Measured at block 128 with a 16 ms queue
+      (4-minute soaks): pre-fill 1 ms and 0 ms clean, at 20.75 and 21.53 ms. Before that
+      accounting, 1 ms drained the queue within a minute and then underflowed thousands
+      of times."""
+    if backend != "portaudio" or prefill_ms >= PORTAUDIO_MIN_PREFILL_MS:
         return None
-    if backend == "portaudio":
-        return (f"latency.prefill_ms {prefill_ms:g} is small for PortAudio streams (a raw ALSA device, or "
-                f"audio.backend: portaudio): there the pre-fill is the only cushion against the device's periods; "
-                f"use {least:g} ms or more (30 ms ran clean through ALSA's pulse plugin)")
-    return (f"latency.prefill_ms {prefill_ms:g} is below {least:g} ms: the drift control, which holds our playback "
-            f"ring at that level, no longer sees what the sound server is owed, and its queue drains (measured: "
-            f"1 ms at block 128 ended in a storm of underflows); use {least:g} ms or more")
+    return (f"latency.prefill_ms {prefill_ms:g} is small for PortAudio streams (a raw ALSA device, or "
+            f"audio.backend: portaudio): there the pre-fill is the only cushion against the device's periods; "
+            f"use {PORTAUDIO_MIN_PREFILL_MS:g} ms or more (30 ms ran clean through ALSA's pulse plugin)")
 
 
 @dataclass
