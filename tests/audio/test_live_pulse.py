@@ -250,7 +250,11 @@ def _latency_setting(
     assert corr > 0.95
     xruns = st["xruns"]["total"] - before
     if xruns and unclean_xfail:
-        pytest.xfail(f"{xruns} xruns ({st['xruns']}): {unclean_xfail}")
+        # the causes go into the reason: pytest's summary (-ra) keeps it, not the printout
+        pytest.xfail(
+            f"{xruns} xruns ({st['xruns']}; underflow causes {st.get('output_underflow_causes')}, "
+            f"last: {st.get('last_output_underflow')}): {unclean_xfail}"
+        )
     assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= 4.0
     assert 1e3 * delay <= target_ms
     assert xruns == 0, st["xruns"]
