@@ -220,7 +220,7 @@ def prometheus_text(st: dict) -> str:
     for k, v in (st.get("engine") or {}).items():
         metric(f"engine_{k}_total", v, f"engine counter {k}", "counter")
     rings = st.get("rings") or {}
-    for k in ("capture_fill", "playback_fill", "playback_target", "playback_level_ema", "drift_correction_ppm"):
+    for k in ("capture_fill", "playback_fill", "playback_target", "playback_level_ema", "playback_owed", "drift_correction_ppm"):
         metric(f"ring_{k}", rings.get(k), f"ring {k}")
     return "\n".join(lines) + "\n"
 
@@ -261,6 +261,7 @@ def format_status(st: dict) -> list[str]:
         f" (level {r['playback_level_ema']:.0f}, target {r['playback_target']}"
         + (f", band {band[0]:.0f}..{band[1]:.0f}" if band else "")
         + (f", lowest {r['playback_min_fill']}" if r.get("playback_min_fill") is not None else "")
+        + (f"; the level is the ring less what the server is owed, now {r['playback_owed']}" if "playback_owed" in r else "")
         + f"), drift correction {r['drift_correction_ppm']:+.1f} ppm"
     )
     p = st["processing_ms"]

@@ -855,7 +855,8 @@ class Daemon:
                     "playback_fill": s.play_ring.fill,
                     "playback_capacity": s.play_ring.capacity,
                     "playback_target": p.prefill_frames,
-                    "playback_level_ema": round(p.drift.state.level_ema, 1),
+                    "playback_level_ema": round(p.drift.state.level_ema, 1),  # the ring less what the server is owed
+                    "playback_owed": p.owed,
                     "playback_level_band": [round(p.drift.state.min_ema, 1), round(p.drift.state.max_ema, 1)] if math.isfinite(p.drift.state.min_ema) else None,
                     "drift_correction_ppm": round(p.drift.state.correction * 1e6, 1),
                     "playback_min_fill": p.min_fill if p.min_fill < (1 << 62) else None,

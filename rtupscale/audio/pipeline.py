@@ -97,6 +97,7 @@ class Pipeline:
         self.play_level_avg = float(self.prefill_frames)
         self._avg_tau_s = 2.0
         self.min_fill = 1 << 62  # the lowest playback ring level seen while playing: the cushion left
+        self.owed = 0  # what the device side was owed at the last sample (see sample_levels)
 
     # -- levels -------------------------------------------------------------------
     def sample_levels(self, now: float, playing: bool = True, cap_level: int | None = None, owed: int = 0) -> None:
@@ -125,6 +126,7 @@ class Pipeline:
         a = min(1.0, dt / self._avg_tau_s)
         self.cap_level_avg += a * (cap - self.cap_level_avg)
         self.play_level_avg += a * (play - self.play_level_avg)
+        self.owed = owed
         self.step_ratio = self.drift.update(play - owed, dt)
 
     def prefill(self, extra: int = 0) -> None:
