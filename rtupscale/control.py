@@ -261,7 +261,7 @@ def format_status(st: dict) -> list[str]:
         f" (level {r['playback_level_ema']:.0f}, target {r['playback_target']}"
         + (f", band {band[0]:.0f}..{band[1]:.0f}" if band else "")
         + (f", lowest {r['playback_min_fill']}" if r.get("playback_min_fill") is not None else "")
-        + (f"; the level is the ring less what the server is owed, now {r['playback_owed']}" if "playback_owed" in r else "")
+        + (f"; the level is the ring less what the server is owed ({r['playback_owed']:.0f} at the last look)" if "playback_owed" in r else "")
         + f"), drift correction {r['drift_correction_ppm']:+.1f} ppm"
     )
     p = st["processing_ms"]

@@ -240,7 +240,7 @@ class Session:
                 # highest every time: for the status's average it counts the level its last
                 # steps left, which stands until this delivery (the playback level, for the
                 # drift control, is taken now, as the soaks ran it)
-                pipe.sample_levels(now, streams.playing, cap_level=cap_after, owed=streams.owed_frames())
+                pipe.sample_levels(now, streams.playing, cap_level=cap_after, owed=streams.owed_average())
                 if not streams.playing and self.cap_ring.fill >= pipe.block_size:
                     if self.first_audio_at is None:
                         self.first_audio_at = now
@@ -856,7 +856,7 @@ class Daemon:
                     "playback_capacity": s.play_ring.capacity,
                     "playback_target": p.prefill_frames,
                     "playback_level_ema": round(p.drift.state.level_ema, 1),  # the ring less what the server is owed
-                    "playback_owed": p.owed,
+                    "playback_owed": round(p.owed, 1),
                     "playback_level_band": [round(p.drift.state.min_ema, 1), round(p.drift.state.max_ema, 1)] if math.isfinite(p.drift.state.min_ema) else None,
                     "drift_correction_ppm": round(p.drift.state.correction * 1e6, 1),
                     "playback_min_fill": p.min_fill if p.min_fill < (1 << 62) else None,

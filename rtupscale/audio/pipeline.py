@@ -97,16 +97,17 @@ class Pipeline:
         self.play_level_avg = float(self.prefill_frames)
         self._avg_tau_s = 2.0
         self.min_fill = 1 << 62  # the lowest playback ring level seen while playing: the cushion left
-        self.owed = 0  # what the device side was owed at the last sample (see sample_levels)
+        self.owed = 0.0  # what the device side was owed over the last sample's interval (see sample_levels)
 
     # -- levels -------------------------------------------------------------------
-    def sample_levels(self, now: float, playing: bool = True, cap_level: int | None = None, owed: int = 0) -> None:
+    def sample_levels(self, now: float, playing: bool = True, cap_level: int | None = None, owed: float = 0.0) -> None:
         """Sample both ring levels (call at the worker's wake-ups, which are not tied to the
         callbacks); feeds the drift controller with the time-weighted playback level.
         Nothing is measured while playback is not armed (start, or refilling).
 
-        ``owed``: frames the device side asked for and the ring could not give yet (the
-        native streams: the sound server's queue is short by that much). The drift control
+        ``owed``: frames the device side asked for and the ring could not give yet, on
+        average since the last sample (the native streams: the sound server's queue is
+        short by that much). The drift control
         sees the ring's level less what is owed, a level that can go below empty: a pre-fill
         smaller than one request of the server would otherwise let the server's queue drain
         while the ring looks full enough (measured: pre-fill 1 ms, block 128, a 16 ms queue:

@@ -217,6 +217,8 @@ class PulseStreams:
         self._poller = None
         self._stats = _native.ffi.new("rtu_stats *")
         self._lat_stats = _native.ffi.new("rtu_stats *")
+        self._owed_t = _native.ffi.new("uint64_t *")
+        self._owed_prev: tuple[int, int] | None = None
         self._seen_capture_full = 0
         self._seen_holes = 0
         self.playing = False  # armed, and no gap seen by poll() since
@@ -242,6 +244,7 @@ class PulseStreams:
         if p == ffi.NULL:
             raise RuntimeError(ffi.string(err).decode(errors="replace"))
         self._p = p
+        self._owed_prev = None
         # the capture callback writes this eventfd after each delivery: the worker wakes
         # when a block may be there, not on a timer (see wait)
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -336,9 +339,24 @@ class PulseStreams:
 
     def owed_frames(self) -> int:
         """Frames the server asked for that we have not written yet (as of the last fill):
-        its queue is short by that much. The drift control counts them against our ring's
-        level, which cannot go below empty (see :meth:`Pipeline.sample_levels`)."""
+        its queue is short by that much."""
         return int(self._refresh().owed_frames) if self._p is not None else 0
+
+    def owed_average(self) -> float:
+        """What the server was owed on average (frames) since the previous call (the first
+        call: :meth:`owed_frames`). The drift control counts it against our ring's level,
+        which cannot go below empty (see :meth:`Pipeline.sample_levels`). An average, not
+        the debt at the moment of the call: the worker looks right after capture
+        deliveries, which come from the same server as its requests, so a look at the
+        moment sees the debt at much the same point of the request cycle each time."""
+        if self._p is None:
+            return 0.0
+        area = int(_native.lib.rtu_owed_area(self._p, self._owed_t))
+        t = int(self._owed_t[0])
+        prev, self._owed_prev = self._owed_prev, (area, t)
+        if prev is None or t <= prev[1]:
+            return float(self.owed_frames())
+        return (area - prev[0]) / (t - prev[1])
 
     def frames_captured(self) -> int:
         return int(self._refresh().frames_in) if self._p is not None else 0

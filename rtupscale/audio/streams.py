@@ -203,6 +203,10 @@ class LiveStreams:
         underflow; it does not wait for more)."""
         return 0
 
+    def owed_average(self) -> float:
+        """The same averaged since the previous call: none."""
+        return 0.0
+
     def frames_captured(self) -> int:
         """Frames the capture callback has delivered (progress, for the stall watchdog)."""
         return int(self._rec_action.done_frames) if self._rec_action is not None else 0

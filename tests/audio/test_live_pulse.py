@@ -302,7 +302,7 @@ def test_an_output_underflow_is_explained_in_status_and_log(pulse_server, make_c
         time.sleep(0.1)
     out = cli(pulse_server, "status", "--config", str(config)).stdout
     assert "output underflows by cause: server late " in out and "last output underflow: no request" in out
-    assert "; the level is the ring less what the server is owed, now " in out  # the native streams' debt
+    assert "; the level is the ring less what the server is owed (" in out  # the native streams' debt
     time.sleep(1.0)
     assert d.status()["state"] == "running"
 

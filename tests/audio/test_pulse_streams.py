@@ -423,22 +423,30 @@ def test_the_streams_latencies_agree_with_pactl(source_sink):
 
 @needs_native
 def test_what_the_server_is_owed_is_reported(source_sink):
-    """owed_frames(): what the server asked for and the ring could not give yet (the drift
-    control counts it against the ring's level). Nothing while the ring keeps up; a
-    growing debt once it runs empty; paid back by the retries as soon as the ring has
-    audio again."""
+    """owed_frames(): what the server asked for and the ring could not give yet; and
+    owed_average(), its average since the previous call (the drift control counts that
+    against the ring's level). Nothing while the ring keeps up; a growing debt once it
+    runs empty; paid back by the retries as soon as the ring has audio again."""
     s, _, play_ring = _streams()
     try:
         _start_playing(s, play_ring)
-        assert s.owed_frames() == 0
+        s.owed_average()
+        _play(s, play_ring, 0.1)
+        assert s.owed_frames() == 0 and s.owed_average() == 0.0
         request = s.request_s * OUT_RATE
         deadline = time.monotonic() + 1
         while s.owed_frames() < 1.5 * request:  # no feeding: the ring runs empty, requests go unmet
             assert time.monotonic() < deadline, f"owed {s.owed_frames()} frames, requests of {request:.0f}"
             time.sleep(0.0005)
         assert s.playing and s.poll() == (False, False)  # a debt, not yet a starved ring
+        # since the last look: nothing owed while the ring drained (about 30 ms), then the debt
+        assert 0 < s.owed_average() < 1.5 * request
+        time.sleep(0.010)  # the debt grows on, while nothing is fed
+        debt = s.owed_frames()
+        assert s.owed_average() >= 0.9 * 1.5 * request and debt >= 1.5 * request
         _play(s, play_ring, 0.05)
         assert s.owed_frames() == 0
+        assert s.owed_average() < 0.2 * debt  # paid back within a few ms of the 50
     finally:
         s.close()
 

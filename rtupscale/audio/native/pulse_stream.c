@@ -36,6 +36,12 @@ struct rtu_pulse {
     uint64_t off_since;           /* the playback is off since (0: it is on) */
     uint64_t off_from, off_to;    /* the last off time ended by rtu_arm(), for the next request */
     uint64_t empty_len, empty_end;
+    /* the server's debt over time (see rtu_owed_area): written on the main-loop thread
+     * under a sequence count, read by the worker without a lock */
+    unsigned owed_seq;
+    uint64_t owed_area;  /* frame-microseconds owed up to owed_since */
+    uint64_t owed_since;
+    uint64_t owed_now;
     pa_time_event *retry; /* disabled until a request is left partly unmet */
     pa_time_event *timer;
     pa_time_event *latency_ev; /* samples the streams' latencies (latency_cb) */
@@ -47,6 +53,8 @@ struct rtu_pulse {
 #define ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
+static void set_owed(rtu_pulse *p, uint64_t owed);
 
 static uint64_t now_us(void) {
     struct timespec ts;
@@ -130,7 +138,7 @@ static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
             p->empty_since = 0;
             /* the server asks on until its queue has drained, then waits for us */
             p->off_since = t + p->tlength_us;
-            STORE(p->st.owed_frames, 0);
+            set_owed(p, 0);
             return;
         }
         schedule_retry(p);
@@ -166,11 +174,39 @@ static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
 
 /* What the server asked for and we have not written yet, frames (0 while corked or
  * disarmed: we write nothing then on purpose). Kept in st.owed_frames after every fill. */
+static void set_owed(rtu_pulse *p, uint64_t owed) {
+    uint64_t t = now_us();
+    __atomic_fetch_add(&p->owed_seq, 1, __ATOMIC_RELAXED); /* odd: being written */
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    if (p->owed_since)
+        STORE(p->owed_area, LOAD(p->owed_area) + LOAD(p->owed_now) * (t - p->owed_since));
+    STORE(p->owed_since, t);
+    STORE(p->owed_now, owed);
+    __atomic_fetch_add(&p->owed_seq, 1, __ATOMIC_RELEASE); /* even: done */
+    STORE(p->st.owed_frames, owed);
+}
+
 static uint64_t note_owed(rtu_pulse *p) {
     size_t w = pa_stream_writable_size(p->play);
     uint64_t owed = w == (size_t)-1 || !LOAD(p->st.playing) ? 0 : w / p->out_fb;
-    STORE(p->st.owed_frames, owed);
+    set_owed(p, owed);
     return owed;
+}
+
+uint64_t rtu_owed_area(rtu_pulse *p, uint64_t *now) {
+    unsigned s1, s2;
+    uint64_t area, since, owed, t;
+    do {
+        s1 = __atomic_load_n(&p->owed_seq, __ATOMIC_ACQUIRE);
+        area = LOAD(p->owed_area);
+        since = LOAD(p->owed_since);
+        owed = LOAD(p->owed_now);
+        t = now_us();
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        s2 = __atomic_load_n(&p->owed_seq, __ATOMIC_RELAXED);
+    } while ((s1 & 1) || s1 != s2);
+    *now = t;
+    return since && t > since ? area + owed * (t - since) : area;
 }
 
 static void retry_cb(pa_mainloop_api *a, pa_time_event *e, const struct timeval *tv, void *u) {

@@ -80,6 +80,12 @@ void rtu_granted(rtu_pulse *p, uint32_t *fragsize, uint32_t *tlength, uint32_t *
 
 void rtu_get_stats(rtu_pulse *p, rtu_stats *out);
 
+/* What the server has been owed, summed over time: frame-microseconds since the streams
+ * opened, up to `*now` (us, CLOCK_MONOTONIC, set here). The difference of two calls over
+ * the time between them is the average debt (frames) over that time: the drift control's
+ * measure, unlike st.owed_frames, which is the debt after the last fill. No lock. */
+uint64_t rtu_owed_area(rtu_pulse *p, uint64_t *now);
+
 /* A history of events for the underflow report: the server's requests, or the capture
  * deliveries. A ring of the last RTU_REQUEST_HISTORY; `n` counts all recorded, the newest
  * is at (n - 1) % RTU_REQUEST_HISTORY. */
