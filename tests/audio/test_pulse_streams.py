@@ -451,6 +451,17 @@ def test_what_the_server_is_owed_is_reported(source_sink):
         s.close()
 
 
+def _underflow_after(s, play_ring, start: int, cause: str, why: str, feed: bool = True):
+    """Play on for 0.5 s; the streams must have counted an output underflow since ``start``
+    (``why`` if not) and named ``cause`` for it. Returns the counters."""
+    _play(s, play_ring, 0.5, feed=feed)
+    s.collect_stats()
+    x = s.xruns
+    assert x.output_underflows > start, why
+    assert x.underflow_causes.get(cause, 0) >= 1, (x.underflow_causes, x.last_underflow)
+    return x
+
+
 @needs_native
 def test_an_underflow_from_a_stalled_server_is_reported_as_the_servers(source_sink):
     """SIGSTOP the server for 60 ms while our ring holds 30 ms: its requests stop, its queue
@@ -462,11 +473,8 @@ def test_an_underflow_from_a_stalled_server_is_reported_as_the_servers(source_si
         os.kill(pid, signal.SIGSTOP)
         time.sleep(0.060)
         os.kill(pid, signal.SIGCONT)
-        _play(s, play_ring, 0.5)
-        s.collect_stats()
-        x = s.xruns
-        assert x.output_underflows > start, "a 60 ms server stall against a 20 ms server buffer must underflow"
-        assert x.underflow_causes.get("server_late", 0) >= 1, (x.underflow_causes, x.last_underflow)
+        why = "a 60 ms server stall against a 20 ms server buffer must underflow"
+        x = _underflow_after(s, play_ring, start, "server_late", why)
         assert "no request from the sound server" in x.last_underflow and "playback_buffer_ms" in x.last_underflow
     finally:
         s.close()
@@ -479,11 +487,8 @@ def test_an_underflow_from_an_empty_ring_is_reported_as_ours(source_sink):
     s, _, play_ring = _streams()
     try:
         start = _start_playing(s, play_ring)
-        _play(s, play_ring, 0.5, feed=False)
-        s.collect_stats()
-        x = s.xruns
-        assert x.output_underflows > start, "an empty ring must let the server's queue run out"
-        assert x.underflow_causes.get("ring_short", 0) >= 1, (x.underflow_causes, x.last_underflow)
+        why = "an empty ring must let the server's queue run out"
+        x = _underflow_after(s, play_ring, start, "ring_short", why, feed=False)
         assert "playback ring stayed empty" in x.last_underflow and "playback_buffer_ms" in x.last_underflow
     finally:
         s.close()
@@ -517,11 +522,8 @@ def test_a_server_stall_that_starves_our_ring_is_still_named_after_a_re_arm(sour
             s.arm_playback()
         finally:
             os.kill(pid, signal.SIGCONT)
-        _play(s, play_ring, 0.5)
-        s.collect_stats()
-        x = s.xruns
-        assert x.output_underflows > start, "an 80 ms server stall against a 20 ms server buffer must underflow"
-        assert x.underflow_causes.get("server_late", 0) >= 1, (x.underflow_causes, x.last_underflow)
+        why = "an 80 ms server stall against a 20 ms server buffer must underflow"
+        x = _underflow_after(s, play_ring, start, "server_late", why)
         m = re.match(r"no request from the sound server reached us for ([\d.]+) ms", x.last_underflow)
         assert m and float(m.group(1)) >= 40, x.last_underflow  # 50 ms armed, and the drain
     finally:
