@@ -197,14 +197,10 @@ class LiveStreams:
             self._stats_play = None
         return new
 
-    def owed_frames(self) -> int:
-        """Frames the device asked for that the playback ring has not given yet: none here
-        (PortAudio's callback takes what the ring holds and plays silence for the rest, an
-        underflow; it does not wait for more)."""
-        return 0
-
     def owed_average(self) -> float:
-        """The same averaged since the previous call: none."""
+        """What the device was owed on average since the previous call (see
+        :meth:`PulseStreams.owed_average`): none here. PortAudio's callback takes what the
+        ring holds and plays silence for the rest (an underflow); it does not wait for more."""
         return 0.0
 
     def frames_captured(self) -> int:

@@ -39,9 +39,8 @@ struct rtu_pulse {
     /* the server's debt over time (see rtu_owed_area): written on the main-loop thread
      * under a sequence count, read by the worker without a lock */
     unsigned owed_seq;
-    uint64_t owed_area;  /* frame-microseconds owed up to owed_since */
+    uint64_t owed_area;  /* frame-microseconds owed up to owed_since; since then st.owed_frames */
     uint64_t owed_since;
-    uint64_t owed_now;
     pa_time_event *retry; /* disabled until a request is left partly unmet */
     pa_time_event *timer;
     pa_time_event *latency_ev; /* samples the streams' latencies (latency_cb) */
@@ -53,8 +52,6 @@ struct rtu_pulse {
 #define ADD(x, n) __atomic_fetch_add(&(x), (n), __ATOMIC_RELAXED)
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
-
-static void set_owed(rtu_pulse *p, uint64_t owed);
 
 static uint64_t now_us(void) {
     struct timespec ts;
@@ -138,8 +135,7 @@ static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
             p->empty_since = 0;
             /* the server asks on until its queue has drained, then waits for us */
             p->off_since = t + p->tlength_us;
-            set_owed(p, 0);
-            return;
+            return; /* every caller of fill() notes the debt after it: none now */
         }
         schedule_retry(p);
         return;
@@ -173,23 +169,19 @@ static void fill(rtu_pulse *p, pa_stream *s, size_t nbytes) {
 }
 
 /* What the server asked for and we have not written yet, frames (0 while corked or
- * disarmed: we write nothing then on purpose). Kept in st.owed_frames after every fill. */
-static void set_owed(rtu_pulse *p, uint64_t owed) {
+ * disarmed: we write nothing then on purpose), into st.owed_frames and its time integral.
+ * Called after every fill(). */
+static uint64_t note_owed(rtu_pulse *p) {
+    size_t w = pa_stream_writable_size(p->play);
+    uint64_t owed = w == (size_t)-1 || !LOAD(p->st.playing) ? 0 : w / p->out_fb;
     uint64_t t = now_us();
     __atomic_fetch_add(&p->owed_seq, 1, __ATOMIC_RELAXED); /* odd: being written */
     __atomic_thread_fence(__ATOMIC_RELEASE);
     if (p->owed_since)
-        STORE(p->owed_area, LOAD(p->owed_area) + LOAD(p->owed_now) * (t - p->owed_since));
+        STORE(p->owed_area, LOAD(p->owed_area) + LOAD(p->st.owed_frames) * (t - p->owed_since));
     STORE(p->owed_since, t);
-    STORE(p->owed_now, owed);
-    __atomic_fetch_add(&p->owed_seq, 1, __ATOMIC_RELEASE); /* even: done */
     STORE(p->st.owed_frames, owed);
-}
-
-static uint64_t note_owed(rtu_pulse *p) {
-    size_t w = pa_stream_writable_size(p->play);
-    uint64_t owed = w == (size_t)-1 || !LOAD(p->st.playing) ? 0 : w / p->out_fb;
-    set_owed(p, owed);
+    __atomic_fetch_add(&p->owed_seq, 1, __ATOMIC_RELEASE); /* even: done */
     return owed;
 }
 
@@ -200,7 +192,7 @@ uint64_t rtu_owed_area(rtu_pulse *p, uint64_t *now) {
         s1 = __atomic_load_n(&p->owed_seq, __ATOMIC_ACQUIRE);
         area = LOAD(p->owed_area);
         since = LOAD(p->owed_since);
-        owed = LOAD(p->owed_now);
+        owed = LOAD(p->st.owed_frames);
         t = now_us();
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
         s2 = __atomic_load_n(&p->owed_seq, __ATOMIC_RELAXED);
