@@ -59,3 +59,62 @@ def folding_exciter(x: np.ndarray, sr: int) -> np.ndarray:
     out = x + extra[:, pad:pad + n]
     out = out.astype(np.float32)
     return out[0] if mono else out
+
+
+ADAPTIVE_TILT_DB_PER_KHZ = 3.0  # tuned on 10 training clips at MP3 128 (grid 0.5/1.5/3 x 0/3/8 dB)
+ADAPTIVE_DROP_DB = 0.0
+ADAPTIVE_REF_HZ = 1000.0
+
+
+def adaptive_exciter(x: np.ndarray, sr: int, cutoff_hz: float | None = None,
+                     tilt_db_per_khz: float = ADAPTIVE_TILT_DB_PER_KHZ,
+                     drop_db: float = ADAPTIVE_DROP_DB) -> np.ndarray:
+    """A cut-off-aware folding exciter: the best plain DSP we have to measure the model against.
+
+    The input's cut-off (``tools.realdata.measure_cutoff`` over the whole signal, unless
+    given) decides what is written: nothing below it, so lossless and high-bitrate input
+    pass untouched. Above it, per STFT frame (Hann 2048, hop 512), the band just below the
+    cut-off is copied upwards, tiled as often as needed (shifts are multiples of 4 bins, so
+    tones stay tones), and scaled so that the fill starts ``drop_db`` below the level of the
+    last ``ADAPTIVE_REF_HZ`` under the cut-off and falls by ``tilt_db_per_khz`` per kHz.
+
+    Shape: ``[frames]`` or ``[channels, frames]`` -> the same, float32.
+    """
+    from tools.realdata import measure_cutoff
+
+    x = np.asarray(x, np.float64)
+    mono = x.ndim == 1
+    if mono:
+        x = x[None]
+    n = x.shape[1]
+    if cutoff_hz is None:
+        cutoff_hz = measure_cutoff(x, sr) if n >= 8192 else sr / 2
+    top = 0.95 * sr / 2
+    if cutoff_hz >= top:
+        out = x.astype(np.float32)
+        return out[0] if mono else out
+    window = np.hanning(N_FFT + 1)[:-1]
+    pad = N_FFT
+    xp = np.pad(x, ((0, 0), (pad, pad + (-(n + 2 * pad) % HOP))))
+    n_frames = 1 + (xp.shape[1] - N_FFT) // HOP
+    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
+    spec = np.fft.rfft(xp[:, idx] * window, axis=-1)  # [channels, frames, bins]
+    df = sr / N_FFT
+    c = int(np.floor(cutoff_hz / df))
+    width = 4 * max(1, int(round(min(cutoff_hz / 2, 6000.0) / df / 4)))  # source band, bins
+    ref = slice(max(1, c - int(ADAPTIVE_REF_HZ / df)), c)
+    ref_db = 10 * np.log10(np.mean(np.abs(spec[..., ref]) ** 2, axis=-1) + 1e-20)  # [channels, frames]
+    added = np.zeros_like(spec)
+    n_bins = spec.shape[-1]
+    for k in range(c, n_bins):
+        src = c - width + (k - c) % width
+        src_db = 10 * np.log10(np.mean(np.abs(spec[..., c - width:c]) ** 2, axis=-1) + 1e-20)
+        target_db = ref_db - drop_db - tilt_db_per_khz * (k - c) * df / 1000
+        # The source band's mean level is matched to the target at this bin.
+        added[..., k] = spec[..., src] * 10 ** ((target_db - src_db) / 20)
+    frames = np.fft.irfft(added, N_FFT, axis=-1) * window / 1.5
+    extra = np.zeros_like(xp)
+    for i in range(n_frames):
+        extra[:, i * HOP:i * HOP + N_FFT] += frames[:, i]
+    out = (x + extra[:, pad:pad + n]).astype(np.float32)
+    return out[0] if mono else out

@@ -36,7 +36,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from tools.model import FACTOR, HOP, STATE_NAMES, Restorer, count_parameters, load_weights
+from tools.model import FACTOR, HOP, Restorer, build_model, count_parameters, load_weights
 
 IR_VERSION = 10
 OPSET = 17
@@ -53,7 +53,8 @@ def load_checkpoint(path: str | Path) -> tuple[Restorer, dict]:
     """A ``Restorer`` from a ``tools.train`` checkpoint, in eval mode, and the checkpoint's config."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     config = ckpt.get("config", {})
-    model = Restorer(config.get("hidden", 192), config.get("layers", 2), config.get("hop", HOP))
+    model = build_model(config.get("arch", "gru"), config.get("hidden", 192), config.get("layers", 2),
+                        config.get("hop", HOP))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
@@ -61,7 +62,7 @@ def load_checkpoint(path: str | Path) -> tuple[Restorer, dict]:
 
 def metadata(model: Restorer, name: str, description: str) -> dict[str, str]:
     shapes = model.state_shapes("channels")
-    states = [{"in": f"state_in_{n}", "out": f"state_out_{n}", "shape": list(shapes[n])} for n in STATE_NAMES]
+    states = [{"in": f"state_in_{n}", "out": f"state_out_{n}", "shape": list(shapes[n])} for n in model.state_names]
     return {
         "rtupscale.contract": "1",
         "rtupscale.kind": "stateful",
@@ -115,11 +116,11 @@ def export_onnx(model: Restorer, path: str | Path, name: str, description: str, 
     """Write ``path`` (steps 1 and 2 of the module docstring)."""
     channels, frames = 2, 4 * model.hop
     example = (torch.zeros(channels, frames), *model.initial_state(channels))
-    inputs = ["audio_in"] + [f"state_in_{n}" for n in STATE_NAMES]
-    outputs = ["audio_out"] + [f"state_out_{n}" for n in STATE_NAMES]
+    inputs = ["audio_in"] + [f"state_in_{n}" for n in model.state_names]
+    outputs = ["audio_out"] + [f"state_out_{n}" for n in model.state_names]
     shapes = model.state_shapes("channels")
     dynamic = {"audio_in": {0: "channels", 1: "frames"}, "audio_out": {0: "channels", 1: "frames_out"}}
-    for n in STATE_NAMES:
+    for n in model.state_names:
         axis = shapes[n].index("channels")
         dynamic[f"state_in_{n}"] = {axis: "channels"}
         dynamic[f"state_out_{n}"] = {axis: "channels"}
@@ -166,7 +167,7 @@ def ort_blocks(session: ort.InferenceSession, x: np.ndarray, block: int, shapes:
     for i in range(0, n, block):
         result = session.run(None, {"audio_in": x[:, i:i + block], **state})
         out.append(result[0])
-        state = {f"state_in_{k}": v for k, v in zip(STATE_NAMES, result[1:])}
+        state = {f"state_in_{k}": v for k, v in zip(shapes, result[1:])}
     return np.concatenate(out, axis=1)
 
 

@@ -34,10 +34,28 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from tools import codecs, sources
+from tools import codecs, realdata, sources
 
-EVAL_VARIANTS = ("mp3_96", "mp3_128", "mp3_192", "mp3_320")
-DEFAULT_CLIPS = {"procedural": 90, "gm": 70, "gs": 55, "musescore": 65, "timgm6mb": 55, "speech": 45}
+EVAL_VARIANTS = ("mp3_96", "mp3_128", "mp3_192", "mp3_320", "mp3_v2", "aac_128", "opus_96")
+DEFAULT_CLIPS = {"procedural": 40, "gm": 30, "gs": 0, "musescore": 0, "timgm6mb": 20, "speech": 20,
+                 "real_mix": 380, "real_stems": 50, "real_drums": 80, "real_organ": 40, "real_voice": 60}
+REAL_PREFIX = "real_"
+_CATALOGS: dict[str, dict] = {}
+
+
+def load_catalog(path: str | Path) -> dict:
+    """The real recordings' catalogue (``tools.realdata``), read once per process."""
+    key = str(path)
+    if key not in _CATALOGS:
+        if not Path(key).exists():
+            raise FileNotFoundError(f"{key}: no catalogue of the real recordings (run python -m tools.realdata first)")
+        _CATALOGS[key] = json.loads(Path(key).read_text())
+    return _CATALOGS[key]
+
+
+def real_splits(catalog: dict, kind: str) -> set[str]:
+    """The splits that hold groups of ``kind``."""
+    return {catalog["splits"][t["group"]] for t in catalog["tracks"] if t["kind"] == kind}
 
 
 def split_of(index: int) -> str:
@@ -65,7 +83,7 @@ def quantize_pcm16(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def build_clip(out_dir: str, seed: int, source: str, index: int, seconds: float,
-               variants_per_clip: int) -> dict:
+               variants_per_clip: int, catalog_path: str | None = None) -> dict:
     """Render, degrade and align one clip; write its files and return its metadata.
 
     Idempotent: returns the stored metadata if the clip is already complete.
@@ -79,7 +97,15 @@ def build_clip(out_dir: str, seed: int, source: str, index: int, seconds: float,
     rng = np.random.default_rng(clip_seed(seed, source, index))
     sr = int(rng.choice(sources.SAMPLE_RATES))
     split = split_of(index)
-    clean = sources.render_source(source, rng, sr, seconds)
+    info: dict = {"cutoff_hz": None}
+    if source.startswith(REAL_PREFIX):
+        # Held-out clips keep their source's own rate, so that their reference is real up to
+        # 0.95 x Nyquist; training clips are drawn at both rates.
+        clean, info = realdata.render_clip(load_catalog(catalog_path), source[len(REAL_PREFIX):], split, rng,
+                                           None if split != "train" else sr, seconds)
+        sr = info.pop("sample_rate")
+    else:
+        clean = sources.render_source(source, rng, sr, seconds)
     pcm16 = quantize_pcm16(clean, rng)
     sf.write(clip_dir / "clean.flac", pcm16.T, sr, subtype="PCM_16")
 
@@ -101,7 +127,7 @@ def build_clip(out_dir: str, seed: int, source: str, index: int, seconds: float,
             sf.write(tmp, np.clip(aligned, -1, 1 - 2**-23).T, sr, subtype="PCM_24")
             os.replace(tmp, clip_dir / f"{variant}.flac")
         variants[variant] = entry
-    meta = {"id": clip_id, "source": source, "index": index, "sample_rate": sr, "split": split,
+    meta = {"id": clip_id, "source": source, **info, "index": index, "sample_rate": sr, "split": split,
             "frames": int(pcm16.shape[1]), "seconds": pcm16.shape[1] / sr, "variants": variants}
     tmp = clip_dir / ".meta.tmp"
     tmp.write_text(json.dumps(meta, indent=1))
@@ -136,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="clip length, s")
     parser.add_argument("--variants-per-clip", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="processes (at most 2 on this machine)")
+    parser.add_argument("--catalog", default="data/real/catalog.json",
+                        help="the real recordings' catalogue (python -m tools.realdata)")
     for source, n in DEFAULT_CLIPS.items():
         parser.add_argument(f"--n-{source}", type=int, default=n, help=f"clips from {source}")
     args = parser.parse_args(argv)
@@ -146,12 +174,18 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.variants_per_clip <= len(codecs.CODECS):
         parser.error(f"--variants-per-clip must be in 1..{len(codecs.CODECS)}")
     jobs = [(source, i) for source in DEFAULT_CLIPS for i in range(getattr(args, f"n_{source}"))]
+    if any(source.startswith(REAL_PREFIX) for source, _ in jobs):
+        catalog = load_catalog(args.catalog)
+        have = {s: real_splits(catalog, s[len(REAL_PREFIX):]) for s in DEFAULT_CLIPS if s.startswith(REAL_PREFIX)}
+        # A kind whose groups are in no validation (or test) group skips those indices.
+        jobs = [(s, i) for s, i in jobs if not s.startswith(REAL_PREFIX) or split_of(i) in have[s]]
     # Interleave sources so a partial build already covers all of them.
     jobs.sort(key=lambda j: (j[1], j[0]))
     Path(args.out).mkdir(parents=True, exist_ok=True)
     metas = []
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(build_clip, args.out, args.seed, s, i, args.seconds, args.variants_per_clip)
+        futures = [pool.submit(build_clip, args.out, args.seed, s, i, args.seconds, args.variants_per_clip,
+                               args.catalog)
                    for s, i in jobs]
         for fut in tqdm(futures, desc="clips", unit="clip", file=sys.stderr):
             metas.append(fut.result())

@@ -56,7 +56,8 @@ HOPS = (64, 128, 256)
 GAIN_MAX = 2.0
 FACTOR = 4
 INTERP_TAPS = interp.design_interpolator().shape[0]
-STATE_NAMES = ("frames", "gru", "ola", "interp")
+STATE_NAMES = ("frames", "gru", "ola", "interp")  # Restorer's; every model has ``state_names``
+ARCHS = ("gru", "cutoff")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,44 @@ class Geometry:
 
 
 
+def dsp_matrices(geo: Geometry) -> dict[str, np.ndarray]:
+    """The fixed DSP of a hop as constant matrices, so that the exported graph has few nodes
+    (onnxruntime's per-node cost dominates a 256-frame block):
+
+    - ``analysis`` ``[W, 2 bins]``: sqrt-Hann frame -> ``[re | im]``;
+    - ``power`` ``[2 bins, bins]``: ``[re | im]^2`` -> power;
+    - ``fold`` ``[2 bins, 2 S n_band]``: ``[re | im]`` -> the source bins of every shift;
+    - ``synthesis`` ``[2 S n_band, W]``: inverse real DFT of the band bins summed over the
+      shifts, times the sqrt-Hann window;
+    - ``interp_w`` ``[4, 1, taps]``: the runtime's x4 interpolator as a conv1d weight.
+    """
+    hop, width, n_bins, band_start, shifts, n_band = (geo.hop, geo.window, geo.n_bins, geo.band_start,
+                                                      geo.shifts, geo.n_band)
+    n = np.arange(width)
+    win = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / width))  # sqrt periodic Hann
+    k = np.arange(n_bins)
+    arg = 2 * np.pi * np.outer(n, k) / width  # [width, n_bins]
+    n_src = len(shifts) * n_band
+    analysis = np.concatenate([win[:, None] * np.cos(arg), -win[:, None] * np.sin(arg)], axis=1)
+    power = np.concatenate([np.eye(n_bins), np.eye(n_bins)], axis=0)
+    fold = np.zeros((2 * n_bins, 2 * n_src))
+    for s, shift in enumerate(shifts):
+        for j in range(n_band):
+            src = band_start + j - shift
+            fold[src, s * n_band + j] = 1.0
+            fold[n_bins + src, n_src + s * n_band + j] = 1.0
+    kb = np.arange(band_start, n_bins)
+    weight = np.where(kb == hop, 1.0, 2.0) / width
+    iarg = 2 * np.pi * np.outer(kb, n) / width  # [n_band, width]
+    icos = weight[:, None] * np.cos(iarg) * win
+    isin = -weight[:, None] * np.sin(iarg) * win
+    synthesis = np.concatenate([np.tile(icos, (len(shifts), 1)), np.tile(isin, (len(shifts), 1))], axis=0)
+    poly = interp.design_interpolator()  # [taps, 4], row j multiplies x[n - j]
+    # conv1d is a correlation: weight[p, 0, j] multiplies x[n - (taps - 1) + j].
+    interp_w = poly[::-1].T.copy()[:, None, :]
+    return {"analysis": analysis, "power": power, "fold": fold, "synthesis": synthesis, "interp_w": interp_w}
+
+
 class Restorer(nn.Module):
     """See the module docstring.
 
@@ -119,37 +158,7 @@ class Restorer(nn.Module):
         self.latency = geo.latency
         self.hidden = hidden
         self.layers = layers
-        n = np.arange(width)
-        win = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * n / width))  # sqrt periodic Hann
-        k = np.arange(n_bins)
-        arg = 2 * np.pi * np.outer(n, k) / width  # [width, n_bins]
-        n_src = len(shifts) * n_band
-        # The DSP is a few constant matrices, so that the exported graph has few nodes
-        # (onnxruntime's per-node cost dominates a 256-frame block):
-        # analysis: frame [W] -> [re | im] [2 * n_bins]
-        analysis = np.concatenate([win[:, None] * np.cos(arg), -win[:, None] * np.sin(arg)], axis=1)
-        # power: [re | im]^2 -> re^2 + im^2
-        power = np.concatenate([np.eye(n_bins), np.eye(n_bins)], axis=0)
-        # fold: [re | im] -> [re sources of every shift | im sources of every shift]
-        fold = np.zeros((2 * n_bins, 2 * n_src))
-        for s, shift in enumerate(shifts):
-            for j in range(n_band):
-                src = band_start + j - shift
-                fold[src, s * n_band + j] = 1.0
-                fold[n_bins + src, n_src + s * n_band + j] = 1.0
-        # synthesis: inverse real DFT of bins band_start.. (weight 2 except Nyquist) summed
-        # over the shifts, then the window.
-        kb = np.arange(band_start, n_bins)
-        weight = np.where(kb == hop, 1.0, 2.0) / width
-        iarg = 2 * np.pi * np.outer(kb, n) / width  # [n_band, width]
-        icos = weight[:, None] * np.cos(iarg) * win
-        isin = -weight[:, None] * np.sin(iarg) * win
-        synthesis = np.concatenate([np.tile(icos, (len(shifts), 1)), np.tile(isin, (len(shifts), 1))], axis=0)
-        poly = interp.design_interpolator()  # [taps, 4], row j multiplies x[n - j]
-        # conv1d is a correlation: weight[p, 0, j] multiplies x[n - (taps - 1) + j].
-        interp_w = poly[::-1].T.copy()[:, None, :]
-        for name, value in [("analysis", analysis), ("power", power), ("fold", fold),
-                            ("synthesis", synthesis), ("interp_w", interp_w)]:
+        for name, value in dsp_matrices(geo).items():
             # Not saved in checkpoints: they are constants of the design.
             self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
 
@@ -159,6 +168,9 @@ class Restorer(nn.Module):
         self.out = nn.Linear(hidden, len(shifts) * n_band)
         nn.init.constant_(self.out.bias, -2.0)
         self.gate = nn.Parameter(torch.zeros(len(shifts)))
+
+    arch = "gru"
+    state_names = STATE_NAMES
 
     def state_shapes(self, channels: int | str) -> dict[str, tuple]:
         """Shape of each state tensor; ``channels`` may be the string ``"channels"``."""
@@ -212,6 +224,152 @@ class Restorer(nn.Module):
         restored, frames, gru, ola = self.restore(audio_in, state_frames, state_gru, state_ola)
         audio_out, hist = self.upsample(restored, state_interp)
         return audio_out, frames, gru, ola, hist
+
+
+class CutoffRestorer(nn.Module):
+    """The codec-aware restorer (``arch = "cutoff"``, rtupscale-restore-v3).
+
+    The same frame, fold and synthesis as :class:`Restorer` (see the module docstring), with
+    two differences:
+
+    1. **It writes only where the input is empty.** Each frame is analysed a second time
+       with a 4-term Blackman-Harris window (sidelobes at -92 dB, so a loud band below the
+       codec's low-pass does not leak into the bins above it). A band bin is *empty* when its
+       level lies below ``max(ABS_FLOOR_DB, loudest bin below the band - REL_RANGE_DB)``;
+       ``mask = sigmoid((threshold - level) / MASK_WIDTH_DB)`` per bin and frame. Every
+       folded bin is multiplied by its mask: above a codec's cut-off (and in its holes) the
+       mask is 1; where the input has content of its own (lossless, 320 kbps below 20 kHz)
+       it is 0 and the input passes untouched. The mask is also a feature, so the network
+       knows where the cut-off lies.
+    2. **Its memory is finite.** In place of the GRU, three causal convolutions over frames
+       (kernel ``K1`` over the features, then kernels 4 at dilations 4 and 8, residual):
+       the output depends on the last ``receptive_frames`` frames only, so whatever played
+       before that is forgotten exactly, not approximately.
+
+    Streaming state (zeros at start), ``C`` = channels, ``F`` = features, ``H`` = hidden:
+
+    - ``frames`` ``[C, hop]``; ``ctx1`` ``[C, F, K1 - 1]``; ``ctx2`` ``[C, H, 12]``;
+      ``ctx3`` ``[C, H, 24]`` (the convolutions' inputs); ``ola`` ``[C, hop]``;
+      ``interp`` ``[C, 144]``.
+    """
+
+    arch = "cutoff"
+    state_names = ("frames", "ctx1", "ctx2", "ctx3", "ola", "interp")
+    ABS_FLOOR_DB = -72.0  # 11 dB over 16-bit rounding noise in a Blackman-Harris bin (-83 dB)
+    REL_RANGE_DB = 80.0
+    MASK_WIDTH_DB = 3.0
+    K1 = 8
+    DILATIONS = (4, 8)
+    K = 4
+
+    def __init__(self, hidden: int = 128, hop: int = HOP):
+        super().__init__()
+        if hidden < 8:
+            raise ValueError(f"hidden must be >= 8, got {hidden}")
+        geo = Geometry(hop)
+        self.geometry, self.hop, self.latency, self.hidden, self.layers = geo, hop, geo.latency, hidden, 0
+        for name, value in dsp_matrices(geo).items():
+            self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
+        n = np.arange(geo.window)
+        a = (0.35875, 0.48829, 0.14128, 0.01168)
+        bh = sum((-1) ** i * c * np.cos(2 * np.pi * i * n / geo.window) for i, c in enumerate(a))
+        arg = 2 * np.pi * np.outer(n, np.arange(geo.band_start, geo.n_bins)) / geo.window
+        detect = np.concatenate([bh[:, None] * np.cos(arg), bh[:, None] * np.sin(arg)], axis=1)
+        self.register_buffer("detect", torch.tensor(detect, dtype=torch.float32), persistent=False)
+        # Blackman-Harris power of the bins below the band, for the frame's reference level.
+        arg_lo = 2 * np.pi * np.outer(n, np.arange(1, geo.band_start)) / geo.window
+        detect_lo = np.concatenate([bh[:, None] * np.cos(arg_lo), bh[:, None] * np.sin(arg_lo)], axis=1)
+        self.register_buffer("detect_lo", torch.tensor(detect_lo, dtype=torch.float32), persistent=False)
+        self.n_features = geo.n_bins + 1 + geo.n_band
+        self.conv1 = nn.Conv1d(self.n_features, hidden, self.K1)
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, self.K, dilation=d) for d in self.DILATIONS)
+        self.mid = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, len(geo.shifts) * geo.n_band)
+        nn.init.constant_(self.out.bias, -2.0)
+        self.gate = nn.Parameter(torch.zeros(len(geo.shifts)))
+
+    @property
+    def receptive_frames(self) -> int:
+        return self.K1 + sum((self.K - 1) * d for d in self.DILATIONS)
+
+    def state_shapes(self, channels: int | str) -> dict[str, tuple]:
+        """Shape of each state tensor; ``channels`` may be the string ``"channels"``."""
+        h = self.hidden
+        return {"frames": (channels, self.hop), "ctx1": (channels, self.n_features, self.K1 - 1),
+                "ctx2": (channels, h, (self.K - 1) * self.DILATIONS[0]),
+                "ctx3": (channels, h, (self.K - 1) * self.DILATIONS[1]),
+                "ola": (channels, self.hop), "interp": (channels, INTERP_TAPS - 1)}
+
+    def initial_state(self, channels: int) -> list[torch.Tensor]:
+        device = self.gate.device
+        return [torch.zeros(s, device=device) for s in self.state_shapes(channels).values()]
+
+    @staticmethod
+    def _level_db(spec: torch.Tensor) -> torch.Tensor:
+        half = spec.shape[-1] // 2
+        return 10.0 * torch.log10(spec[..., :half] ** 2 + spec[..., half:] ** 2 + 1e-12)
+
+    def empty_mask(self, frame: torch.Tensor) -> torch.Tensor:
+        """Per band bin, how empty the input is (1: nothing there). ``[C, M, W] -> [C, M, n_band]``."""
+        level = self._level_db(frame @ self.detect)
+        ref = self._level_db(frame @ self.detect_lo).amax(dim=2, keepdim=True)
+        threshold = torch.clamp(ref - self.REL_RANGE_DB, min=self.ABS_FLOOR_DB)
+        return torch.sigmoid((threshold - level) / self.MASK_WIDTH_DB)
+
+    def _causal(self, conv: nn.Conv1d, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        full = torch.cat([ctx, x], dim=2)
+        return conv(full), full[:, :, full.shape[2] - ctx.shape[2]:]
+
+    def restore(self, audio_in: torch.Tensor, frames: torch.Tensor, ctx1: torch.Tensor, ctx2: torch.Tensor,
+                ctx3: torch.Tensor, ola: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Restored base-rate signal, delayed by ``hop``.
+
+        Shape: ``audio_in [C, N]`` (N a multiple of hop) -> ``restored [C, N]`` plus the new
+        ``frames``, ``ctx1``, ``ctx2``, ``ctx3``, ``ola`` states.
+        """
+        c, n = audio_in.shape
+        hop, n_band = self.hop, self.geometry.n_band
+        buf = torch.cat([frames, audio_in], dim=1)  # [C, N + hop]
+        frame = torch.cat([buf[:, :n].reshape(c, -1, hop), buf[:, hop:].reshape(c, -1, hop)], dim=2)
+        spec = frame @ self.analysis  # [C, M, 2 * n_bins]: re | im
+        logp = torch.log((spec * spec) @ self.power + 1e-9)
+        mean = logp.mean(dim=2, keepdim=True)
+        mask = self.empty_mask(frame)  # [C, M, n_band]
+        feat = torch.cat([(logp - mean) * 0.2, mean * 0.1, mask], dim=2).transpose(1, 2)  # [C, F, M]
+        h, ctx1 = self._causal(self.conv1, feat, ctx1)
+        h = F.elu(h)
+        y, ctx2 = self._causal(self.convs[0], h, ctx2)
+        h = h + F.elu(y)
+        y, ctx3 = self._causal(self.convs[1], h, ctx3)
+        h = (h + F.elu(y)).transpose(1, 2)  # [C, M, H]
+        h = F.elu(self.mid(h))
+        z = self.out(h).clamp(-20.0, 6.0)  # [C, M, S * n_band]
+        s = len(self.geometry.shifts)
+        gain = GAIN_MAX * torch.tanh(torch.exp(z) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(n_band))
+        gain = gain * mask.repeat(1, 1, s)
+        folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]
+        syn = folded @ self.synthesis  # [C, M, width]
+        first, second = syn[:, :, :hop], syn[:, :, hop:]
+        prev = torch.cat([ola[:, None, :], second[:, :-1, :]], dim=1)
+        restored = buf[:, :n] + (first + prev).reshape(c, n)
+        return restored, buf[:, n:], ctx1, ctx2, ctx3, second[:, -1, :]
+
+    upsample = Restorer.upsample
+
+    def forward(self, audio_in, state_frames, state_ctx1, state_ctx2, state_ctx3, state_ola, state_interp):
+        """One block: ``audio_in [C, N]`` -> ``audio_out [C, 4N]`` and the six new states."""
+        restored, *states = self.restore(audio_in, state_frames, state_ctx1, state_ctx2, state_ctx3, state_ola)
+        audio_out, hist = self.upsample(restored, state_interp)
+        return (audio_out, *states, hist)
+
+
+def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int = HOP) -> nn.Module:
+    """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only."""
+    if arch == "gru":
+        return Restorer(hidden, layers, hop)
+    if arch == "cutoff":
+        return CutoffRestorer(hidden, hop)
+    raise ValueError(f"unknown arch {arch!r}; allowed: {ARCHS}")
 
 
 def load_weights(model: Restorer, state_dict: dict) -> None:

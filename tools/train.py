@@ -35,7 +35,7 @@ import soundfile as sf
 import torch
 
 from rtupscale.dsp import metrics
-from tools.model import HOP, HOPS, Restorer, count_parameters, load_rehopped, load_weights, load_widened
+from tools.model import ARCHS, HOP, HOPS, Restorer, build_model, count_parameters, load_rehopped, load_weights, load_widened
 
 LOSSLESS = "lossless"
 SEGMENT_FRAMES = 16384  # training segment, samples (a multiple of every hop)
@@ -57,7 +57,8 @@ def load_split(data_dir: str | Path, split: str, max_clips: int | None = None) -
             if entry["ok"]:
                 v, _ = sf.read(d / f"{name}.flac", dtype="int16", always_2d=True)
                 variants[name] = v.T.copy()
-        clips.append({"id": meta["id"], "sr": sr, "clean": clean.T.copy(), "variants": variants})
+        clips.append({"id": meta["id"], "sr": sr, "clean": clean.T.copy(), "variants": variants,
+                      "cutoff_hz": meta.get("cutoff_hz"), "source": meta.get("source")})
         if max_clips and len(clips) >= max_clips:
             break
     if not clips:
@@ -82,13 +83,15 @@ class Batcher:
         self.rates = sorted(self.by_rate)
         self.batch, self.frames, self.seed, self.lossless_prob = batch, frames, seed, lossless_prob
 
-    def get(self, step: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-        """Returns ``(sr, degraded [B, frames], clean [B, frames])`` float32."""
+    def get(self, step: int) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns ``(sr, degraded [B, frames], clean [B, frames], top_hz [B])`` float32;
+        ``top_hz`` is where each item's reference stops being one (:func:`reference_top_hz`)."""
         rng = np.random.default_rng([self.seed, step])
         sr = self.rates[rng.integers(len(self.rates))]
         pool = self.by_rate[sr]
         x = np.empty((self.batch, self.frames), np.float32)
         y = np.empty((self.batch, self.frames), np.float32)
+        top = np.empty(self.batch, np.float32)
         for b in range(self.batch):
             clip = pool[rng.integers(len(pool))]
             names = sorted(clip["variants"])
@@ -99,7 +102,18 @@ class Batcher:
             gain = 10 ** (rng.uniform(-12, 0) / 20) / 32768.0
             x[b] = src[ch, start:start + self.frames] * gain
             y[b] = clip["clean"][ch, start:start + self.frames] * gain
-        return sr, torch.from_numpy(x), torch.from_numpy(y)
+            top[b] = reference_top_hz(clip.get("cutoff_hz"), sr)
+        return sr, torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(top)
+
+
+CUTOFF_MARGIN_HZ = 300.0
+
+
+def reference_top_hz(cutoff_hz: float | None, sr: int) -> float:
+    """The top of the band a clip's reference is good for: ``0.95 x Nyquist``, or
+    ``CUTOFF_MARGIN_HZ`` below the cut-off of the lossy source it was cut from."""
+    top = metrics.TOP_FRACTION * sr / 2
+    return top if cutoff_hz is None else min(top, float(cutoff_hz) - CUTOFF_MARGIN_HZ)
 
 
 def _log_power(x: torch.Tensor, n_fft: int) -> torch.Tensor:
@@ -110,14 +124,25 @@ def _log_power(x: torch.Tensor, n_fft: int) -> torch.Tensor:
     return torch.log10(spec.real**2 + spec.imag**2 + 1e-13 * n_fft)  # [B, bins, frames]
 
 
-def band_lsd(est: torch.Tensor, ref: torch.Tensor, sr: int, n_fft: int, lo_hz: float, hi_hz: float) -> torch.Tensor:
-    """Differentiable LSD on the bins in ``[lo_hz, hi_hz)``: mean over frames of the RMS log10 power error."""
+def band_lsd(est: torch.Tensor, ref: torch.Tensor, sr: int, n_fft: int, lo_hz: float, hi_hz: float,
+             top_hz: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable LSD on the bins in ``[lo_hz, hi_hz)``: mean over frames of the RMS log10
+    power error. With ``top_hz [B]``, item b's band also stops at ``top_hz[b]``; items left
+    with fewer than two bins do not count (zero when none is left)."""
     freqs = torch.fft.rfftfreq(n_fft, 1.0 / sr, device=est.device)
     mask = (freqs >= lo_hz) & (freqs < hi_hz)
     with torch.no_grad():
         ref_lp = _log_power(ref, n_fft)[:, mask, :]
     diff = _log_power(est, n_fft)[:, mask, :] - ref_lp
-    return torch.sqrt(diff.pow(2).mean(dim=1) + 1e-5).mean()
+    if top_hz is None:
+        return torch.sqrt(diff.pow(2).mean(dim=1) + 1e-5).mean()
+    w = (freqs[mask][None, :] < top_hz.to(est.device)[:, None]).to(est.dtype)  # [B, bins]
+    count = w.sum(dim=1)
+    use = count >= 2
+    if not bool(use.any()):
+        return est.sum() * 0.0
+    per_frame = torch.sqrt((diff.pow(2) * w[:, :, None]).sum(dim=1) / count.clamp(min=1)[:, None] + 1e-5)
+    return per_frame.mean(dim=1)[use].mean()
 
 
 RESOLUTIONS = (512, 1024, 2048)
@@ -126,7 +151,7 @@ EDGE_LO_HZ = 14000.0
 
 
 def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int, x: torch.Tensor | None = None,
-            edge_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+            edge_weight: float = 0.0, top_hz: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Returns ``(total, {term: value})``; see the module docstring.
 
     With ``edge_weight`` > 0 and the input ``x``: plus ``edge_weight`` x the LSD between the
@@ -137,8 +162,9 @@ def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int, x: torch.Tensor | Non
     the model's to fill).
     """
     top = metrics.TOP_FRACTION * sr / 2
-    hf = sum(band_lsd(est, ref, sr, n, metrics.HF_EDGE_HZ, top) for n in RESOLUTIONS) / len(RESOLUTIONS)
-    mid = sum(band_lsd(est, ref, sr, n, MID_EDGE_HZ, metrics.HF_EDGE_HZ) for n in RESOLUTIONS) / len(RESOLUTIONS)
+    hf = sum(band_lsd(est, ref, sr, n, metrics.HF_EDGE_HZ, top, top_hz) for n in RESOLUTIONS) / len(RESOLUTIONS)
+    mid = sum(band_lsd(est, ref, sr, n, MID_EDGE_HZ, metrics.HF_EDGE_HZ, top_hz)
+              for n in RESOLUTIONS) / len(RESOLUTIONS)
     total = hf + mid
     terms = {"hf": float(hf.detach()), "mid": float(mid.detach())}
     if edge_weight > 0:
@@ -150,20 +176,25 @@ def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int, x: torch.Tensor | Non
     return total, terms
 
 
-def run_offline(model: Restorer, x: torch.Tensor, gru: torch.Tensor | None = None,
-                return_state: bool = False):
+def run_offline(model, x: torch.Tensor, gru: torch.Tensor | None = None, return_state: bool = False):
     """Restored base-rate signal, latency ``model.hop`` removed. ``[B, n] -> [B, n]`` (n % hop == 0).
 
-    From zero state, or with the GRU starting from ``gru`` ``[layers, B, hidden]`` (the
-    analysis history and the overlap-add tail start at zero); with ``return_state`` also the
-    GRU state at the end."""
+    From zero state, or (a ``gru`` model) with the GRU starting from ``gru``
+    ``[layers, B, hidden]`` (the analysis history and the overlap-add tail start at zero);
+    with ``return_state`` also the GRU state at the end (None for a model without one)."""
     b = x.shape[0]
     states = model.initial_state(b)
+    has_gru = "gru" in model.state_names
     if gru is not None:
-        states[1] = gru
+        if not has_gru:
+            raise ValueError(f"a {model.arch} model has no GRU state to start from")
+        states[model.state_names.index("gru")] = gru
     padded = torch.cat([x, torch.zeros(b, model.hop, device=x.device)], dim=1)
-    restored, _, gru_out, _ = model.restore(padded, states[0], states[1], states[2])
-    return (restored[:, model.hop:], gru_out) if return_state else restored[:, model.hop:]
+    restored, *new = model.restore(padded, *states[:-1])
+    out = restored[:, model.hop:]
+    if not return_state:
+        return out
+    return out, (new[model.state_names.index("gru")] if has_gru else None)
 
 
 SILENCE_S = 3.0  # the silence the "silence state" is taken after
@@ -198,7 +229,7 @@ def carried_states(prev: torch.Tensor | None, silence: torch.Tensor, batch: int,
 
 
 @torch.no_grad()
-def validate(model: Restorer, clips: list[dict], seconds: float = 4.0) -> dict:
+def validate(model, clips: list[dict], seconds: float = 4.0) -> dict:
     """LSD (all/hf/lf) of the model and of the unprocessed input, per codec variant, base rate."""
     model.eval()
     acc: dict[str, list] = {}
@@ -241,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=12)
     parser.add_argument("--frames", type=int, default=SEGMENT_FRAMES, help="segment length, samples")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--arch", default="gru", choices=ARCHS,
+                        help="gru: the v2 design (GRU memory, writes from 15.2 kHz); cutoff: the v3 design "
+                        "(finite memory, writes only where the input is empty; tools.model.CutoffRestorer)")
     parser.add_argument("--hidden", type=int, default=192)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hop", type=int, default=HOP, choices=HOPS,
@@ -283,7 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    model = Restorer(args.hidden, args.layers, args.hop).to(device)
+    if args.arch != "gru" and (args.carry_prob > 0 or args.init):
+        parser.error("--carry-prob and --init apply to --arch gru only (a cutoff model's memory is finite)")
+    model = build_model(args.arch, args.hidden, args.layers, args.hop).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     carry: dict[str, torch.Tensor | None] = {}  # --carry-prob: the previous step's end states, the silence state
@@ -294,6 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         saved_hop = ckpt.get("config", {}).get("hop", HOP)
         if saved_hop != args.hop:
             parser.error(f"{ckpt_path} was trained with --hop {saved_hop}, not {args.hop}")
+        saved_arch = ckpt.get("config", {}).get("arch", "gru")
+        if saved_arch != args.arch:
+            parser.error(f"{ckpt_path} was trained with --arch {saved_arch}, not {args.arch}")
         load_weights(model, ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
@@ -332,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
         lr = lr_at(step, args.steps, args.lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        sr, x, y = batcher.get(step)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        sr, x, y, top_hz = batcher.get(step)
+        x, y, top_hz = x.to(device, non_blocking=True), y.to(device, non_blocking=True), top_hz.to(device)
         gru0 = None
         if args.carry_prob > 0:
             if carry.get("silence") is None or step % SILENCE_EVERY == 0:
@@ -342,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                                   np.random.default_rng([args.seed, step, 1]))
         est, gru_end = run_offline(model, x, gru0, return_state=True)
         carry["prev"] = gru_end.detach() if args.carry_prob > 0 else None
-        loss, terms = loss_fn(est[:, warm:], y[:, warm:], sr, x[:, warm:], args.edge_weight)
+        loss, terms = loss_fn(est[:, warm:], y[:, warm:], sr, x[:, warm:], args.edge_weight, top_hz)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))

@@ -1,0 +1,119 @@
+"""The codec-aware model (tools.model.CutoffRestorer): streams as it runs offline, forgets
+exactly, writes only where the input is empty, and exports through the contract."""
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from tools import export, train
+from tools.model import CutoffRestorer, build_model
+
+SR = 44100
+
+
+def _open(model: CutoffRestorer, seed: int = 0) -> CutoffRestorer:
+    """Random weights and open gates: every part of the graph acts."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+        model.gate.fill_(0.5)
+        model.out.bias.fill_(0.0)
+    return model.eval()
+
+
+def _noise(n, seed=0, amp=0.1):
+    return torch.tensor(np.random.default_rng(seed).standard_normal((2, n)) * amp, dtype=torch.float32)
+
+
+def _lowpass(x: torch.Tensor, cut: float) -> torch.Tensor:
+    sos = scipy.signal.ellip(12, 0.1, 100, cut / (SR / 2), output="sos")
+    return torch.tensor(scipy.signal.sosfiltfilt(sos, x.numpy(), axis=1).copy(), dtype=torch.float32)
+
+
+def _band_energy(x: np.ndarray, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(x, axis=-1)) ** 2
+    f = np.fft.rfftfreq(x.shape[-1], 1 / SR)
+    return float(spec[..., (f >= lo) & (f < hi)].sum())
+
+
+@pytest.mark.parametrize("hop", [64, 128])
+def test_streaming_equals_offline_and_the_state_is_carried(hop):
+    model = _open(CutoffRestorer(hidden=24, hop=hop))
+    x = _lowpass(_noise(hop * 96), 16000)
+    with torch.no_grad():
+        offline = model(x, *model.initial_state(2))[0]
+        for block in (hop, 4 * hop):
+            state, out = model.initial_state(2), []
+            for i in range(0, x.shape[1], block):
+                y, *state = model(x[:, i:i + block], *state)
+                out.append(y)
+            assert float((torch.cat(out, 1) - offline).abs().max()) < 1e-4  # the contract's tolerance
+        # Dropping the state between blocks changes the output: the test can fail.
+        dropped = torch.cat([model(x[:, i:i + 4 * hop], *model.initial_state(2))[0]
+                             for i in range(0, x.shape[1], 4 * hop)], 1)
+    assert float((dropped - offline).abs().max()) > 1e-3
+
+
+def test_memory_is_finite_so_history_is_forgotten_exactly():
+    model = _open(CutoffRestorer(hidden=24))
+    hop = model.hop
+    signal = _lowpass(_noise(hop * 200, seed=1), 16000)
+    history_a = torch.zeros(2, hop * 100)
+    history_b = _lowpass(_noise(hop * 100, seed=2, amp=0.3), 17000)
+    with torch.no_grad():
+        a = model(torch.cat([history_a, signal], 1), *model.initial_state(2))[0]
+        b = model(torch.cat([history_b, signal], 1), *model.initial_state(2))[0]
+    start = 4 * hop * 100
+    # After the receptive field (plus the analysis frame, the overlap-add tail and the
+    # interpolator's taps) the two agree to float rounding...
+    settle = 4 * hop * (model.receptive_frames + 3)
+    assert float((a[:, start + settle:] - b[:, start + settle:]).abs().max()) < 1e-5
+    # ...and right after the switch they do not: the memory is real.
+    assert float((a[:, start:start + 4 * hop * 4] - b[:, start:start + 4 * hop * 4]).abs().max()) > 1e-3
+
+
+def test_full_band_input_passes_untouched_and_a_lowpassed_one_is_filled_above_its_cutoff():
+    model = _open(CutoffRestorer(hidden=24))
+    hop = model.hop
+    full = _noise(hop * 300, seed=3)
+    cut = _lowpass(full, 16500)
+    with torch.no_grad():
+        for x, expect_fill in ((full, False), (cut, True)):
+            restored = train.run_offline(model, x).numpy()
+            added = restored - x.numpy()
+            skip = 4 * hop  # the analysis history starts at zero
+            hf_in = _band_energy(full.numpy()[:, skip:], 17500, 21000)
+            hf_added = _band_energy(added[:, skip:], 17500, 21000)
+            if expect_fill:
+                assert hf_added > 1e-3 * hf_in  # the empty band got content
+            else:
+                assert hf_added < 1e-6 * hf_in  # -60 dB: nothing written over real content
+            # Below the band (15 kHz) only the synthesis window's leakage of gains that change
+            # every frame lands: at least 40 dB under the input (random gains here; nothing
+            # at all where the mask is closed).
+            lf_added = _band_energy(added[:, skip:], 20, 14000)
+            assert lf_added < (1e-4 if expect_fill else 1e-12) * _band_energy(x.numpy()[:, skip:], 20, 14000)
+
+
+def test_empty_mask_sees_a_codec_cliff_over_16_bit_noise():
+    model = CutoffRestorer(hidden=8)
+    hop = model.hop
+    rng = np.random.default_rng(4)
+    x = _lowpass(_noise(hop * 100, seed=4, amp=0.2), 16000).numpy()
+    x = (np.round(x * 32767 + rng.random(x.shape) - rng.random(x.shape)) / 32768).astype(np.float32)
+    frames = torch.tensor(np.stack([np.concatenate([x[:, i:i + hop], x[:, i + hop:i + 2 * hop]], 1)
+                                    for i in range(0, x.shape[1] - 2 * hop, hop)], 1))
+    mask = model.empty_mask(frames).mean(dim=(0, 1)).numpy()
+    freqs = np.arange(model.geometry.band_start, model.geometry.n_bins) * SR / model.geometry.window
+    assert mask[freqs > 17000].min() > 0.9
+    assert mask[freqs < 15500].max() < 0.1
+
+
+def test_a_tiny_cutoff_model_exports_and_passes_parity(tmp_path):
+    model = build_model("cutoff", hidden=16, hop=128)
+    _open(model)
+    report = export.export_and_check(model, tmp_path / "m.onnx", "tiny", "test")
+    assert max(report["parity"].values()) <= export.TOLERANCE
+    assert report["runtime_block_256"] <= export.TOLERANCE
