@@ -310,6 +310,30 @@ def catmull_rom(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return x0 + 0.5 * f * (x1 - xm1 + f * (2 * xm1 - 5 * x0 + 4 * x1 - x2 + f * (3 * (x0 - x1) + x2 - xm1)))
 
 
+def _band_compare(rec: np.ndarray, ref: np.ndarray, rate: int, lo: float = 16000.0, hi: float = 22000.0,
+                  win_s: float = 0.1) -> dict:
+    """The restored band of an aligned recording against its reference: the difference of
+    their energies in ``[lo, hi)`` Hz (dB), and the RMS difference (dB) of their 100 ms
+    energy envelopes in that band, over the windows where the reference has energy there."""
+    spec_f = np.fft.rfftfreq(len(ref), 1 / rate)
+    keep = (spec_f >= lo) & (spec_f < hi)
+
+    def band(x):
+        spec = np.fft.rfft(x)
+        spec[~keep] = 0
+        return np.fft.irfft(spec, len(x))
+
+    a, b = band(rec), band(ref)
+    seg = int(win_s * rate)
+    n = len(b) // seg
+    ea = (a[: n * seg] ** 2).reshape(n, seg).sum(1)
+    eb = (b[: n * seg] ** 2).reshape(n, seg).sum(1)
+    live = eb > 1e-3 * eb.max() if n and eb.max() > 0 else np.zeros(n, bool)
+    env = 10 * np.log10(np.maximum(ea[live], 1e-30) / eb[live]) if live.any() else np.array([np.nan])
+    return {"hf_db": float(10 * np.log10(max(ea.sum(), 1e-30) / max(eb.sum(), 1e-30))),
+            "hf_envelope_rms_db": float(np.sqrt(np.mean(env**2))), "hf_ref_energy": float(eb.sum())}
+
+
 def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float = 0.02) -> dict:
     """Align a recording of the daemon's output with the file-mode output of the same input.
 
@@ -367,7 +391,9 @@ def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float
     r2 = (r[: nseg * seg] ** 2).reshape(nseg, seg).sum(1)
     live = r2 > 1e-6 * seg
     worst = 10 * np.log10(np.min(r2[live] / np.maximum(e2[live], 1e-30))) if live.any() else float("nan")
+    hf = _band_compare(aligned, r, rate)
     return {
+        **hf,
         "snr_db": float(snr),
         "worst_50ms_snr_db": float(worst),
         "min_window_corr": float(corrs.min()),

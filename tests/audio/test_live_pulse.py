@@ -179,6 +179,11 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(pulse_server
         assert r["min_window_corr"] >= 0.9, r  # a gap or a click falls below 0.5
         assert r["snr_db"] >= 35.0, r
         assert r["worst_50ms_snr_db"] >= 20.0, r  # no click, gap or burst anywhere
+        # The restored band (16-22 kHz) at the DAC is the file mode's: its energy and its
+        # 100 ms envelope, not only the whole signal, which the band below dominates.
+        assert r["hf_ref_energy"] > 0, r
+        assert abs(r["hf_db"]) <= 0.5, r
+        assert r["hf_envelope_rms_db"] <= 1.5, r
 
 
 def test_default_config_latency(pulse_server, make_config, daemon_factory, tmp_path):

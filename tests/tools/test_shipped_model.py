@@ -115,3 +115,76 @@ def test_history_is_forgotten(path):
         snr = [10 * np.log10(np.sum(fresh[:, i:i + w] ** 2) / max(np.sum((fresh[:, i:i + w] - other[:, i:i + w]) ** 2), 1e-30))
                for i in range(int(0.5 * 4 * sr), fresh.shape[1] - w, w)]  # from 0.5 s: time to forget
         assert min(snr) >= 25.0, (pre_blocks, level, round(min(snr), 1), round(0.5 + 0.05 * int(np.argmin(snr)), 2))
+
+
+V3 = MODELS / "rtupscale-restore-v3.onnx"
+FORGET_HF_DB = 0.5  # 16 kHz+ energy: |difference| after FORGET_AFTER_S
+FORGET_ENVELOPE_DB = 1.5  # 1 kHz-band envelopes (100 ms smoothing): RMS difference, worst band
+FORGET_AFTER_S = 0.5
+
+
+def _passage(sr, seconds, seed):
+    """A drum-and-tone passage through LAME at 128 kbps (real encoder and decoder):
+    decaying noise hits with metallic partials over a few tones. ``[2, n]`` float32."""
+    from tools import codecs
+
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    t = np.arange(n) / sr
+    x = np.zeros((2, n))
+    for f in rng.uniform(150, 3000, 4):
+        x += 0.05 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3))
+    for start in rng.integers(0, n - sr // 4, int(seconds * 6)):
+        hit = rng.standard_normal((2, sr // 4)) * np.exp(-np.arange(sr // 4) / (sr * rng.uniform(0.02, 0.1)))
+        x[:, start:start + sr // 4] += 0.2 * hit
+    x = 0.7 * x / np.max(np.abs(x))
+    decoded, report = codecs.degrade(np.round(x * 32767).astype(np.int16), sr, "mp3_128")
+    assert report.ok
+    return decoded
+
+
+def _band_db(y, sr4, lo, hi, smooth_s=0.1):
+    """Power in ``[lo, hi)`` Hz per 10 ms hop, smoothed over ``smooth_s``, in dB. ``[frames]``."""
+    mono = y.mean(axis=0)
+    n_fft, hop = 4096, sr4 // 100
+    idx = np.arange(n_fft)[None, :] + hop * np.arange((len(mono) - n_fft) // hop)[:, None]
+    spec = np.abs(np.fft.rfft(mono[idx] * np.hanning(n_fft), axis=1)) ** 2
+    f = np.fft.rfftfreq(n_fft, 1 / sr4)
+    p = spec[:, (f >= lo) & (f < hi)].sum(axis=1)
+    k = max(1, int(smooth_s * 100))
+    return 10 * np.log10(np.convolve(p, np.ones(k) / k, mode="valid") + 1e-20)
+
+
+@pytest.mark.skipif(not V3.exists(), reason="models/rtupscale-restore-v3.onnx is not shipped")
+def test_v3_output_does_not_depend_on_what_played_before_or_where_the_stream_started():
+    """The same MP3-128 passage alone, after 3 s of silence, after 2 s of other music, and
+    shifted by 37 samples: after 0.5 s its 16 kHz+ energy agrees within 0.5 dB and every
+    1 kHz band's envelope (100 ms smoothing) within 1.5 dB RMS. Runs the runtime's own stream
+    (block 256, from its rest state), as the daemon does."""
+    sr, block = 44100, 256
+    passage = _passage(sr, 3.0, seed=11)
+    other = _passage(sr, 2.0, seed=12) * 1.5
+    runner = ModelRunner(V3, provider="cpu", threads=1)
+
+    def run(prefix: np.ndarray) -> np.ndarray:
+        x = np.concatenate([prefix, passage], axis=1)
+        x = np.pad(x, ((0, 0), (0, -x.shape[1] % block))).astype(np.float32)
+        stream = runner.stream(2, block)
+        y = np.concatenate([stream.process(x[:, i:i + block]).copy() for i in range(0, x.shape[1], block)], axis=1)
+        start = 4 * (prefix.shape[1] + runner.latency)  # the passage's first output sample
+        return y[:, start:start + 4 * passage.shape[1] - 4 * block]
+
+    alone = run(np.zeros((2, 0), np.float32))
+    cases = {"3 s of silence": np.zeros((2, 3 * sr), np.float32), "2 s of other music": other,
+             "shifted by 37 samples": np.zeros((2, 37), np.float32)}
+    sr4 = 4 * sr
+    skip = int(FORGET_AFTER_S * sr4)
+    for name, prefix in cases.items():
+        y = run(prefix)
+        n = min(y.shape[1], alone.shape[1])
+        a, b = alone[:, skip:n], y[:, skip:n]
+        e_a, e_b = (10 * np.log10(np.mean(10 ** (_band_db(s, sr4, 16000, sr / 2, smooth_s=0.01) / 10))) for s in (a, b))
+        assert abs(e_a - e_b) <= FORGET_HF_DB, (name, "16 kHz+ energy", round(e_a - e_b, 2))
+        worst = max(float(np.sqrt(np.mean((_band_db(a, sr4, lo, lo + 1000) - _band_db(b, sr4, lo, lo + 1000)) ** 2)))
+                    for lo in range(0, 22000, 1000))
+        assert worst <= FORGET_ENVELOPE_DB, (name, "1 kHz-band envelope RMS dB", round(worst, 2))

@@ -48,11 +48,12 @@ def test_batches_depend_only_on_seed_and_step(tiny_data):
     clips = train.load_split(tiny_data, "train")
     b1 = train.Batcher(clips, 3, 1024, seed=9)
     b2 = train.Batcher(clips, 3, 1024, seed=9)
-    sr1, x1, y1 = b1.get(17)
+    sr1, x1, y1, top1 = b1.get(17)
     b1.get(3)
-    sr2, x2, y2 = b2.get(17)
+    sr2, x2, y2, top2 = b2.get(17)
     assert sr1 == sr2
     torch.testing.assert_close(x1, x2, rtol=0, atol=0)
+    torch.testing.assert_close(top1, top2, rtol=0, atol=0)
     with pytest.raises(ValueError, match="multiple of the hop"):
         train.Batcher(clips, 3, 1000, seed=9)
 
