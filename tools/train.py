@@ -35,6 +35,7 @@ import soundfile as sf
 import torch
 
 from rtupscale.dsp import metrics
+from tools.realdata import FULL_BAND_HZ
 from tools.model import ARCHS, HOP, HOPS, Restorer, build_model, count_parameters, load_rehopped, load_weights, load_widened
 
 LOSSLESS = "lossless"
@@ -110,10 +111,17 @@ CUTOFF_MARGIN_HZ = 300.0
 
 
 def reference_top_hz(cutoff_hz: float | None, sr: int) -> float:
-    """The top of the band a clip's reference is good for: ``0.95 x Nyquist``, or
-    ``CUTOFF_MARGIN_HZ`` below the cut-off of the lossy source it was cut from."""
+    """The top of the band a clip's reference is good for: ``0.95 x Nyquist``, or, for a
+    clip cut from a lossy source whose cut-off lies below ``realdata.FULL_BAND_HZ``,
+    ``CUTOFF_MARGIN_HZ`` below that cut-off.
+
+    A full-band source is the reference up to the top, its own low-pass included (as in
+    the evaluation): above a cut-off of 19.5 kHz or more the right output is as empty as the
+    reference, so a model learns to fill only below that."""
     top = metrics.TOP_FRACTION * sr / 2
-    return top if cutoff_hz is None else min(top, float(cutoff_hz) - CUTOFF_MARGIN_HZ)
+    if cutoff_hz is None or cutoff_hz >= FULL_BAND_HZ:
+        return top
+    return min(top, float(cutoff_hz) - CUTOFF_MARGIN_HZ)
 
 
 def _log_power(x: torch.Tensor, n_fft: int) -> torch.Tensor:

@@ -100,3 +100,6 @@ def test_loss_scores_a_lossy_source_only_below_its_cutoff():
     assert per_item[0] < 0.05 < per_item[1]
     assert train.reference_top_hz(18300.0, sr) == pytest.approx(18000.0)
     assert train.reference_top_hz(22050.0, sr) == pytest.approx(0.95 * sr / 2)
+    # A full-band source (cut-off >= 19.5 kHz) is the reference up to the top: above its own
+    # low-pass the right output is empty, as the evaluation scores it.
+    assert train.reference_top_hz(20000.0, sr) == pytest.approx(0.95 * sr / 2)
