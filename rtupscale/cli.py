@@ -1,7 +1,8 @@
 """The ``rtupscale`` command: one subcommand per job.
 
-Exit codes: 0 success, 1 failure while working, 2 a user error (bad config, model, file,
-device), 130 interrupted. User errors are one line on stderr.
+Exit codes: 0 success, 1 failure while working (a bug: with its traceback), 2 a user error
+(bad config, model, file, device, argument), 130 interrupted, 128 + N ended by signal N.
+User errors are one line on stderr that names the thing and what is allowed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,28 @@ from rtupscale import __version__
 log = logging.getLogger("rtupscale")
 
 EXIT_OK, EXIT_FAIL, EXIT_USER, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit 2), like every
+    other user error."""
+
+    def error(self, message: str):  # noqa: D401 (argparse's name)
+        self.exit(EXIT_USER, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def block_size_arg(text: str) -> int:
+    """``--block-size``: an integer in the config's range for ``latency.block_size``."""
+    from rtupscale.config import BLOCK_SIZE_RANGE
+
+    lo, hi = BLOCK_SIZE_RANGE
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {text[:80]!r}")
+    return value
 
 
 def default_config_path() -> str | None:
@@ -39,9 +62,14 @@ def load_config_or_exit(path: str | None):
     try:
         return load_config(path)
     except ConfigError as e:
-        for err in e.errors:
-            print(f"{e.source}: {err}" if not err.startswith(e.source) else err, file=sys.stderr)
+        print_config_errors(e)
         raise SystemExit(EXIT_USER) from None
+
+
+def print_config_errors(e) -> None:
+    """One line per problem of a ConfigError, each starting with the file's name once."""
+    for err in e.errors:
+        print(f"{e.source}: {err}" if not err.startswith(e.source) else err, file=sys.stderr)
 
 
 def load_runner(config, model: str | None = None, provider: str | None = None, block_size: int | None = None):
@@ -67,6 +95,34 @@ def load_runner(config, model: str | None = None, provider: str | None = None, b
     return runner
 
 
+def check_config_model(path: str, cfg) -> str | None:
+    """Why the config's model cannot run with its block size, in one line; None if it can.
+
+    Loads the model through the contract checks (on the CPU) and checks
+    ``latency.block_size`` against its block multiple and ``audio.rate`` against its rates
+    where the capture rate is the config's (``audio.capture: auto``)."""
+    from rtupscale.model.contract import ModelError
+    from rtupscale.model.runner import ModelRunner
+
+    mp = cfg.model_path()
+    if mp is None:
+        return None
+    try:
+        runner = ModelRunner(mp, provider="cpu", threads=1)
+    except ModelError as e:
+        return f"{path}: model.path: {e}"
+    try:
+        runner.contract.check_block_size(cfg.latency.block_size)
+    except ModelError as e:
+        return f"{path}: latency.block_size: {e}"
+    if cfg.audio.capture == "auto":
+        try:
+            runner.contract.check_rate(cfg.audio.rate)
+        except ModelError as e:
+            return f"{path}: audio.rate: {e}"
+    return None
+
+
 def cmd_check_config(args) -> int:
     from rtupscale.config import ConfigError, load_config
 
@@ -77,12 +133,11 @@ def cmd_check_config(args) -> int:
     try:
         cfg = load_config(path)
     except ConfigError as e:
-        for err in e.errors:
-            print(f"{e.source}: {err}", file=sys.stderr)
+        print_config_errors(e)
         return EXIT_USER
-    mp = cfg.model_path()
-    if mp is not None and not mp.is_file():
-        print(f"{path}: model.path: {mp}: no such model file", file=sys.stderr)
+    problem = check_config_model(path, cfg)
+    if problem is not None:
+        print(problem, file=sys.stderr)
         return EXIT_USER
     print(f"{path}: config is valid")
     return EXIT_OK
@@ -129,6 +184,7 @@ def cmd_upscale(args) -> int:
         bits=args.bits,
         resample=args.resample,
         progress=False if args.no_progress else None,
+        force=args.force,
     )
     extra = f" (resampled from {result.resampled_from} Hz)" if result.resampled_from else ""
     print(
@@ -173,7 +229,7 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtupscale", description="Real-time AI audio upscaler (x4 rate).")
+    p = OneLineParser(prog="rtupscale", description="Real-time AI audio upscaler (x4 rate).")
     p.add_argument("--version", action="version", version=f"rtupscale {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -190,11 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("output", help="output file, .flac or .wav")
     cfg(sp)
     sp.add_argument("--model", metavar="PATH", help="model file, or none (overrides model.path)")
-    sp.add_argument("--block-size", type=int, metavar="N", help="input frames per block (overrides latency.block_size)")
+    sp.add_argument("--block-size", type=block_size_arg, metavar="N", help="input frames per block, 16..16384 (overrides latency.block_size)")
     sp.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="overrides model.provider")
     sp.add_argument("--bits", choices=["16", "24", "float"], default="24", help="output sample format (default 24; float only for .wav)")
     sp.add_argument("--resample", action="store_true", help="resample an input at a rate the model does not accept (soxr VHQ)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    sp.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
     sp.set_defaults(func=cmd_upscale)
 
     sp = sub.add_parser("check-config", help="validate a config file")
@@ -203,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("check-model", help="load a model through the contract checks and test streaming")
     sp.add_argument("path")
-    sp.add_argument("--block-size", type=int, metavar="N")
+    sp.add_argument("--block-size", type=block_size_arg, metavar="N", help="16..16384")
     sp.add_argument("--provider", choices=["auto", "cuda", "cpu"], default="cpu")
     sp.set_defaults(func=cmd_check_model)
 
@@ -237,8 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``rtupscale status | head -1``): not an error.
+    Points stdout at /dev/null so that the interpreter's last flush cannot fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
-    from rtupscale.errors import UserError
+    from rtupscale.errors import Terminated, UserError
 
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -247,7 +313,14 @@ def main(argv: list[str] | None = None) -> int:
         datefmt="%H:%M:%S",
     )
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        return _stdout_gone()
+    except Terminated as e:
+        print(f"rtupscale {args.command}: stopped by {e.name}", file=sys.stderr)
+        return 128 + e.signum
     except UserError as e:
         print(f"rtupscale {args.command}: {e}", file=sys.stderr)
         return EXIT_USER

@@ -21,6 +21,14 @@ import yaml
 from rtupscale.errors import UserError
 
 BASE_RATES = (44100, 48000)
+BLOCK_SIZE_RANGE = (16, 16384)
+"""Allowed input frames per block (``latency.block_size`` and ``--block-size``)."""
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file larger than this (1 MiB) is refused unread: the shipped one is 6 kB."""
+MAX_YAML_NODES = 10_000
+"""A config whose YAML holds more nodes (scalars, lists, mappings) than this is refused."""
+MAX_ECHO_CHARS = 80
+"""A value quoted in an error is cut to this many characters."""
 PROVIDERS = ("auto", "cuda", "cpu")
 BACKENDS = ("auto", "pulse", "portaudio")
 
@@ -133,7 +141,10 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         "a sink name of letters, digits, '_', '-', '.'",
     ),
     "audio.backend": (lambda v: v in BACKENDS, f"one of {', '.join(BACKENDS)}"),
-    "latency.block_size": (lambda v: 16 <= v <= 16384, "an integer from 16 to 16384"),
+    "latency.block_size": (
+        lambda v: BLOCK_SIZE_RANGE[0] <= v <= BLOCK_SIZE_RANGE[1],
+        f"an integer from {BLOCK_SIZE_RANGE[0]} to {BLOCK_SIZE_RANGE[1]}",
+    ),
     "latency.prefill_ms": (lambda v: 0 <= v <= 2000, "a number from 0 to 2000"),
     "latency.crossfade_ms": (lambda v: 0.5 <= v <= 1000, "a number from 0.5 to 1000"),
     "latency.capture_buffer_ms": (lambda v: 1 <= v <= 500, "a number from 1 to 500"),
@@ -147,6 +158,17 @@ _CHECKS: dict[str, tuple[Any, str]] = {
 }
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def short_repr(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters (an ellipsis marks the cut).
+
+    Containers are summarised by type and length first, so that a huge nested value is
+    never expanded into a string."""
+    if isinstance(value, (list, dict, tuple, set)):
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value[: limit + 1] if isinstance(value, str) else value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _coerce(key: str, value: Any, typ: type, errors: list[str]) -> Any:
@@ -165,11 +187,11 @@ def _coerce(key: str, value: Any, typ: type, errors: list[str]) -> Any:
     else:  # pragma: no cover - only the types above are used
         raise TypeError(typ)
     if not ok:
-        errors.append(f"{key}: expected {_TYPE_NAMES[typ]}, got {value!r}")
+        errors.append(f"{key}: expected {_TYPE_NAMES[typ]}, got {short_repr(value)}")
         return None
     check = _CHECKS.get(key)
     if check and not check[0](value):
-        errors.append(f"{key}: {value!r} is not allowed; expected {check[1]}")
+        errors.append(f"{key}: {short_repr(value)} is not allowed; expected {check[1]}")
         return None
     return value
 
@@ -185,7 +207,7 @@ def _build(cls: type, data: Any, prefix: str, errors: list[str]) -> Any:
     for key in data:
         if key not in known:
             allowed = ", ".join(sorted(known))
-            errors.append(f"{prefix + '.' if prefix else ''}{key}: unknown key (allowed: {allowed})")
+            errors.append(f"{prefix + '.' if prefix else ''}{short_repr(key) if not isinstance(key, str) else key[:MAX_ECHO_CHARS]}: unknown key (allowed: {allowed})")
     kwargs = {}
     for f in fields(cls):
         if f.name == "source" or f.name not in data:
@@ -210,26 +232,84 @@ def parse_config(data: Any, source: str = "") -> Config:
     return dataclasses.replace(cfg, source=source)
 
 
-def load_config(path: str | os.PathLike) -> Config:
-    """Read and validate a YAML config file.
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses aliases and counts nodes.
 
-    Raises:
-        ConfigError: missing or unreadable file, bad YAML, or any invalid key or value.
-    """
-    p = Path(path)
+    Aliases (``*name``) are refused outright: a config needs none, and each one can double
+    what the file expands to (a "billion laughs" of a few hundred bytes). Nodes beyond
+    ``MAX_YAML_NODES`` are refused too, so no file under the size limit builds more than
+    a few thousand objects."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._nodes = 0
+
+    def compose_node(self, parent, index):  # noqa: D401 (PyYAML's name)
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.YAMLError(f"YAML aliases (*{event.anchor[:MAX_ECHO_CHARS]}) are not allowed in the config"
+                                 f" at line {event.start_mark.line + 1}; write the value out")
+        self._nodes += 1
+        if self._nodes > MAX_YAML_NODES:
+            raise yaml.YAMLError(f"more than {MAX_YAML_NODES} YAML nodes; a config has a few dozen")
+        return super().compose_node(parent, index)
+
+
+def _read_text(p: Path) -> str:
+    """The file's text, decoded as UTF-8; ConfigError if missing, unreadable, too large or not UTF-8."""
     try:
-        text = p.read_text(encoding="utf-8")
+        with p.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError([f"{p}: no such file"], str(p)) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{p}: is a folder, not a config file"], str(p)) from None
     except OSError as e:
         raise ConfigError([f"{p}: cannot read ({e.strerror})"], str(p)) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{p}: larger than {MAX_CONFIG_BYTES >> 20} MiB; a config is a few kB"], str(p))
     try:
-        data = yaml.safe_load(text)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(
+            [f"{p}: not UTF-8: byte 0x{raw[e.start]:02x} at line {line}, column {column}; save the file as UTF-8"],
+            str(p),
+        ) from None
+
+
+def _parse_yaml(text: str, p: Path) -> Any:
+    """The YAML document in ``text`` (aliases refused, nodes counted); ConfigError if invalid."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError([f"{p}: not valid YAML{where}: {problem}"], str(p)) from None
+        problem = getattr(e, "problem", None) or (str(e).splitlines() or [type(e).__name__])[0]
+        raise ConfigError([f"{p}: not valid YAML{where}: {problem[:200]}"], str(p)) from None
+    except RecursionError:
+        raise ConfigError([f"{p}: nested too deeply; a config has two levels"], str(p)) from None
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    """Read and validate a YAML config file.
+
+    The file must be UTF-8, at most ``MAX_CONFIG_BYTES``, without YAML aliases, and hold
+    at least one key: an empty or comments-only file is refused (a truncated file must not
+    silently mean "all defaults", model none).
+
+    Raises:
+        ConfigError: missing, unreadable, oversized or non-UTF-8 file, bad YAML, no keys,
+            or any invalid key or value.
+    """
+    p = Path(path)
+    data = _parse_yaml(_read_text(p), p)
+    if data is None or data == {}:
+        raise ConfigError(
+            [f"{p}: the file has no keys (empty, or comments only); write at least one section, e.g. model:"],
+            str(p),
+        )
     return parse_config(data, str(p))
 
 

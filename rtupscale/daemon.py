@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from rtupscale.audio.pipeline import Pipeline
 from rtupscale.audio.rings import FrameRing
 from rtupscale.audio.pulse_streams import PulseStreams, choose_backend
 from rtupscale.audio.streams import LiveStreams, prefill_warning
+from rtupscale.lockfile import LockError, LockHeld, OwnerLock
 
 log = logging.getLogger("rtupscale.daemon")
 
@@ -165,6 +167,7 @@ class Session:
 
     # -- virtual sink ----------------------------------------------------------------
     def _create_virtual_sink(self, name: str, rate: int, channels: int) -> None:
+        self.d.claim_sink(name)  # raises DeviceError if another live daemon owns it
         loaded = pulse.null_sink_module(name)
         if loaded is not None and self.d.own_sink == (loaded, name, rate, channels):
             # ours, kept across a reopen: the apps playing to it stay on it (a new sink of the
@@ -173,7 +176,8 @@ class Session:
             log.info("virtual sink %r kept (module %d)", name, loaded)
             return
         if loaded is not None:
-            log.warning("a virtual sink %r is already loaded (module %d, left by a crash?): replacing it", name, loaded)
+            # no live daemon holds its lock: a crashed one left it
+            log.warning("a virtual sink %r is already loaded (module %d) and no running rtupscale owns it: replacing it", name, loaded)
             pulse.unload_module(loaded)
         self.sink_module = pulse.load_null_sink(name, rate, channels)
         self.d.own_sink = (self.sink_module, name, rate, channels)
@@ -380,6 +384,9 @@ class Daemon:
         self.last_underflow = ""
         self.own_sink: tuple[int, str, int, int] | None = None
         """The virtual sink this daemon loaded: (module, name, rate, channels)."""
+        self.sink_lock: OwnerLock | None = None
+        """The lock on the virtual sink's name this daemon holds (see ``claim_sink``)."""
+        self.nonfinite_reported = False
         self._prev_counters: dict = {}
         self.gc = gcpause.GcPauses()
 
@@ -509,6 +516,7 @@ class Daemon:
                 self.reload()
             s = self.session
             now = time.monotonic()
+            self._report_nonfinite(s)
             if s.failure is not None:
                 self._recover(s.failure)
                 rate_checked = latency_logged = False
@@ -538,6 +546,13 @@ class Daemon:
                 service.sd_notify("WATCHDOG=1")
                 next_watchdog = now + watchdog_s / 3
 
+    def _report_nonfinite(self, s: Session) -> None:
+        """Log once that the capture delivered NaN/Inf samples (the engine set them to 0)."""
+        if not self.nonfinite_reported and s.engine.counters.nonfinite_inputs:
+            self.nonfinite_reported = True
+            log.warning("the capture delivered NaN or infinite samples (%d so far): they are replaced by 0; "
+                        "status counts them (engine nonfinite_inputs)", s.engine.counters.nonfinite_inputs)
+
     def _drain_events(self) -> None:
         while self.events:
             level, msg = self.events.popleft()
@@ -557,9 +572,41 @@ class Daemon:
             time.sleep(0.005)
         log.info("faded out")
 
+    def claim_sink(self, name: str) -> None:
+        """Hold the lock on virtual sink ``name`` (``rtupscale-sink-NAME.lock`` in
+        ``$XDG_RUNTIME_DIR``, else beside the control socket) from now until the sink is
+        removed: a sink whose lock another live process holds is never unloaded or reused.
+
+        Raises:
+            DeviceError: another running daemon owns a sink of this name.
+        """
+        folder = os.environ.get("XDG_RUNTIME_DIR") or str(self.control.path.parent if self.control else "/tmp")
+        path = os.path.join(folder, f"rtupscale-sink-{name}.lock")
+        if self.sink_lock is not None and self.sink_lock.path == Path(path):
+            return
+        lock = OwnerLock(path)
+        try:
+            lock.acquire()
+        except LockHeld as e:
+            who = f"pid {e.pid}" if e.pid else "another process"
+            raise DeviceError(
+                f"audio.virtual_sink: the sink {name!r} belongs to another running rtupscale daemon ({who}); "
+                "stop it, or give this one another virtual_sink"
+            ) from None
+        except LockError as e:
+            raise DeviceError(f"audio.virtual_sink: {e}") from None
+        self.release_sink_claim()
+        self.sink_lock = lock
+
+    def release_sink_claim(self) -> None:
+        if self.sink_lock is not None:
+            self.sink_lock.release()
+            self.sink_lock = None
+
     def remove_own_sink(self) -> None:
-        """Unload the virtual sink this daemon loaded, if it is still there."""
+        """Unload the virtual sink this daemon loaded, if it is still there, and drop its lock."""
         if self.own_sink is None:
+            self.release_sink_claim()
             return
         module, name = self.own_sink[:2]
         self.own_sink = None
@@ -572,6 +619,8 @@ class Daemon:
             log.info("virtual sink removed (module %d)", module)
         except pulse.SoundServerError as e:
             log.info("virtual sink not removed: %s", e)
+        finally:
+            self.release_sink_claim()
 
     # -- recovery ---------------------------------------------------------------------
     def _recover(self, why: str) -> None:
@@ -724,6 +773,11 @@ class Daemon:
                 log.error("reload: %s", err)
             log.error("reload: keeping the running config")
             return
+        except Exception as e:  # whatever the file holds, the daemon keeps running
+            self.reload_errors += 1
+            log.error("reload: %s cannot be read (%s: %s); keeping the running config",
+                      self.config_path, type(e).__name__, str(e)[:200])
+            return
         changed = diff_configs(self.config, new)
         if not changed:
             log.info("reload: no change")
@@ -738,6 +792,24 @@ class Daemon:
         self.config = new
 
     def _apply(self, new, changed: list[str]) -> None:
+        """Rebuild what ``changed`` names. Raises on the first part that cannot be built;
+        the control socket is moved back then, the audio parts roll back themselves."""
+        if any(k.startswith("control.") for k in changed):
+            # first: a socket or port it cannot take leaves everything as it runs
+            self.control.restart(new.control)
+            try:
+                self._apply_audio(new, changed)
+            except Exception:
+                try:
+                    self.control.restart(self.config.control)  # the running config, whole
+                except Exception as e:
+                    log.error("reload: the control socket stays on the new settings (%s)", e)
+                raise
+        else:
+            self._apply_audio(new, changed)
+
+    def _apply_audio(self, new, changed: list[str]) -> None:
+        """The model, engine and audio path parts of a reload (see ``_apply``)."""
         s = self.session
         audio_changed = any(k.startswith("audio.") or k in ("latency.capture_buffer_ms", "latency.playback_buffer_ms") for k in changed)
         model_changed = any(k.startswith("model.") for k in changed)
@@ -781,8 +853,6 @@ class Daemon:
                 prefill = int(round(new.latency.prefill_ms * 1e-3 * FACTOR * s.rate))
                 s.pipeline.set_target(prefill)
                 log.info("reload: prefill %.1f ms (the drift control moves the level there)", new.latency.prefill_ms)
-        if any(k.startswith("control.") for k in changed):
-            self.control.restart(new.control)
         if "latency.keep_cpus_awake" in changed:
             self._set_cpus_awake(new.latency.keep_cpus_awake)
 

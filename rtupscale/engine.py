@@ -17,7 +17,9 @@ warm up on real input, and fade it back in. A reversal mid-fade just turns aroun
 curve, so there is no step. The model keeps running while bypassed, so A/B switching is
 instant and its state stays continuous.
 
-The guard replaces a block whose model output is NaN/Inf or beyond ``GUARD_LIMIT`` by the
+The input is checked like the output: NaN or infinite input samples are replaced by 0 in
+place (and counted) before either path sees them, so no state and no output ever holds
+one. The guard replaces a block whose model output is NaN/Inf or beyond ``GUARD_LIMIT`` by the
 bypass path, resets the state, and fades the model back in after its warm-up.
 """
 
@@ -57,6 +59,8 @@ class EngineCounters:
     swaps: int = 0
     limited_samples: int = 0
     """Output samples the soft clipper touched."""
+    nonfinite_inputs: int = 0
+    """Input samples that were NaN or infinite, replaced by 0."""
 
     def snapshot(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -147,6 +151,7 @@ class Engine:
         self._k_idx = np.zeros(n_out, np.intp)
         self._g = np.zeros(n_out, np.float32)
         self._out = np.zeros((channels, n_out), np.float32)
+        self._finite = np.zeros((channels, block_size), np.bool_)
         self._k = 0
         self._bypass = False
         self._pending: tuple | None = None
@@ -243,9 +248,22 @@ class Engine:
             self.counters.swaps += 1
             self._install(pending[1], pending[2])
 
+    def _zero_nonfinite(self, block: np.ndarray) -> None:
+        """Replace NaN/Inf samples of ``block`` by 0, in place, and count them. One
+        ``isfinite`` into a preallocated mask per block; nothing allocated when all are finite."""
+        finite = self._finite
+        np.isfinite(block, out=finite)
+        if finite.all():
+            return
+        self.counters.nonfinite_inputs += block.size - int(np.count_nonzero(finite))
+        np.logical_not(finite, out=finite)
+        np.copyto(block, 0.0, where=finite)
+
     def process(self, block: np.ndarray) -> np.ndarray:
-        """Process one block. Returns a view into the engine's output buffer."""
+        """Process one block; NaN/Inf samples in ``block`` are set to 0 in place. Returns a
+        view into the engine's output buffer."""
         assert block.shape == (self.channels, self.block_size), block.shape
+        self._zero_nonfinite(block)
         byp = self._bypass_delay.process(self._interp.process(block))
         mo = None
         if self._stream is not None:

@@ -34,10 +34,12 @@ def test_shipped_config_is_valid_and_every_key_documented():
             assert lines[idx - 1].strip().startswith("#"), f"{section}.{key} has no comment"
 
 
-def test_empty_file_gives_defaults(tmp_path):
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n", "{}\n"])
+def test_file_without_keys_is_refused(tmp_path, text):
     p = tmp_path / "c.yaml"
-    p.write_text("")
-    assert load_config(p).latency == Config().latency
+    p.write_text(text)
+    with pytest.raises(ConfigError, match="the file has no keys"):
+        load_config(p)
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def test_atomic_write_leaves_nothing_on_failure(wav, tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine_mod.Engine, "process", failing)
     with pytest.raises(KeyboardInterrupt):
-        upscale_file(src, out, Config(), block_size=256, progress=False)
+        upscale_file(src, out, Config(), block_size=256, progress=False, force=True)
     assert out.read_bytes() == b"previous"  # untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.wav", "out.flac"]  # no temp left
 

@@ -23,6 +23,14 @@ STATE_OUT_PREFIX = "state_out_"
 KINDS = ("stateful", "windowed")
 CHANNELS_AXIS = "channels"
 _PREFIX = "rtupscale."
+MAX_BLOCK_MULTIPLE = 16384
+"""The largest block multiple a model may declare: the largest block the config allows."""
+MAX_LATENCY = 10 * 48000
+"""The largest latency (input samples) a model may declare: 10 s at 48 kHz."""
+MAX_WINDOW = 1 << 20
+"""The largest window (input samples) a windowed model may declare."""
+MAX_STATE_VALUES = 1 << 24
+"""The most values (per channel) one state tensor may declare: 64 MB of float32."""
 
 
 class ModelError(UserError, ValueError):
@@ -87,16 +95,18 @@ class ModelContract:
         return f"{lo} or {lo + m}" if lo != n else str(lo)
 
 
-def _int(meta: Mapping[str, str], key: str, minimum: int) -> int:
+def _int(meta: Mapping[str, str], key: str, minimum: int, maximum: int | None = None) -> int:
     raw = meta.get(_PREFIX + key)
     if raw is None:
         raise ModelError(f"metadata {_PREFIX}{key} is missing")
     try:
-        value = int(raw)
+        value = int(raw[:40])
     except ValueError:
-        raise ModelError(f"metadata {_PREFIX}{key}: {raw!r} is not an integer") from None
+        raise ModelError(f"metadata {_PREFIX}{key}: {raw[:80]!r} is not an integer") from None
     if value < minimum:
         raise ModelError(f"metadata {_PREFIX}{key}: {value} is below the minimum {minimum}")
+    if maximum is not None and value > maximum:
+        raise ModelError(f"metadata {_PREFIX}{key}: {value} is above the maximum {maximum}")
     return value
 
 
@@ -128,6 +138,11 @@ def _parse_states(raw: str | None) -> tuple[StateSpec, ...]:
             raise ModelError(
                 f"{where}.shape: {shape!r} must list positive integers and {CHANNELS_AXIS!r} exactly once"
             )
+        values = 1
+        for d in shape:
+            values *= 1 if d == CHANNELS_AXIS else d
+        if values > MAX_STATE_VALUES:
+            raise ModelError(f"{where}.shape: {values} values per channel; at most {MAX_STATE_VALUES}")
         specs.append(StateSpec(s_in, s_out, tuple(None if d == CHANNELS_AXIS else d for d in shape)))
     names = [s.input for s in specs]
     if len(set(names)) != len(names):
@@ -155,15 +170,15 @@ def parse_metadata(meta: Mapping[str, str]) -> ModelContract:
     factor = _int(meta, "factor", 1)
     if factor != FACTOR:
         raise ModelError(f"metadata {_PREFIX}factor: {factor}; this runtime supports only {FACTOR}")
-    block_multiple = _int(meta, "block_multiple", 1)
-    latency = _int(meta, "latency", 0)
+    block_multiple = _int(meta, "block_multiple", 1, MAX_BLOCK_MULTIPLE)
+    latency = _int(meta, "latency", 0, MAX_LATENCY)
     states: tuple[StateSpec, ...] = ()
     window = overlap = 0
     if kind == "stateful":
         states = _parse_states(meta.get(_PREFIX + "state"))
     else:
-        window = _int(meta, "window", 1)
-        overlap = _int(meta, "overlap", 0)
+        window = _int(meta, "window", 1, MAX_WINDOW)
+        overlap = _int(meta, "overlap", 0, MAX_WINDOW)
         if overlap * 2 > window:
             raise ModelError(f"metadata {_PREFIX}overlap: {overlap} is more than half the window {window}")
         if window - overlap != block_multiple:
