@@ -226,6 +226,28 @@ class Restorer(nn.Module):
         return audio_out, frames, gru, ola, hist
 
 
+class CausalMix(nn.Module):
+    """A causal convolution over frames, kernel ``k`` at ``dilation``, as one MatMul over
+    the ``k`` stacked taps (onnxruntime runs a Conv of a few frames far slower).
+
+    Shape: ``x [C, M, H]``, ``ctx [C, (k - 1) dilation, H]`` (the past inputs) ->
+    ``y [C, M, H]`` and the new ``ctx``.
+    """
+
+    def __init__(self, hidden: int, k: int, dilation: int):
+        super().__init__()
+        self.k, self.dilation = k, dilation
+        self.lin = nn.Linear(k * hidden, hidden)
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        full = torch.cat([ctx, x], dim=1)
+        span = (self.k - 1) * self.dilation
+        # Slices with constant bounds (from the start and from the end), so that the
+        # exported graph computes no shapes for them.
+        taps = torch.cat([full[:, i * self.dilation:(i * self.dilation - span) or None] for i in range(self.k)], dim=2)
+        return self.lin(taps), full[:, -span:]
+
+
 class CutoffRestorer(nn.Module):
     """The codec-aware restorer (``arch = "cutoff"``, rtupscale-restore-v3).
 
@@ -241,15 +263,16 @@ class CutoffRestorer(nn.Module):
        mask is 1; where the input has content of its own (lossless, 320 kbps below 20 kHz)
        it is 0 and the input passes untouched. The mask is also a feature, so the network
        knows where the cut-off lies.
-    2. **Its memory is finite.** In place of the GRU, three causal convolutions over frames
-       (kernel ``K1`` over the features, then kernels 4 at dilations 4 and 8, residual):
-       the output depends on the last ``receptive_frames`` frames only, so whatever played
-       before that is forgotten exactly, not approximately.
+    2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
+       causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
+       one MatMul over its stacked taps (:class:`CausalMix`): the output depends on the last
+       ``receptive_frames`` frames only, so whatever played before that is forgotten
+       exactly, not approximately.
 
-    Streaming state (zeros at start), ``C`` = channels, ``F`` = features, ``H`` = hidden:
+    Streaming state (zeros at start), ``C`` = channels, ``H`` = hidden:
 
-    - ``frames`` ``[C, hop]``; ``ctx1`` ``[C, F, K1 - 1]``; ``ctx2`` ``[C, H, 12]``;
-      ``ctx3`` ``[C, H, 24]`` (the convolutions' inputs); ``ola`` ``[C, hop]``;
+    - ``frames`` ``[C, hop]``; ``ctx1`` ``[C, 3, H]``, ``ctx2`` ``[C, 12, H]``,
+      ``ctx3`` ``[C, 24, H]`` (the convolutions' past inputs); ``ola`` ``[C, hop]``;
       ``interp`` ``[C, 144]``.
     """
 
@@ -258,8 +281,7 @@ class CutoffRestorer(nn.Module):
     ABS_FLOOR_DB = -72.0  # 11 dB over 16-bit rounding noise in a Blackman-Harris bin (-83 dB)
     REL_RANGE_DB = 80.0
     MASK_WIDTH_DB = 3.0
-    K1 = 8
-    DILATIONS = (4, 8)
+    DILATIONS = (1, 4, 8)
     K = 4
 
     def __init__(self, hidden: int = 128, hop: int = HOP):
@@ -281,8 +303,8 @@ class CutoffRestorer(nn.Module):
         detect_lo = np.concatenate([bh[:, None] * np.cos(arg_lo), bh[:, None] * np.sin(arg_lo)], axis=1)
         self.register_buffer("detect_lo", torch.tensor(detect_lo, dtype=torch.float32), persistent=False)
         self.n_features = geo.n_bins + 1 + geo.n_band
-        self.conv1 = nn.Conv1d(self.n_features, hidden, self.K1)
-        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, self.K, dilation=d) for d in self.DILATIONS)
+        self.inp = nn.Linear(self.n_features, hidden)
+        self.mixes = nn.ModuleList(CausalMix(hidden, self.K, d) for d in self.DILATIONS)
         self.mid = nn.Linear(hidden, hidden)
         self.out = nn.Linear(hidden, len(geo.shifts) * geo.n_band)
         nn.init.constant_(self.out.bias, -2.0)
@@ -290,15 +312,13 @@ class CutoffRestorer(nn.Module):
 
     @property
     def receptive_frames(self) -> int:
-        return self.K1 + sum((self.K - 1) * d for d in self.DILATIONS)
+        return 1 + sum((self.K - 1) * d for d in self.DILATIONS)
 
     def state_shapes(self, channels: int | str) -> dict[str, tuple]:
         """Shape of each state tensor; ``channels`` may be the string ``"channels"``."""
-        h = self.hidden
-        return {"frames": (channels, self.hop), "ctx1": (channels, self.n_features, self.K1 - 1),
-                "ctx2": (channels, h, (self.K - 1) * self.DILATIONS[0]),
-                "ctx3": (channels, h, (self.K - 1) * self.DILATIONS[1]),
-                "ola": (channels, self.hop), "interp": (channels, INTERP_TAPS - 1)}
+        ctx = {f"ctx{i + 1}": (channels, (self.K - 1) * d, self.hidden) for i, d in enumerate(self.DILATIONS)}
+        return {"frames": (channels, self.hop), **ctx, "ola": (channels, self.hop),
+                "interp": (channels, INTERP_TAPS - 1)}
 
     def initial_state(self, channels: int) -> list[torch.Tensor]:
         device = self.gate.device
@@ -316,10 +336,6 @@ class CutoffRestorer(nn.Module):
         threshold = torch.clamp(ref - self.REL_RANGE_DB, min=self.ABS_FLOOR_DB)
         return torch.sigmoid((threshold - level) / self.MASK_WIDTH_DB)
 
-    def _causal(self, conv: nn.Conv1d, x: torch.Tensor, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        full = torch.cat([ctx, x], dim=2)
-        return conv(full), full[:, :, full.shape[2] - ctx.shape[2]:]
-
     def restore(self, audio_in: torch.Tensor, frames: torch.Tensor, ctx1: torch.Tensor, ctx2: torch.Tensor,
                 ctx3: torch.Tensor, ola: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Restored base-rate signal, delayed by ``hop``.
@@ -330,18 +346,19 @@ class CutoffRestorer(nn.Module):
         c, n = audio_in.shape
         hop, n_band = self.hop, self.geometry.n_band
         buf = torch.cat([frames, audio_in], dim=1)  # [C, N + hop]
-        frame = torch.cat([buf[:, :n].reshape(c, -1, hop), buf[:, hop:].reshape(c, -1, hop)], dim=2)
+        frame = torch.cat([buf[:, :-hop].reshape(c, -1, hop), buf[:, hop:].reshape(c, -1, hop)], dim=2)
         spec = frame @ self.analysis  # [C, M, 2 * n_bins]: re | im
         logp = torch.log((spec * spec) @ self.power + 1e-9)
         mean = logp.mean(dim=2, keepdim=True)
         mask = self.empty_mask(frame)  # [C, M, n_band]
-        feat = torch.cat([(logp - mean) * 0.2, mean * 0.1, mask], dim=2).transpose(1, 2)  # [C, F, M]
-        h, ctx1 = self._causal(self.conv1, feat, ctx1)
-        h = F.elu(h)
-        y, ctx2 = self._causal(self.convs[0], h, ctx2)
-        h = h + F.elu(y)
-        y, ctx3 = self._causal(self.convs[1], h, ctx3)
-        h = (h + F.elu(y)).transpose(1, 2)  # [C, M, H]
+        feat = torch.cat([(logp - mean) * 0.2, mean * 0.1, mask], dim=2)  # [C, M, F]
+        h = F.elu(self.inp(feat))  # [C, M, H]
+        new_ctx = []
+        for mix, ctx in zip(self.mixes, (ctx1, ctx2, ctx3)):
+            y, ctx = mix(h, ctx)
+            h = h + F.elu(y)
+            new_ctx.append(ctx)
+        ctx1, ctx2, ctx3 = new_ctx
         h = F.elu(self.mid(h))
         z = self.out(h).clamp(-20.0, 6.0)  # [C, M, S * n_band]
         s = len(self.geometry.shifts)
@@ -351,8 +368,8 @@ class CutoffRestorer(nn.Module):
         syn = folded @ self.synthesis  # [C, M, width]
         first, second = syn[:, :, :hop], syn[:, :, hop:]
         prev = torch.cat([ola[:, None, :], second[:, :-1, :]], dim=1)
-        restored = buf[:, :n] + (first + prev).reshape(c, n)
-        return restored, buf[:, n:], ctx1, ctx2, ctx3, second[:, -1, :]
+        restored = buf[:, :-hop] + (first + prev).reshape(c, n)
+        return restored, buf[:, -hop:], ctx1, ctx2, ctx3, second[:, -1, :]
 
     upsample = Restorer.upsample
 
