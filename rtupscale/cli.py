@@ -171,9 +171,10 @@ def cmd_check_model(args) -> int:
 
 
 def cmd_upscale(args) -> int:
-    from rtupscale.fileio import upscale_file
+    from rtupscale.fileio import check_output, upscale_file
 
     config = load_config_or_exit(args.config)
+    check_output(Path(args.input), Path(args.output), args.bits, args.force)  # before the model loads
     runner = load_runner(config, args.model, args.provider, args.block_size)
     result = upscale_file(
         args.input,

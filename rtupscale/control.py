@@ -36,6 +36,8 @@ MAX_CLIENTS = 64
 """Connections served at once (each by its own thread); more wait in the listen backlog."""
 LISTEN_BACKLOG = 512
 ACCEPT_POLL_S = 0.5
+DRAIN_S = 0.5
+"""After the answer, what a client still sends is read and dropped for at most this long."""
 MAX_SOCKET_PATH = 107
 """The longest unix socket path Linux takes, bytes (``sun_path`` holds 108 with the NUL)."""
 
@@ -301,6 +303,7 @@ class ControlServer:
                 answer = self.answer(_read_request(conn))
                 conn.settimeout(CONNECTION_DEADLINE_S)
                 conn.sendall(json.dumps(answer, default=str).encode())
+                _drain(conn)
         except OSError:
             pass  # the client went away
         finally:
@@ -384,6 +387,26 @@ class ControlServer:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+def _drain(conn: socket.socket) -> None:
+    """End our side and discard what the client still sends (for a short, bounded time):
+    closing with unread bytes would reset the connection and lose the answer."""
+    conn.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + DRAIN_S
+    left_bytes = MAX_REQUEST_BYTES * 16
+    while left_bytes > 0:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(65536)
+        except (socket.timeout, OSError):
+            return
+        if not chunk:
+            return
+        left_bytes -= len(chunk)
 
 
 def _read_request(conn: socket.socket) -> bytes | None:

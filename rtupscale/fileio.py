@@ -66,7 +66,9 @@ def _open_input(path: Path) -> sf.SoundFile:
         raise FileModeError(f"{path}: cannot read it as audio ({e}); readable formats: {INPUT_FORMATS}") from None
 
 
-def _check_output(inp: Path, out: Path, subtype_key: str, force: bool = False) -> tuple[str, str, int | None]:
+def check_output(inp: Path, out: Path, subtype_key: str, force: bool = False) -> tuple[str, str, int | None]:
+    """The output's (format, subtype, bits); FileModeError if OUTPUT cannot be written as
+    asked (extension, bit depth, the input itself, a folder, exists without ``force``)."""
     ext = out.suffix.lower()
     if ext not in OUTPUT_FORMATS:
         raise FileModeError(f"{out}: unsupported output extension {ext or '(none)'!r}; use .flac or .wav")
@@ -202,7 +204,7 @@ def upscale_file(
     from tqdm import tqdm
 
     inp, out = Path(input_path), Path(output_path)
-    fmt, subtype, out_bits = _check_output(inp, out, bits, force)
+    fmt, subtype, out_bits = check_output(inp, out, bits, force)
     src = _open_input(inp)
     with src:
         rate, channels, frames = src.samplerate, src.channels, src.frames
