@@ -254,15 +254,17 @@ class CutoffRestorer(nn.Module):
     The same frame, fold and synthesis as :class:`Restorer` (see the module docstring), with
     two differences:
 
-    1. **It writes only where the input is empty.** Each frame is analysed a second time
+    1. **It knows where the input is empty.** Each frame is analysed a second time
        with a 4-term Blackman-Harris window (sidelobes at -92 dB, so a loud band below the
        codec's low-pass does not leak into the bins above it). A band bin is *empty* when its
        level lies below ``max(ABS_FLOOR_DB, loudest bin below the band - REL_RANGE_DB)``;
-       ``mask = sigmoid((threshold - level) / MASK_WIDTH_DB)`` per bin and frame. Every
-       folded bin is multiplied by its mask: above a codec's cut-off (and in its holes) the
-       mask is 1; where the input has content of its own (lossless, 320 kbps below 20 kHz)
-       it is 0 and the input passes untouched. The mask is also a feature, so the network
-       knows where the cut-off lies.
+       ``mask = sigmoid((threshold - level) / MASK_WIDTH_DB)`` per bin and frame: 1 above a
+       codec's cut-off (and in its holes), 0 where the input has content of its own. The
+       mask is a feature, and it selects between two sets of gains per bin: *fill* gains
+       where the input is empty, and *over* gains where it is not (with their own gates,
+       both zero at the start). So what is written over content is a separate, learned
+       decision: training teaches it to add nothing over lossless input and to add where a
+       codec left its top band too weak (Opus and AAC fill it with folded noise).
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
        one MatMul over its stacked taps (:class:`CausalMix`): the output depends on the last
@@ -306,9 +308,12 @@ class CutoffRestorer(nn.Module):
         self.inp = nn.Linear(self.n_features, hidden)
         self.mixes = nn.ModuleList(CausalMix(hidden, self.K, d) for d in self.DILATIONS)
         self.mid = nn.Linear(hidden, hidden)
-        self.out = nn.Linear(hidden, len(geo.shifts) * geo.n_band)
+        # Two sets of gains per band bin and shift: where the input is empty, and over what
+        # the input has (a codec that fills its top band with too little, as Opus and AAC do).
+        self.out = nn.Linear(hidden, 2 * len(geo.shifts) * geo.n_band)
         nn.init.constant_(self.out.bias, -2.0)
         self.gate = nn.Parameter(torch.zeros(len(geo.shifts)))
+        self.gate_over = nn.Parameter(torch.zeros(len(geo.shifts)))
 
     @property
     def receptive_frames(self) -> int:
@@ -360,10 +365,12 @@ class CutoffRestorer(nn.Module):
             new_ctx.append(ctx)
         ctx1, ctx2, ctx3 = new_ctx
         h = F.elu(self.mid(h))
-        z = self.out(h).clamp(-20.0, 6.0)  # [C, M, S * n_band]
+        z = self.out(h).clamp(-20.0, 6.0)  # [C, M, 2 * S * n_band]
         s = len(self.geometry.shifts)
-        gain = GAIN_MAX * torch.tanh(torch.exp(z) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(n_band))
-        gain = gain * mask.repeat(1, 1, s)
+        empty = mask.repeat(1, 1, s)
+        fill = GAIN_MAX * torch.tanh(torch.exp(z[..., :s * n_band]) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(n_band))
+        over = GAIN_MAX * torch.tanh(torch.exp(z[..., s * n_band:]) * (10.0 / GAIN_MAX * self.gate_over).repeat_interleave(n_band))
+        gain = fill * empty + over * (1.0 - empty)
         folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]
         syn = folded @ self.synthesis  # [C, M, width]
         first, second = syn[:, :, :hop], syn[:, :, hop:]

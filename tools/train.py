@@ -400,7 +400,9 @@ def main(argv: list[str] | None = None) -> int:
         if step % 50 == 0:
             entry = {"step": step, "lr": lr, "elapsed_s": round(time.time() - t0, 1),
                      **{k: round(v / 50, 5) for k, v in running.items()},
-                     "gate": [round(float(g.detach()), 4) for g in model.gate]}
+                     "gate": [round(float(g.detach()), 4) for g in model.gate],
+                     **({"gate_over": [round(float(g.detach()), 4) for g in model.gate_over]}
+                        if hasattr(model, "gate_over") else {})}
             running = {}
             print(json.dumps(entry), flush=True)
             log.write(json.dumps(entry) + "\n")

@@ -12,13 +12,14 @@ from tools.model import CutoffRestorer, build_model
 SR = 44100
 
 
-def _open(model: CutoffRestorer, seed: int = 0) -> CutoffRestorer:
-    """Random weights and open gates: every part of the graph acts."""
+def _open(model: CutoffRestorer, seed: int = 0, over: float = 0.5) -> CutoffRestorer:
+    """Random weights and open gates (the *over* gate at ``over``): every part of the graph acts."""
     torch.manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.1)
         model.gate.fill_(0.5)
+        model.gate_over.fill_(over)
         model.out.bias.fill_(0.0)
     return model.eval()
 
@@ -75,7 +76,9 @@ def test_memory_is_finite_so_history_is_forgotten_exactly():
 
 
 def test_full_band_input_passes_untouched_and_a_lowpassed_one_is_filled_above_its_cutoff():
-    model = _open(CutoffRestorer(hidden=24))
+    """With the *over* gate closed, nothing is written over content: the fill gains act only
+    where the input is empty."""
+    model = _open(CutoffRestorer(hidden=24), over=0.0)
     hop = model.hop
     full = _noise(hop * 300, seed=3)
     cut = _lowpass(full, 16500)
@@ -95,6 +98,19 @@ def test_full_band_input_passes_untouched_and_a_lowpassed_one_is_filled_above_it
             # at all where the mask is closed).
             lf_added = _band_energy(added[:, skip:], 20, 14000)
             assert lf_added < (1e-4 if expect_fill else 1e-12) * _band_energy(x.numpy()[:, skip:], 20, 14000)
+
+
+def test_the_over_gains_write_over_content_and_only_they_do():
+    hop = 128
+    full = _noise(hop * 300, seed=5)
+    added = {}
+    for over in (0.0, 0.5):
+        model = _open(CutoffRestorer(hidden=24), over=over)
+        with torch.no_grad():
+            added[over] = (train.run_offline(model, full) - full).numpy()[:, 4 * hop:]
+    hf_in = _band_energy(full.numpy()[:, 4 * hop:], 17500, 21000)
+    assert _band_energy(added[0.0], 17500, 21000) < 1e-6 * hf_in
+    assert _band_energy(added[0.5], 17500, 21000) > 1e-3 * hf_in
 
 
 def test_empty_mask_sees_a_codec_cliff_over_16_bit_noise():
