@@ -38,6 +38,8 @@ LISTEN_BACKLOG = 512
 ACCEPT_POLL_S = 0.5
 DRAIN_S = 0.5
 """After the answer, what a client still sends is read and dropped for at most this long."""
+METRICS_DEADLINE_S = 5.0
+"""A metrics connection is closed this long after it was accepted, whatever its state."""
 MAX_SOCKET_PATH = 107
 """The longest unix socket path Linux takes, bytes (``sun_path`` holds 108 with the NUL)."""
 
@@ -350,6 +352,17 @@ class ControlServer:
         class Handler(http.server.BaseHTTPRequestHandler):
             timeout = CONNECTION_DEADLINE_S  # per read: an idle client is dropped
 
+            def setup(self):
+                super().setup()
+                # however slowly a client trickles its request, its connection ends here
+                self._cutoff = threading.Timer(METRICS_DEADLINE_S, _shut, args=(self.connection,))
+                self._cutoff.daemon = True
+                self._cutoff.start()
+
+            def finish(self):
+                self._cutoff.cancel()
+                super().finish()
+
             def do_GET(self):  # noqa: N802 (http.server's name)
                 if self.path.rstrip("/") not in ("/metrics", ""):
                     self.send_error(404)
@@ -387,6 +400,14 @@ class ControlServer:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+
+
+def _shut(conn: socket.socket) -> None:
+    """End both directions of ``conn``: a read blocked on it returns at once."""
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
 
 
 def _drain(conn: socket.socket) -> None:

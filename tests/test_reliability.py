@@ -361,6 +361,38 @@ def test_7_idle_metrics_connection_does_not_block_metrics(tmp_path):
         srv.stop()
 
 
+def test_7_trickling_metrics_client_is_cut_and_does_not_block_metrics(tmp_path, monkeypatch):
+    monkeypatch.setattr(control, "METRICS_DEADLINE_S", 1.5)
+    port = _free_port()
+    srv = control.ControlServer(_FakeDaemon(), _Ctl(str(tmp_path / "c.sock"), port))
+    srv.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port)) as slow:
+            slow.settimeout(0.2)
+            t0 = time.monotonic()
+            request = b"GET /metrics HTTP/1.1\r\nX-Slow: " + b"a" * 1000
+            closed_after = None
+            others_served = False
+            for byte in request:  # one byte every 0.2 s: the request never completes
+                try:
+                    slow.sendall(bytes([byte]))
+                    if slow.recv(4096) == b"":
+                        closed_after = time.monotonic() - t0
+                        break
+                except socket.timeout:
+                    pass
+                except OSError:
+                    closed_after = time.monotonic() - t0
+                    break
+                if time.monotonic() - t0 > 0.5 and not others_served:
+                    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                    others_served = "rtupscale_up 1" in body
+        assert others_served
+        assert closed_after is not None and 1.5 <= closed_after < 3.0, closed_after
+    finally:
+        srv.stop()
+
+
 def test_7_trickling_control_client_is_cut_and_does_not_block_others(server):
     cut_after = {}
 
