@@ -146,16 +146,30 @@ def _temp_output(out: Path):
     """A temporary file beside ``out``, renamed to ``out`` when the block succeeds and
     removed whatever else happens (errors, Ctrl-C, SIGTERM, SIGHUP)."""
     with _terminating_signals_raise():
-        tmp = _create_temp(out)
+        tmp = None
         try:
+            with _signals_held():  # a signal can no longer land between creating and naming it
+                tmp = _create_temp(out)
             yield tmp
             try:
                 os.replace(tmp, out)
             except OSError as e:
                 raise FileModeError(f"{out}: cannot replace it ({e.strerror})") from None
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
             raise
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT, SIGTERM and SIGHUP wait (blocked, not lost) until the block ends."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _read_chunk(src: sf.SoundFile, inp: Path, done: int) -> np.ndarray:
