@@ -265,6 +265,10 @@ class CutoffRestorer(nn.Module):
        both zero at the start). So what is written over content is a separate, learned
        decision: training teaches it to add nothing over lossless input and to add where a
        codec left its top band too weak (Opus and AAC fill it with folded noise).
+       The fill gains act only in frames whose empty top band reaches down to
+       ``HIGH_CUTOFF_HZ`` (the least empty bin from there up decides): a cut-off above it
+       is where lossless masters and 320 kbps MP3 end alike, and the input alone cannot
+       tell which, so nothing is filled there.
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
        one MatMul over its stacked taps (:class:`CausalMix`): the output depends on the last
@@ -281,6 +285,7 @@ class CutoffRestorer(nn.Module):
     arch = "cutoff"
     state_names = ("frames", "ctx1", "ctx2", "ctx3", "ola", "interp")
     ABS_FLOOR_DB = -72.0  # 11 dB over 16-bit rounding noise in a Blackman-Harris bin (-83 dB)
+    HIGH_CUTOFF_HZ = 19500.0  # at 44.1 kHz; the same bin at every rate and hop
     REL_RANGE_DB = 80.0
     MASK_WIDTH_DB = 3.0
     DILATIONS = (1, 4, 8)
@@ -304,6 +309,7 @@ class CutoffRestorer(nn.Module):
         arg_lo = 2 * np.pi * np.outer(n, np.arange(1, geo.band_start)) / geo.window
         detect_lo = np.concatenate([bh[:, None] * np.cos(arg_lo), bh[:, None] * np.sin(arg_lo)], axis=1)
         self.register_buffer("detect_lo", torch.tensor(detect_lo, dtype=torch.float32), persistent=False)
+        self.high_bin = int(round(self.HIGH_CUTOFF_HZ / 44100 * geo.window)) - geo.band_start  # in the band
         self.n_features = geo.n_bins + 1 + geo.n_band
         self.inp = nn.Linear(self.n_features, hidden)
         self.mixes = nn.ModuleList(CausalMix(hidden, self.K, d) for d in self.DILATIONS)
@@ -368,7 +374,8 @@ class CutoffRestorer(nn.Module):
         z = self.out(h).clamp(-20.0, 6.0)  # [C, M, 2 * S * n_band]
         s = len(self.geometry.shifts)
         empty = mask.repeat(1, 1, s)
-        fill = GAIN_MAX * torch.tanh(torch.exp(z[..., :s * n_band]) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(n_band))
+        low_cutoff = mask[..., self.high_bin:].amin(dim=2, keepdim=True)  # [C, M, 1]
+        fill = low_cutoff * GAIN_MAX * torch.tanh(torch.exp(z[..., :s * n_band]) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(n_band))
         over = GAIN_MAX * torch.tanh(torch.exp(z[..., s * n_band:]) * (10.0 / GAIN_MAX * self.gate_over).repeat_interleave(n_band))
         gain = fill * empty + over * (1.0 - empty)
         folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]

@@ -376,8 +376,29 @@ def normalize_peak(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (x * (10 ** (rng.uniform(-6.0, -1.0) / 20) / peak)).astype(np.float32)
 
 
+HELD_OUT_TRIES = 8
+
+
 def render_clip(catalog: dict, kind: str, split: str, rng: np.random.Generator, sr: int | None,
                 seconds: float) -> tuple[np.ndarray, dict]:
+    """One clip of ``kind`` from ``split`` (see :func:`_render_clip`), with the cut-off of
+    the clip itself measured: ``cutoff_hz`` is the lower of its parts' and its own (an
+    excerpt of a full-band track can still be cut lower, where its encoder lowered the
+    low-pass). A held-out clip is drawn again, up to ``HELD_OUT_TRIES`` times, until it is
+    full band (>= ``FULL_BAND_HZ``), so that its high band is a real reference."""
+    for _ in range(HELD_OUT_TRIES if split != "train" else 1):
+        x, info = _render_clip(catalog, kind, split, rng, sr, seconds)
+        own = measure_cutoff(x, info["sample_rate"])
+        parts = np.inf if info["cutoff_hz"] is None else info["cutoff_hz"]
+        cutoff = min(parts, own) if own < info["sample_rate"] / 2 else parts
+        info["cutoff_hz"] = None if not np.isfinite(cutoff) else float(cutoff)
+        if split == "train" or cutoff >= FULL_BAND_HZ:
+            break
+    return x, info
+
+
+def _render_clip(catalog: dict, kind: str, split: str, rng: np.random.Generator, sr: int | None,
+                 seconds: float) -> tuple[np.ndarray, dict]:
     """One clip of ``kind`` from the groups of ``split``, at ``sr`` (None: the source's own
     rate where it is one of ``SAMPLE_RATES``, else 44.1 kHz; rendered kits at random).
 

@@ -325,8 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)
-    if args.arch != "gru" and (args.carry_prob > 0 or args.init):
-        parser.error("--carry-prob and --init apply to --arch gru only (a cutoff model's memory is finite)")
+    if args.arch != "gru" and args.carry_prob > 0:
+        parser.error("--carry-prob applies to --arch gru only (a cutoff model's memory is finite)")
     model = build_model(args.arch, args.hidden, args.layers, args.hop).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
@@ -350,7 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.init:
         init_ckpt = torch.load(args.init, weights_only=False, map_location=device)
         init, init_hop = init_ckpt["model"], init_ckpt.get("config", {}).get("hop", HOP)
-        if init_hop != args.hop:
+        init_arch = init_ckpt.get("config", {}).get("arch", "gru")
+        if init_arch != args.arch:
+            parser.error(f"--init {args.init} is an --arch {init_arch} checkpoint, not {args.arch}")
+        if args.arch != "gru":
+            if init_hop != args.hop or init["mid.weight"].shape[0] != args.hidden:
+                parser.error(f"--init with --arch {args.arch} needs the same --hop and --hidden as {args.init}")
+            load_weights(model, init)
+            print(f"initialised from {args.init}", flush=True)
+        elif init_hop != args.hop:
             load_rehopped(model, init, init_hop)
             print(f"initialised from {args.init} (hop {init_hop} -> {args.hop})", flush=True)
         else:
