@@ -77,6 +77,7 @@ def through_file_mode(x: np.ndarray, sr: int, runner, config, tmp: Path) -> np.n
     from rtupscale.fileio import upscale_file
 
     src, dst = tmp / "in.wav", tmp / "out.wav"
+    dst.unlink(missing_ok=True)  # file mode refuses to replace an output
     sf.write(src, x.T, sr, subtype="FLOAT")
     upscale_file(src, dst, config, runner=runner, block_size=BLOCK, bits="float", progress=False)
     y, out_sr = sf.read(dst, dtype="float32", always_2d=True)
