@@ -248,11 +248,17 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     name = args.name or Path(args.output).stem
     model, config = load_checkpoint(args.checkpoint)
+    init = f" from {Path(config['init']).name}" if config.get("init") else ""
+    if model.arch == "cutoff":
+        design = (f"cut-off-aware STFT-domain spectral folding, finite memory ({count_parameters(model)} "
+                  f"parameters, hidden {model.hidden}, hop {model.hop})")
+        data = "real recordings (game soundtracks, band stems, drum kits, organ, speech) and synthetic audio"
+    else:
+        design = (f"STFT-domain spectral folding with a GRU envelope ({count_parameters(model)} parameters, "
+                  f"hidden {model.hidden} x {model.layers})")
+        data = "procedural, fluidsynth GM and espeak-ng audio"
     description = args.description or (
-        f"STFT-domain spectral folding with a GRU envelope ({count_parameters(model)} parameters, "
-        f"hidden {model.hidden} x {model.layers}); trained {config.get('step')} steps"
-        f"{' from ' + Path(config['init']).name if config.get('init') else ''} on procedural, "
-        f"fluidsynth GM and espeak-ng audio through MP3/AAC/Opus")
+        f"{design}; trained {config.get('step')} steps{init} on {data} through MP3/AAC/Opus")
     try:
         report = export_and_check(model, args.output, name, description, args.fp16_weights)
     except Exception as e:
