@@ -17,6 +17,27 @@ N_FFT = 2048
 HOP = N_FFT // 4
 
 
+def _stft(x: np.ndarray) -> np.ndarray:
+    """Hann ``N_FFT`` / ``HOP`` frames of ``x [channels, n]``, padded by ``N_FFT`` at both
+    ends. Returns ``[channels, frames, bins]``."""
+    n = x.shape[1]
+    xp = np.pad(x, ((0, 0), (N_FFT, N_FFT + (-(n + 2 * N_FFT) % HOP))))
+    n_frames = 1 + (xp.shape[1] - N_FFT) // HOP
+    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
+    return np.fft.rfft(xp[:, idx] * np.hanning(N_FFT + 1)[:-1], axis=-1)
+
+
+def _plus_overlap_added(x: np.ndarray, added: np.ndarray) -> np.ndarray:
+    """``x`` plus the inverse of the frames ``added`` (from :func:`_stft` of ``x``),
+    windowed again; Hann^2 at 75 % overlap sums to 1.5."""
+    n = x.shape[1]
+    frames = np.fft.irfft(added, N_FFT, axis=-1) * np.hanning(N_FFT + 1)[:-1] / 1.5
+    extra = np.zeros((x.shape[0], (frames.shape[1] - 1) * HOP + N_FFT))
+    for i in range(frames.shape[1]):
+        extra[:, i * HOP:i * HOP + N_FFT] += frames[:, i]
+    return x + extra[:, N_FFT:N_FFT + n]
+
+
 def folding_exciter(x: np.ndarray, sr: int) -> np.ndarray:
     """Add the 8-16 kHz band, shifted up by 8 kHz and 12 dB down.
 
@@ -37,13 +58,7 @@ def folding_exciter(x: np.ndarray, sr: int) -> np.ndarray:
         raise ValueError(f"expected [frames] or [channels, frames], got shape {x.shape}")
     if sr < 2 * SOURCE_BAND_HZ[1]:
         raise ValueError(f"sample rate {sr} Hz is too low for a 16 kHz band")
-    n = x.shape[1]
-    window = np.hanning(N_FFT + 1)[:-1]
-    pad = N_FFT
-    xp = np.pad(x, ((0, 0), (pad, pad + (-(n + 2 * pad) % HOP))))
-    n_frames = 1 + (xp.shape[1] - N_FFT) // HOP
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
-    spec = np.fft.rfft(xp[:, idx] * window, axis=-1)  # [channels, frames, bins]
+    spec = _stft(x)  # [channels, frames, bins]
     freqs = np.fft.rfftfreq(N_FFT, 1.0 / sr)
     shift = 4 * int(round(SHIFT_HZ * N_FFT / sr / 4))
     src = np.nonzero((freqs >= SOURCE_BAND_HZ[0]) & (freqs < SOURCE_BAND_HZ[1]))[0]
@@ -51,13 +66,7 @@ def folding_exciter(x: np.ndarray, sr: int) -> np.ndarray:
     keep = dst < len(freqs)
     added = np.zeros_like(spec)
     added[..., dst[keep]] = spec[..., src[keep]] * 10 ** (GAIN_DB / 20)
-    # Synthesis with the same window; Hann^2 at 75 % overlap sums to 1.5.
-    frames = np.fft.irfft(added, N_FFT, axis=-1) * window / 1.5
-    extra = np.zeros_like(xp)
-    for i in range(n_frames):
-        extra[:, i * HOP:i * HOP + N_FFT] += frames[:, i]
-    out = x + extra[:, pad:pad + n]
-    out = out.astype(np.float32)
+    out = _plus_overlap_added(x, added).astype(np.float32)
     return out[0] if mono else out
 
 
@@ -93,28 +102,18 @@ def adaptive_exciter(x: np.ndarray, sr: int, cutoff_hz: float | None = None,
     if cutoff_hz >= top:
         out = x.astype(np.float32)
         return out[0] if mono else out
-    window = np.hanning(N_FFT + 1)[:-1]
-    pad = N_FFT
-    xp = np.pad(x, ((0, 0), (pad, pad + (-(n + 2 * pad) % HOP))))
-    n_frames = 1 + (xp.shape[1] - N_FFT) // HOP
-    idx = np.arange(N_FFT)[None, :] + HOP * np.arange(n_frames)[:, None]
-    spec = np.fft.rfft(xp[:, idx] * window, axis=-1)  # [channels, frames, bins]
+    spec = _stft(x)  # [channels, frames, bins]
     df = sr / N_FFT
     c = int(np.floor(cutoff_hz / df))
     width = 4 * max(1, int(round(min(cutoff_hz / 2, 6000.0) / df / 4)))  # source band, bins
     ref = slice(max(1, c - int(ADAPTIVE_REF_HZ / df)), c)
     ref_db = 10 * np.log10(np.mean(np.abs(spec[..., ref]) ** 2, axis=-1) + 1e-20)  # [channels, frames]
+    src_db = 10 * np.log10(np.mean(np.abs(spec[..., c - width:c]) ** 2, axis=-1) + 1e-20)
     added = np.zeros_like(spec)
-    n_bins = spec.shape[-1]
-    for k in range(c, n_bins):
+    for k in range(c, spec.shape[-1]):
         src = c - width + (k - c) % width
-        src_db = 10 * np.log10(np.mean(np.abs(spec[..., c - width:c]) ** 2, axis=-1) + 1e-20)
         target_db = ref_db - drop_db - tilt_db_per_khz * (k - c) * df / 1000
         # The source band's mean level is matched to the target at this bin.
         added[..., k] = spec[..., src] * 10 ** ((target_db - src_db) / 20)
-    frames = np.fft.irfft(added, N_FFT, axis=-1) * window / 1.5
-    extra = np.zeros_like(xp)
-    for i in range(n_frames):
-        extra[:, i * HOP:i * HOP + N_FFT] += frames[:, i]
-    out = (x + extra[:, pad:pad + n]).astype(np.float32)
+    out = _plus_overlap_added(x, added).astype(np.float32)
     return out[0] if mono else out

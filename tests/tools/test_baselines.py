@@ -48,3 +48,19 @@ def test_copies_stop_at_nyquist_and_bad_input_is_refused():
         folding_exciter(np.zeros(1000), 22050)
     with pytest.raises(ValueError, match="expected"):
         folding_exciter(np.zeros((1, 2, 3)), 44100)
+
+
+def test_adaptive_exciter_leaves_full_band_input_alone_and_fills_above_a_cutoff():
+    import scipy.signal
+
+    from tools.baselines import adaptive_exciter
+
+    sr = 44100
+    x = (0.1 * np.random.default_rng(0).standard_normal((2, sr))).astype(np.float32)
+    assert np.array_equal(adaptive_exciter(x, sr), x)
+    cut = scipy.signal.sosfiltfilt(scipy.signal.ellip(12, 0.1, 90, 16000 / (sr / 2), output="sos"), x, axis=1)
+    y = adaptive_exciter(cut, sr)
+    f = np.fft.rfftfreq(sr, 1 / sr)
+    added = np.abs(np.fft.rfft(y - cut, axis=1)) ** 2
+    assert added[:, f < 15000].sum() < 1e-4 * added[:, f > 17000].sum()  # window leakage only: -51 dB here
+    assert added[:, f > 17000].sum() > 1e-3 * (np.abs(np.fft.rfft(cut, axis=1)) ** 2).sum()
