@@ -19,7 +19,12 @@ Nyquist (images <= -100 dB):
 - ``model``, and every ``--compare`` model: the model, on the degraded input.
 
 Conditions (``CONDITIONS``): MP3 CBR 96/128/192/320 and VBR V2 (LAME), AAC 128 (ffmpeg),
-Opus 96 (libopus), and the lossless original. Metric: LSD (``rtupscale.dsp.metrics``,
+Opus 96 (libopus), and the lossless original. Every input is 16-bit PCM, as the clean
+reference is and as training reads it (``tools.train.load_split``): LAME's decoder writes
+16 bits, and the AAC and Opus decodes (stored at 24 bits) are rounded to 16 here. Read at
+24 bits, their emptied top band lies some 30 dB under the reference's dither floor, and
+that floor alone then decides the high-band LSD (see
+``docs/measurements/2026-12-04-restoration-v3.md``). Metric: LSD (``rtupscale.dsp.metrics``,
 ssr_eval's definition) against the clean clip, per band, mean over clips (both channels).
 Tables: the real-music clips (``real_*`` sources of ``tools.make_dataset``) first, then per
 content type, then the synthetic clips. Also measures the model's cost per block (block 256
@@ -112,8 +117,8 @@ def _clip_rows(args: tuple) -> tuple[list[dict], dict, dict]:
             else:
                 if not meta["variants"].get(cond, {}).get("ok"):
                     continue
-                x, _ = sf.read(d / f"{cond}.flac", dtype="float32", always_2d=True)
-                x = x.T[:, :n]
+                x, _ = sf.read(d / f"{cond}.flac", dtype="int16", always_2d=True)
+                x = x.T[:, :n].astype(np.float32) / 32768.0
             outs = {
                 "resampler": through_file_mode(x, sr, None, config, tmp),
                 "exciter": through_file_mode(folding_exciter(x, sr), sr, None, config, tmp),

@@ -54,7 +54,7 @@ def load_checkpoint(path: str | Path) -> tuple[Restorer, dict]:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     config = ckpt.get("config", {})
     model = build_model(config.get("arch", "gru"), config.get("hidden", 192), config.get("layers", 2),
-                        config.get("hop", HOP))
+                        config.get("hop", HOP), config.get("hold_ms", 0.0), config.get("over", True))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
@@ -250,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     model, config = load_checkpoint(args.checkpoint)
     init = f" from {Path(config['init']).name}" if config.get("init") else ""
     if model.arch == "cutoff":
-        design = (f"cut-off-aware STFT-domain spectral folding, finite memory ({count_parameters(model)} "
-                  f"parameters, hidden {model.hidden}, hop {model.hop})")
+        gating = (f"fills bins empty for {model.hold_ms:g} ms" if model.hold > 1 else "fills empty bins") + (
+            "" if model.over else ", writes nothing over content")
+        design = (f"cut-off-aware STFT-domain spectral folding ({gating}), finite memory "
+                  f"({count_parameters(model)} parameters, hidden {model.hidden}, hop {model.hop})")
         data = "real recordings (game soundtracks, band stems, drum kits, organ, speech) and synthetic audio"
     else:
         design = (f"STFT-domain spectral folding with a GRU envelope ({count_parameters(model)} parameters, "

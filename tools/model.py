@@ -269,21 +269,29 @@ class CutoffRestorer(nn.Module):
        ``HIGH_CUTOFF_HZ`` (the least empty bin from there up decides): a cut-off above it
        is where lossless masters and 320 kbps MP3 end alike, and the input alone cannot
        tell which, so nothing is filled there.
+       With ``hold_ms`` > 0 (rtupscale-restore-v3 uses 300 ms), a bin is filled only once it
+       has been empty in every frame of the last ``hold_ms``: a running maximum of
+       ``1 - mask`` over ``hold`` frames (one MaxPool over the frames of the block and the
+       ``hold - 1`` before it, carried as state). A codec's low-pass empties its bins in
+       every frame; the gaps between a cymbal's hits, a decay into a quiet passage or a
+       sound that lacks a top for a moment do not, and are left alone. With ``over`` False
+       the over gains are not used: nothing is ever written over content the input has.
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
        one MatMul over its stacked taps (:class:`CausalMix`): the output depends on the last
-       ``receptive_frames`` frames only, so whatever played before that is forgotten
-       exactly, not approximately.
+       ``memory_frames`` frames only (the convolutions' ``receptive_frames`` or the hold,
+       whichever is longer), so whatever played before that is forgotten exactly, not
+       approximately.
 
     Streaming state (zeros at start), ``C`` = channels, ``H`` = hidden:
 
     - ``frames`` ``[C, hop]``; ``ctx1`` ``[C, 3, H]``, ``ctx2`` ``[C, 12, H]``,
       ``ctx3`` ``[C, 24, H]`` (the convolutions' past inputs); ``ola`` ``[C, hop]``;
-      ``interp`` ``[C, 144]``.
+      with a hold, ``hold`` ``[C, hold - 1, n_band]`` (the last frames' ``1 - mask``; zeros:
+      the history of silence); ``interp`` ``[C, 144]``.
     """
 
     arch = "cutoff"
-    state_names = ("frames", "ctx1", "ctx2", "ctx3", "ola", "interp")
     ABS_FLOOR_DB = -72.0  # 11 dB over 16-bit rounding noise in a Blackman-Harris bin (-83 dB)
     HIGH_CUTOFF_HZ = 19500.0  # at 44.1 kHz; the same bin at every rate and hop
     REL_RANGE_DB = 80.0
@@ -291,11 +299,17 @@ class CutoffRestorer(nn.Module):
     DILATIONS = (1, 4, 8)
     K = 4
 
-    def __init__(self, hidden: int = 128, hop: int = HOP):
+    def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True):
         super().__init__()
         if hidden < 8:
             raise ValueError(f"hidden must be >= 8, got {hidden}")
+        if not 0.0 <= hold_ms <= 400.0:
+            raise ValueError(f"hold_ms must be in 0..400, got {hold_ms}")
         geo = Geometry(hop)
+        # Frames (at 44.1 kHz) a band bin must have been empty for before it is filled.
+        self.hold = int(round(hold_ms * 1e-3 * 44100 / hop))
+        self.hold_ms, self.over = hold_ms, over
+        self.state_names = ("frames", "ctx1", "ctx2", "ctx3", "ola") + (("hold",) if self.hold > 1 else ()) + ("interp",)
         self.geometry, self.hop, self.latency, self.hidden, self.layers = geo, hop, geo.latency, hidden, 0
         for name, value in dsp_matrices(geo).items():
             self.register_buffer(name, torch.tensor(value, dtype=torch.float32), persistent=False)
@@ -325,10 +339,16 @@ class CutoffRestorer(nn.Module):
     def receptive_frames(self) -> int:
         return 1 + sum((self.K - 1) * d for d in self.DILATIONS)
 
+    @property
+    def memory_frames(self) -> int:
+        """Frames of input the output depends on (beyond the analysis frame and the tails)."""
+        return max(self.receptive_frames, self.hold)
+
     def state_shapes(self, channels: int | str) -> dict[str, tuple]:
         """Shape of each state tensor; ``channels`` may be the string ``"channels"``."""
         ctx = {f"ctx{i + 1}": (channels, (self.K - 1) * d, self.hidden) for i, d in enumerate(self.DILATIONS)}
-        return {"frames": (channels, self.hop), **ctx, "ola": (channels, self.hop),
+        hold = {"hold": (channels, self.hold - 1, self.geometry.n_band)} if self.hold > 1 else {}
+        return {"frames": (channels, self.hop), **ctx, "ola": (channels, self.hop), **hold,
                 "interp": (channels, INTERP_TAPS - 1)}
 
     def initial_state(self, channels: int) -> list[torch.Tensor]:
@@ -348,7 +368,7 @@ class CutoffRestorer(nn.Module):
         return torch.sigmoid((threshold - level) / self.MASK_WIDTH_DB)
 
     def restore(self, audio_in: torch.Tensor, frames: torch.Tensor, ctx1: torch.Tensor, ctx2: torch.Tensor,
-                ctx3: torch.Tensor, ola: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                ctx3: torch.Tensor, ola: torch.Tensor, hold: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Restored base-rate signal, delayed by ``hop``.
 
         Shape: ``audio_in [C, N]`` (N a multiple of hop) -> ``restored [C, N]`` plus the new
@@ -371,35 +391,54 @@ class CutoffRestorer(nn.Module):
             new_ctx.append(ctx)
         ctx1, ctx2, ctx3 = new_ctx
         h = F.elu(self.mid(h))
-        z = self.out(h).clamp(-20.0, 6.0)  # [C, M, 2 * S * n_band]
         s = len(self.geometry.shifts)
-        empty = mask.repeat(1, 1, s)
-        low_cutoff = mask[..., self.high_bin:].amin(dim=2, keepdim=True)  # [C, M, 1]
+        if self.over:
+            z = self.out(h).clamp(-20.0, 6.0)  # [C, M, 2 * S * n_band]: fill | over
+        else:  # the fill half only
+            z = F.linear(h, self.out.weight[:s * n_band], self.out.bias[:s * n_band]).clamp(-20.0, 6.0)
+        new_hold = []
+        if self.hold > 1:
+            # Empty for the last ``hold`` frames: 1 - the running max of "has content". A codec's
+            # low-pass empties its bins in every frame; a natural decay or the gaps between
+            # hits of a cymbal leave them empty only for a while, and are not filled.
+            seq = torch.cat([hold, 1.0 - mask], dim=1)  # [C, hold - 1 + M, n_band]
+            had = F.max_pool1d(seq.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, n_band]
+            fill_mask = 1.0 - had
+            new_hold = [seq[:, -(self.hold - 1):]]
+        else:
+            fill_mask = mask
+        empty = fill_mask.repeat(1, 1, s)
+        low_cutoff = fill_mask[..., self.high_bin:].amin(dim=2, keepdim=True)  # [C, M, 1]
         fill = low_cutoff * GAIN_MAX * torch.tanh(torch.exp(z[..., :s * n_band]) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(n_band))
-        over = GAIN_MAX * torch.tanh(torch.exp(z[..., s * n_band:]) * (10.0 / GAIN_MAX * self.gate_over).repeat_interleave(n_band))
-        gain = fill * empty + over * (1.0 - empty)
+        gain = fill * empty
+        if self.over:
+            over = GAIN_MAX * torch.tanh(torch.exp(z[..., s * n_band:]) * (10.0 / GAIN_MAX * self.gate_over).repeat_interleave(n_band))
+            gain = gain + over * (1.0 - mask.repeat(1, 1, s))
         folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]
         syn = folded @ self.synthesis  # [C, M, width]
         first, second = syn[:, :, :hop], syn[:, :, hop:]
         prev = torch.cat([ola[:, None, :], second[:, :-1, :]], dim=1)
         restored = buf[:, :-hop] + (first + prev).reshape(c, n)
-        return restored, buf[:, -hop:], ctx1, ctx2, ctx3, second[:, -1, :]
+        return (restored, buf[:, -hop:], ctx1, ctx2, ctx3, second[:, -1, :], *new_hold)
 
     upsample = Restorer.upsample
 
-    def forward(self, audio_in, state_frames, state_ctx1, state_ctx2, state_ctx3, state_ola, state_interp):
-        """One block: ``audio_in [C, N]`` -> ``audio_out [C, 4N]`` and the six new states."""
-        restored, *states = self.restore(audio_in, state_frames, state_ctx1, state_ctx2, state_ctx3, state_ola)
-        audio_out, hist = self.upsample(restored, state_interp)
-        return (audio_out, *states, hist)
+    def forward(self, audio_in, *states):
+        """One block: ``audio_in [C, N]`` and the states in ``state_names`` order ->
+        ``audio_out [C, 4N]`` and the new states."""
+        restored, *new = self.restore(audio_in, *states[:-1])
+        audio_out, hist = self.upsample(restored, states[-1])
+        return (audio_out, *new, hist)
 
 
-def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int = HOP) -> nn.Module:
-    """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only."""
+def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int = HOP,
+                hold_ms: float = 0.0, over: bool = True) -> nn.Module:
+    """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only,
+    ``hold_ms`` and ``over`` to ``cutoff`` only (see :class:`CutoffRestorer`)."""
     if arch == "gru":
         return Restorer(hidden, layers, hop)
     if arch == "cutoff":
-        return CutoffRestorer(hidden, hop)
+        return CutoffRestorer(hidden, hop, hold_ms, over)
     raise ValueError(f"unknown arch {arch!r}; allowed: {ARCHS}")
 
 

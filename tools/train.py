@@ -35,6 +35,7 @@ import soundfile as sf
 import torch
 
 from rtupscale.dsp import metrics
+from tools.codecs import CODECS
 from tools.realdata import FULL_BAND_HZ
 from tools.model import ARCHS, HOP, HOPS, Restorer, build_model, count_parameters, load_rehopped, load_weights, load_widened
 
@@ -74,7 +75,7 @@ class Batcher:
     """
 
     def __init__(self, clips: list[dict], batch: int, frames: int, seed: int, lossless_prob: float = 0.25,
-                 hop: int = HOP):
+                 hop: int = HOP, boost: dict[str, float] | None = None):
         if frames % hop:
             raise ValueError(f"segment frames {frames} must be a multiple of the hop {hop}")
         self.by_rate: dict[int, list[dict]] = {}
@@ -83,6 +84,18 @@ class Batcher:
                 self.by_rate.setdefault(c["sr"], []).append(c)
         self.rates = sorted(self.by_rate)
         self.batch, self.frames, self.seed, self.lossless_prob = batch, frames, seed, lossless_prob
+        self.boost = dict(boost or {})  # variant -> relative weight when an item's codec is drawn
+
+    def draw_variant(self, clip: dict, rng: np.random.Generator) -> str:
+        """The input of one item: ``LOSSLESS`` with probability ``lossless_prob``, else one of
+        the clip's codec variants (uniform, or weighted by ``boost``)."""
+        names = sorted(clip["variants"])
+        if rng.random() < self.lossless_prob or not names:
+            return LOSSLESS
+        if self.boost:
+            w = np.array([self.boost.get(n, 1.0) for n in names])
+            return names[rng.choice(len(names), p=w / w.sum())]
+        return names[rng.integers(len(names))]
 
     def get(self, step: int) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns ``(sr, degraded [B, frames], clean [B, frames], top_hz [B])`` float32;
@@ -95,8 +108,7 @@ class Batcher:
         top = np.empty(self.batch, np.float32)
         for b in range(self.batch):
             clip = pool[rng.integers(len(pool))]
-            names = sorted(clip["variants"])
-            name = LOSSLESS if (rng.random() < self.lossless_prob or not names) else names[rng.integers(len(names))]
+            name = self.draw_variant(clip, rng)
             src = clip["clean"] if name == LOSSLESS else clip["variants"][name]
             ch = rng.integers(2)
             start = rng.integers(0, clip["clean"].shape[1] - self.frames)
@@ -287,6 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hop", type=int, default=HOP, choices=HOPS,
                         help="input samples per frame: the model's block multiple (latency hop + 72 samples)")
+    parser.add_argument("--hold-ms", type=float, default=0.0,
+                        help="cutoff arch: fill a band bin only once it has been empty this long (0: every "
+                        "frame decides alone); a codec's low-pass is empty in every frame, a natural decay is not")
+    parser.add_argument("--no-over", action="store_true",
+                        help="cutoff arch: no gains over content the input has (writes only where it is empty)")
+    parser.add_argument("--boost", action="append", default=[], metavar="VARIANT=W",
+                        help="draw this codec variant W times as often as the others (repeatable), "
+                        f"e.g. aac_128=3; variants: {', '.join(sorted(CODECS))}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--validate-every", type=int, default=1000)
@@ -315,6 +335,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--lossless-prob must be in [0, 1], got {args.lossless_prob}")
     if not 0.0 <= args.carry_prob <= 1.0:
         parser.error(f"--carry-prob must be in [0, 1], got {args.carry_prob}")
+    boost = {}
+    for item in args.boost:
+        name, _, w = item.partition("=")
+        try:
+            weight = float(w)
+        except ValueError:
+            weight = -1.0
+        if name not in CODECS or not 0.0 < weight <= 100.0:
+            parser.error(f"--boost {item!r}: expected VARIANT=W with VARIANT one of {sorted(CODECS)} and 0 < W <= 100")
+        boost[name] = weight
+    if args.arch != "cutoff" and (args.hold_ms or args.no_over):
+        parser.error("--hold-ms and --no-over apply to --arch cutoff only")
+    if not 0.0 <= args.hold_ms <= 400.0:
+        parser.error(f"--hold-ms must be in 0..400, got {args.hold_ms}")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -327,12 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     if args.arch != "gru" and args.carry_prob > 0:
         parser.error("--carry-prob applies to --arch gru only (a cutoff model's memory is finite)")
-    model = build_model(args.arch, args.hidden, args.layers, args.hop).to(device)
+    model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     carry: dict[str, torch.Tensor | None] = {}  # --carry-prob: the previous step's end states, the silence state
     ckpt_path = run / "last.pt"
-    config = {k: v for k, v in vars(args).items()}
+    config = {**{k: v for k, v in vars(args).items() if k != "no_over"}, "over": not args.no_over}
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=False, map_location=device)
         saved_hop = ckpt.get("config", {}).get("hop", HOP)
@@ -367,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
 
     train_clips = load_split(args.data, "train", args.max_train_clips)
     val_clips = load_split(args.data, "val", args.val_clips)
-    batcher = Batcher(train_clips, args.batch, args.frames, args.seed, args.lossless_prob, args.hop)
+    batcher = Batcher(train_clips, args.batch, args.frames, args.seed, args.lossless_prob, args.hop, boost)
     print(f"{count_parameters(model)} parameters on {device}; {len(train_clips)} train clips, {len(val_clips)} val clips",
           flush=True)
     log = open(run / "log.jsonl", "a")

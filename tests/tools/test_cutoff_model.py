@@ -133,3 +133,77 @@ def test_a_tiny_cutoff_model_exports_and_passes_parity(tmp_path):
     report = export.export_and_check(model, tmp_path / "m.onnx", "tiny", "test")
     assert max(report["parity"].values()) <= export.TOLERANCE
     assert report["runtime_block_256"] <= export.TOLERANCE
+
+
+HOLD_MS = 300.0
+
+
+@pytest.mark.parametrize("hop", [64, 128])
+def test_with_a_hold_it_streams_as_offline_and_the_hold_state_is_carried(hop):
+    model = _open(CutoffRestorer(hidden=24, hop=hop, hold_ms=HOLD_MS, over=False))
+    assert "hold" in model.state_names and model.hold > 1
+    # Content above 17 kHz that stops half way: whether it is filled depends on the hold.
+    x = _noise(hop * 400, seed=6)
+    x[:, hop * 200:] = _lowpass(x, 16000)[:, hop * 200:]
+    with torch.no_grad():
+        offline = model(x, *model.initial_state(2))[0]
+        for block in (hop, 3 * hop, 8 * hop):
+            state, out = model.initial_state(2), []
+            for i in range(0, x.shape[1], block):
+                y, *state = model(x[:, i:i + block], *state)
+                out.append(y)
+            assert float((torch.cat(out, 1) - offline).abs().max()) < 1e-4
+        names = model.state_names
+        state, out = model.initial_state(2), []
+        for i in range(0, x.shape[1], 8 * hop):  # only the hold state dropped between blocks
+            state[names.index("hold")] = model.initial_state(2)[names.index("hold")]
+            y, *state = model(x[:, i:i + 8 * hop], *state)
+            out.append(y)
+    assert float((torch.cat(out, 1) - offline).abs().max()) > 1e-3
+
+
+def test_the_hold_fills_a_codec_cutoff_but_not_the_gaps_of_a_full_band_sound():
+    """A band that is empty in every frame (a codec's low-pass) is filled; one that has
+    content every few frames (a cymbal's hits, full band) is not filled in between."""
+    model = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False))
+    hop = model.hop
+    n = hop * 400
+    rng = np.random.default_rng(7)
+    body = _lowpass(_noise(n, seed=7), 15000).numpy()
+    hits = np.zeros((2, n), np.float32)
+    for start in range(0, n, hop * 40):  # a 3 ms burst of full-band noise every 116 ms
+        hits[:, start:start + hop] = rng.standard_normal((2, hop)) * 0.3
+    full = torch.tensor(body + hits)
+    cut = _lowpass(full, 16000)
+    skip = hop * (model.hold + 4)
+    with torch.no_grad():
+        added_full = (train.run_offline(model, full) - full).numpy()[:, skip:]
+        added_cut = (train.run_offline(model, cut) - cut).numpy()[:, skip:]
+        no_hold = _open(CutoffRestorer(hidden=24, over=False))
+        added_gaps = (train.run_offline(no_hold, full) - full).numpy()[:, skip:]
+    hf_in = _band_energy(full.numpy()[:, skip:], 17500, 21000)
+    assert _band_energy(added_cut, 17500, 21000) > 1e-3 * hf_in
+    assert _band_energy(added_full, 17500, 21000) < 1e-6 * hf_in
+    # Without the hold, the frames between the hits are filled: the test can fail.
+    assert _band_energy(added_gaps, 17500, 21000) > 1e-3 * hf_in
+
+
+def test_the_hold_is_forgotten_after_its_length():
+    model = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False))
+    hop = model.hop
+    signal = _lowpass(_noise(hop * 300, seed=8), 16000)
+    with torch.no_grad():
+        a = model(torch.cat([torch.zeros(2, hop * 150), signal], 1), *model.initial_state(2))[0]
+        b = model(torch.cat([_noise(hop * 150, seed=9, amp=0.3), signal], 1), *model.initial_state(2))[0]
+    start = 4 * hop * 150
+    settle = 4 * hop * (model.memory_frames + 3)
+    assert float((a[:, start + settle:] - b[:, start + settle:]).abs().max()) < 1e-5
+    # Full-band history keeps the fill closed for a while after the switch.
+    assert float((a[:, start:start + settle // 2] - b[:, start:start + settle // 2]).abs().max()) > 1e-3
+
+
+def test_a_hold_model_exports_and_passes_parity(tmp_path):
+    model = _open(build_model("cutoff", hidden=16, hop=128, hold_ms=HOLD_MS, over=False))
+    report = export.export_and_check(model, tmp_path / "m.onnx", "tiny", "test")
+    assert max(report["parity"].values()) <= export.TOLERANCE
+    assert report["runtime_block_256"] <= export.TOLERANCE

@@ -200,3 +200,26 @@ def test_edge_term_charges_only_what_the_output_adds_below_15_khz():
     assert "edge" not in train.loss_fn(x, x, 44100)[1]
     with pytest.raises(ValueError, match="needs the input"):
         train.loss_fn(x, x, 44100, edge_weight=1.0)
+
+
+
+def test_boost_draws_a_variant_more_often_and_bad_boosts_are_refused(tiny_data, tmp_path, capsys):
+    import numpy as np
+
+    clip = train.load_split(tiny_data, "train")[0]
+    names = sorted(clip["variants"])
+    assert len(names) == 2  # the fixture gives each clip two variants
+    share = {}
+    for boost in ({}, {names[0]: 9.0}):
+        b = train.Batcher([clip], 4, 1024, seed=1, lossless_prob=0.2, boost=boost)
+        rng = np.random.default_rng(0)
+        drawn = [b.draw_variant(clip, rng) for _ in range(2000)]
+        assert 0.15 < drawn.count(train.LOSSLESS) / len(drawn) < 0.25
+        share[bool(boost)] = drawn.count(names[0]) / (len(drawn) - drawn.count(train.LOSSLESS))
+    assert 0.45 < share[False] < 0.55  # uniform without a boost
+    assert 0.85 < share[True] < 0.95  # 9 : 1 with it
+    for bad in ("nope=2", f"{names[0]}=0", f"{names[0]}=x"):
+        with pytest.raises(SystemExit) as e:
+            train.main(["--data", str(tiny_data), "--run", str(tmp_path / "run"), "--boost", bad])
+        assert e.value.code == 2
+        assert "--boost" in capsys.readouterr().err
