@@ -296,6 +296,11 @@ class CutoffRestorer(nn.Module):
     HIGH_CUTOFF_HZ = 19500.0  # at 44.1 kHz; the same bin at every rate and hop
     REL_RANGE_DB = 80.0
     MASK_WIDTH_DB = 3.0
+    # Content counts for the hold from this far over the threshold: at 0 dB, a bin that
+    # touches the threshold in one frame closes the fill for the whole hold, and where the
+    # frame grid falls (where the stream started) decides it (1.55 dB RMS in a 1 kHz band's
+    # envelope in tests/tools/test_shipped_model.py; 1.26 dB at 3 dB).
+    HOLD_MARGIN_DB = 3.0
     DILATIONS = (1, 4, 8)
     K = 4
 
@@ -360,12 +365,17 @@ class CutoffRestorer(nn.Module):
         half = spec.shape[-1] // 2
         return 10.0 * torch.log10(spec[..., :half] ** 2 + spec[..., half:] ** 2 + 1e-12)
 
-    def empty_mask(self, frame: torch.Tensor) -> torch.Tensor:
-        """Per band bin, how empty the input is (1: nothing there). ``[C, M, W] -> [C, M, n_band]``."""
+    def headroom_db(self, frame: torch.Tensor) -> torch.Tensor:
+        """Per band bin, how far (dB) the emptiness threshold lies above the input's level:
+        positive where the bin is empty. ``[C, M, W] -> [C, M, n_band]``."""
         level = self._level_db(frame @ self.detect)
         ref = self._level_db(frame @ self.detect_lo).amax(dim=2, keepdim=True)
         threshold = torch.clamp(ref - self.REL_RANGE_DB, min=self.ABS_FLOOR_DB)
-        return torch.sigmoid((threshold - level) / self.MASK_WIDTH_DB)
+        return threshold - level
+
+    def empty_mask(self, frame: torch.Tensor) -> torch.Tensor:
+        """Per band bin, how empty the input is (1: nothing there). ``[C, M, W] -> [C, M, n_band]``."""
+        return torch.sigmoid(self.headroom_db(frame) / self.MASK_WIDTH_DB)
 
     def restore(self, audio_in: torch.Tensor, frames: torch.Tensor, ctx1: torch.Tensor, ctx2: torch.Tensor,
                 ctx3: torch.Tensor, ola: torch.Tensor, hold: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
@@ -381,7 +391,8 @@ class CutoffRestorer(nn.Module):
         spec = frame @ self.analysis  # [C, M, 2 * n_bins]: re | im
         logp = torch.log((spec * spec) @ self.power + 1e-9)
         mean = logp.mean(dim=2, keepdim=True)
-        mask = self.empty_mask(frame)  # [C, M, n_band]
+        headroom = self.headroom_db(frame)
+        mask = torch.sigmoid(headroom / self.MASK_WIDTH_DB)  # [C, M, n_band]
         feat = torch.cat([(logp - mean) * 0.2, mean * 0.1, mask], dim=2)  # [C, M, F]
         h = F.elu(self.inp(feat))  # [C, M, H]
         new_ctx = []
@@ -401,7 +412,10 @@ class CutoffRestorer(nn.Module):
             # Empty for the last ``hold`` frames: 1 - the running max of "has content". A codec's
             # low-pass empties its bins in every frame; a natural decay or the gaps between
             # hits of a cymbal leave them empty only for a while, and are not filled.
-            seq = torch.cat([hold, 1.0 - mask], dim=1)  # [C, hold - 1 + M, n_band]
+            # Content counts for the hold from HOLD_MARGIN_DB over the threshold, so that a bin at
+            # the threshold in one frame does not close the fill for the whole hold.
+            content = torch.sigmoid(-(headroom + self.HOLD_MARGIN_DB) / self.MASK_WIDTH_DB)
+            seq = torch.cat([hold, content], dim=1)  # [C, hold - 1 + M, n_band]
             had = F.max_pool1d(seq.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, n_band]
             fill_mask = 1.0 - had
             new_hold = [seq[:, -(self.hold - 1):]]
