@@ -21,7 +21,7 @@ Nyquist (images <= -100 dB):
 Conditions (``CONDITIONS``): MP3 CBR 96/128/192/320 and VBR V2 (LAME), AAC 128 (ffmpeg),
 Opus 96 (libopus), and the lossless original. Every input is 16-bit PCM, as the clean
 reference is and as training reads it (``tools.train.load_split``): LAME's decoder writes
-16 bits, and the AAC and Opus decodes (stored at 24 bits) are rounded to 16 here. Read at
+16 bits, and the AAC and Opus decodes (stored at 24 bits) are read on the 16-bit grid here. Read at
 24 bits, their emptied top band lies some 30 dB under the reference's dither floor, and
 that floor alone then decides the high-band LSD (see
 ``docs/measurements/2026-12-04-restoration-v3.md``). Metric: LSD (``rtupscale.dsp.metrics``,
@@ -77,6 +77,14 @@ class GuardCounter(logging.Handler):
             self.blocks += int(record.args[0])
 
 
+def read_input(path: Path, frames: int) -> np.ndarray:
+    """A decoded codec variant as the model is scored on it: its first ``frames`` frames on
+    the 16-bit grid (libsndfile's conversion, exactly as ``tools.train.load_split`` reads
+    it; the clean reference is 16-bit too), as float32 ``[C, frames]``."""
+    x, _ = sf.read(path, dtype="int16", always_2d=True, frames=frames)
+    return x.T.astype(np.float32) / 32768.0
+
+
 def through_file_mode(x: np.ndarray, sr: int, runner, config, tmp: Path) -> np.ndarray:
     """``[C, n]`` at ``sr`` -> the file mode's ``[C, 4n]`` output at ``4 sr``."""
     from rtupscale.fileio import upscale_file
@@ -117,8 +125,7 @@ def _clip_rows(args: tuple) -> tuple[list[dict], dict, dict]:
             else:
                 if not meta["variants"].get(cond, {}).get("ok"):
                     continue
-                x, _ = sf.read(d / f"{cond}.flac", dtype="int16", always_2d=True)
-                x = x.T[:, :n].astype(np.float32) / 32768.0
+                x = read_input(d / f"{cond}.flac", n)
             outs = {
                 "resampler": through_file_mode(x, sr, None, config, tmp),
                 "exciter": through_file_mode(folding_exciter(x, sr), sr, None, config, tmp),

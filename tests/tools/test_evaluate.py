@@ -31,3 +31,25 @@ def test_targets_follow_the_ship_criteria():
     assert not checks["opus_96 LF <= resampler + 0.005"]["met"]
     # Only the conditions scored are checked.
     assert not any(k.startswith("mp3_320") for k in checks)
+
+
+def test_codec_inputs_are_scored_as_16_bit_pcm(tmp_path):
+    """A 24-bit decode is read on the 16-bit grid, with libsndfile's conversion as
+    ``tools.train.load_split`` reads it: what lies far under one step is gone."""
+    import numpy as np
+    import soundfile as sf
+
+    from tools.evaluate import read_input
+
+    sr = 44100
+    t = np.arange(sr) / sr
+    loud = 0.5 * np.sin(2 * np.pi * 1000 * t)
+    faint = 2e-6 * np.sin(2 * np.pi * 19000 * t)  # -114 dBFS: a fifteenth of one 16-bit step
+    sf.write(tmp_path / "v.flac", np.stack([loud + faint, faint], 1), sr, subtype="PCM_24")
+    x = read_input(tmp_path / "v.flac", 1000)
+    assert x.shape == (2, 1000) and x.dtype == np.float32
+    # The faint channel is less than one step everywhere: libsndfile's 16-bit read leaves 0 or -1 step.
+    assert set(np.unique(x[1] * 32768)) <= {0.0, -1.0}
+    steps = x[0] * 32768
+    assert np.array_equal(steps, np.round(steps))  # every sample on the 16-bit grid
+    assert np.max(np.abs(x[0] - (loud + faint)[:1000])) <= 1 / 32768 + 1e-7
