@@ -57,11 +57,17 @@ BLOCK = 256
 REAL_PREFIX = "real_"
 
 
-def test_clips(data_dir: str | Path, max_clips: int | None = None) -> list[dict]:
+SPLITS = ("test", "val")
+
+
+def test_clips(data_dir: str | Path, max_clips: int | None = None, split: str = "test") -> list[dict]:
+    """The clips of a held-out split (``test``, or ``val`` for tuning), sorted by id."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     metas = [json.loads(p.read_text()) for p in sorted((Path(data_dir) / "clips").glob("*/meta.json"))]
-    metas = [m for m in metas if m["split"] == "test"]
+    metas = [m for m in metas if m["split"] == split]
     if not metas:
-        raise ValueError(f"no test clips under {data_dir}/clips")
+        raise ValueError(f"no {split} clips under {data_dir}/clips")
     return metas[:max_clips] if max_clips else metas
 
 
@@ -162,12 +168,12 @@ def summarize(rows: list[dict], systems: tuple[str, ...], conditions: tuple[str,
 
 def evaluate(model_path: str, data_dir: str, max_clips: int | None, seconds: float | None,
              keep: dict | None = None, conditions: tuple[str, ...] = CONDITIONS,
-             compare: dict[str, str] | None = None, workers: int = 1) -> dict:
+             compare: dict[str, str] | None = None, workers: int = 1, split: str = "test") -> dict:
     """Returns the tables (``real``, ``synthetic``, ``by_kind``), the per-clip rows and the
     guard's counts. ``compare``: more models to score, by name."""
     models = {"model": model_path, **(compare or {})}
     systems = (*SYSTEMS, *(compare or {}))
-    clips = test_clips(data_dir, max_clips)
+    clips = test_clips(data_dir, max_clips, split)
     jobs = [(m, data_dir, models, seconds, conditions, keep is not None and m["id"] in keep) for m in clips]
     rows: list[dict] = []
     guarded: dict[str, int] = {}
@@ -175,9 +181,9 @@ def evaluate(model_path: str, data_dir: str, max_clips: int | None, seconds: flo
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers) as pool:
-            results = list(tqdm(pool.map(_clip_rows, jobs), total=len(jobs), desc="test clips", file=sys.stderr))
+            results = list(tqdm(pool.map(_clip_rows, jobs), total=len(jobs), desc=f"{split} clips", file=sys.stderr))
     else:
-        results = [_clip_rows(j) for j in tqdm(jobs, desc="test clips", file=sys.stderr)]
+        results = [_clip_rows(j) for j in tqdm(jobs, desc=f"{split} clips", file=sys.stderr)]
     for (clip_rows, g, kept), job in zip(results, jobs):
         rows.extend(clip_rows)
         for k, v in g.items():
@@ -311,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="another model to score beside --model (repeatable), e.g. v2=models/rtupscale-restore-v2.onnx")
     parser.add_argument("--data", default="data/dataset")
     parser.add_argument("--out", default="models/eval", help="folder for eval.json, eval.md and plots")
+    parser.add_argument("--split", default="test", choices=SPLITS,
+                        help="the held-out split to score: test (report) or val (tune; see tools.make_dataset)")
     parser.add_argument("--max-clips", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None, help="score only the first seconds of each clip")
     parser.add_argument("--plot-clips", default="", help="comma-separated clip ids to plot (default: one real clip per content type)")
@@ -334,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--workers must be in 1..8, got {args.workers}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    clips = test_clips(args.data, args.max_clips)
+    clips = test_clips(args.data, args.max_clips, args.split)
     if args.plot_clips:
         plot_ids = args.plot_clips.split(",")
     else:
@@ -344,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
         plot_ids = [i for s, i in sorted(by_source.items()) if s.startswith(REAL_PREFIX)][:4]
     keep = {i: {} for i in plot_ids}
     t0 = time.time()
-    result = evaluate(args.model, args.data, args.max_clips, args.seconds, keep, conditions, compare, args.workers)
+    result = evaluate(args.model, args.data, args.max_clips, args.seconds, keep, conditions, compare, args.workers,
+                      args.split)
     result["cost"] = measure_cost(args.model, args.cost_blocks)
     result["targets"] = targets(result["table"])
     for sr in (44100, 48000):
@@ -359,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = result["systems"]
     n_real = len({r["clip"] for r in result["rows"] if r["real"]})
     n_syn = len({r["clip"] for r in result["rows"] if not r["real"]})
-    md = f"## Real music ({n_real} test clips)\n\n" + markdown_table(result["table"], systems)
+    md = f"## Real music ({n_real} {args.split} clips)\n\n" + markdown_table(result["table"], systems)
     md += "\n\n## Real music per content type (LSD all / HF)\n\n" + kind_table(result["by_kind"], systems)
     md += f"\n\n## Synthetic (smoke test: {n_syn} clips)\n\n" + markdown_table(result["synthetic"], systems)
     cost = result["cost"]

@@ -49,12 +49,26 @@ class ExportError(RuntimeError):
     """The exported model does not match PyTorch or the contract."""
 
 
-def load_checkpoint(path: str | Path) -> tuple[Restorer, dict]:
-    """A ``Restorer`` from a ``tools.train`` checkpoint, in eval mode, and the checkpoint's config."""
+RULES = ("hold_ms", "cliff_db", "cliff_gate")  # a cutoff model's weightless gating rules
+
+
+def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> tuple[Restorer, dict]:
+    """A ``Restorer`` from a ``tools.train`` checkpoint, in eval mode, and the checkpoint's config.
+
+    ``rules`` overrides the gating rules of a cutoff model (keys in ``RULES``): they have no
+    weights, so a checkpoint can be tried under other rules without training again.
+    """
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     config = ckpt.get("config", {})
+    unknown = set(rules or {}) - set(RULES)
+    if unknown:
+        raise ValueError(f"unknown rule(s) {sorted(unknown)}: allowed are {list(RULES)}")
+    if rules and config.get("arch", "gru") != "cutoff":
+        raise ValueError("gating rules apply to --arch cutoff checkpoints only")
+    config = {**config, **(rules or {})}
     model = build_model(config.get("arch", "gru"), config.get("hidden", 192), config.get("layers", 2),
-                        config.get("hop", HOP), config.get("hold_ms", 0.0), config.get("over", True))
+                        config.get("hop", HOP), config.get("hold_ms", 0.0), config.get("over", True),
+                        config.get("cliff_db", 0.0), bool(config.get("cliff_gate", False)))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
@@ -244,13 +258,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--description", default=None)
     parser.add_argument("--fp16-weights", action="store_true",
                         help="store the weights as float16 (half the file; computes in float32; see above)")
+    parser.add_argument("--hold-ms", type=float, default=None, help="override a cutoff model's hold (ms)")
+    parser.add_argument("--cliff-db", type=float, default=None, help="override a cutoff model's cliff rule (dB; 0: off)")
+    parser.add_argument("--cliff-gate", type=int, choices=(0, 1), default=None,
+                        help="override whether a cutoff model's hold fills only under a cliff seen in the hold")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     name = args.name or Path(args.output).stem
-    model, config = load_checkpoint(args.checkpoint)
+    rules = {k: getattr(args, k) for k in RULES if getattr(args, k) is not None}
+    try:
+        model, config = load_checkpoint(args.checkpoint, rules)
+    except ValueError as e:
+        parser.error(str(e))
     init = f" from {Path(config['init']).name}" if config.get("init") else ""
     if model.arch == "cutoff":
         gating = (f"fills bins empty for {model.hold_ms:g} ms" if model.hold > 1 else "fills empty bins") + (
+            " under a cliff seen in that time" if model.cliff_gate else "") + (
+            f" or above a {model.cliff_db:g} dB cliff" if model.cliff_db else "") + (
             "" if model.over else ", writes nothing over content")
         design = (f"cut-off-aware STFT-domain spectral folding ({gating}), finite memory "
                   f"({count_parameters(model)} parameters, hidden {model.hidden}, hop {model.hop})")

@@ -14,9 +14,10 @@ Layout under ``--out``::
 Each clip is a pure function of ``(seed, source, index)``; the builder skips clips whose
 ``meta.json`` exists, so an interrupted build resumes where it stopped. The split is by
 clip (a clip's segments never straddle splits): within each source, index % 10 == 0 is
-test, index % 20 == 5 is validation, the rest train. Test clips get every evaluation
-bitrate (MP3 96/128/192/320 kbps); train and validation clips get ``--variants-per-clip``
-variants drawn from all codecs.
+test, index % 20 == 5 is validation, the rest train. Test and validation clips get every
+evaluation condition (``EVAL_VARIANTS``: MP3 96/128/192/320 and V2, AAC 128, Opus 96), so
+that a model is tuned on validation with the same table it is judged by on test; train
+clips get ``--variants-per-clip`` variants drawn from all codecs.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ def build_clip(out_dir: str, seed: int, source: str, index: int, seconds: float,
     pcm16 = quantize_pcm16(clean, rng)
     sf.write(clip_dir / "clean.flac", pcm16.T, sr, subtype="PCM_16")
 
-    if split == "test":
+    if split in ("val", "test"):  # held-out clips: every condition the evaluation reports
         chosen = list(EVAL_VARIANTS)
     else:
         names = sorted(codecs.CODECS)

@@ -303,17 +303,24 @@ class CutoffRestorer(nn.Module):
     HOLD_MARGIN_DB = 3.0
     DILATIONS = (1, 4, 8)
     K = 4
+    CLIFF_BELOW = (3, 6)  # the bins under an empty run's lowest bin that must stand over it
+    CLIFF_WIDTH_DB = 1.5
 
-    def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True):
+    def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True,
+                 cliff_db: float = 0.0, cliff_gate: bool = False):
         super().__init__()
         if hidden < 8:
             raise ValueError(f"hidden must be >= 8, got {hidden}")
         if not 0.0 <= hold_ms <= 400.0:
             raise ValueError(f"hold_ms must be in 0..400, got {hold_ms}")
+        if not (cliff_db == 0.0 or 6.0 <= cliff_db <= 60.0):
+            raise ValueError(f"cliff_db must be 0 (off) or in 6..60, got {cliff_db}")
+        if cliff_gate and not (cliff_db > 0 and hold_ms > 0):
+            raise ValueError("cliff_gate needs a hold (hold_ms > 0) and a cliff (cliff_db > 0)")
         geo = Geometry(hop)
         # Frames (at 44.1 kHz) a band bin must have been empty for before it is filled.
         self.hold = int(round(hold_ms * 1e-3 * 44100 / hop))
-        self.hold_ms, self.over = hold_ms, over
+        self.hold_ms, self.over, self.cliff_db, self.cliff_gate = hold_ms, over, cliff_db, cliff_gate
         self.state_names = ("frames", "ctx1", "ctx2", "ctx3", "ola") + (("hold",) if self.hold > 1 else ()) + ("interp",)
         self.geometry, self.hop, self.latency, self.hidden, self.layers = geo, hop, geo.latency, hidden, 0
         for name, value in dsp_matrices(geo).items():
@@ -328,6 +335,15 @@ class CutoffRestorer(nn.Module):
         arg_lo = 2 * np.pi * np.outer(n, np.arange(1, geo.band_start)) / geo.window
         detect_lo = np.concatenate([bh[:, None] * np.cos(arg_lo), bh[:, None] * np.sin(arg_lo)], axis=1)
         self.register_buffer("detect_lo", torch.tensor(detect_lo, dtype=torch.float32), persistent=False)
+        # The cliff test: the bins just under the band, and triangular sums over the band.
+        lo, hi = self.CLIFF_BELOW
+        arg_under = 2 * np.pi * np.outer(n, np.arange(geo.band_start - hi, geo.band_start)) / geo.window
+        under = np.concatenate([bh[:, None] * np.cos(arg_under), bh[:, None] * np.sin(arg_under)], axis=1)
+        self.register_buffer("detect_under", torch.tensor(under, dtype=torch.float32), persistent=False)
+        ext = hi + geo.n_band
+        # above[j, k] = 1 for j >= k: x @ above sums x over the bins from k up.
+        self.register_buffer("above", torch.tensor(np.triu(np.ones((ext, ext))).T.copy(), dtype=torch.float32),
+                             persistent=False)
         self.high_bin = int(round(self.HIGH_CUTOFF_HZ / 44100 * geo.window)) - geo.band_start  # in the band
         self.n_features = geo.n_bins + 1 + geo.n_band
         self.inp = nn.Linear(self.n_features, hidden)
@@ -352,7 +368,8 @@ class CutoffRestorer(nn.Module):
     def state_shapes(self, channels: int | str) -> dict[str, tuple]:
         """Shape of each state tensor; ``channels`` may be the string ``"channels"``."""
         ctx = {f"ctx{i + 1}": (channels, (self.K - 1) * d, self.hidden) for i, d in enumerate(self.DILATIONS)}
-        hold = {"hold": (channels, self.hold - 1, self.geometry.n_band)} if self.hold > 1 else {}
+        width = self.geometry.n_band * (2 if self.cliff_gate else 1)  # has content | cliff under it
+        hold = {"hold": (channels, self.hold - 1, width)} if self.hold > 1 else {}
         return {"frames": (channels, self.hop), **ctx, "ola": (channels, self.hop), **hold,
                 "interp": (channels, INTERP_TAPS - 1)}
 
@@ -365,13 +382,40 @@ class CutoffRestorer(nn.Module):
         half = spec.shape[-1] // 2
         return 10.0 * torch.log10(spec[..., :half] ** 2 + spec[..., half:] ** 2 + 1e-12)
 
+    def threshold_db(self, frame: torch.Tensor) -> torch.Tensor:
+        """The frame's emptiness threshold: ``[C, M, W] -> [C, M, 1]``."""
+        ref = self._level_db(frame @ self.detect_lo).amax(dim=2, keepdim=True)
+        return torch.clamp(ref - self.REL_RANGE_DB, min=self.ABS_FLOOR_DB)
+
     def headroom_db(self, frame: torch.Tensor) -> torch.Tensor:
         """Per band bin, how far (dB) the emptiness threshold lies above the input's level:
         positive where the bin is empty. ``[C, M, W] -> [C, M, n_band]``."""
-        level = self._level_db(frame @ self.detect)
-        ref = self._level_db(frame @ self.detect_lo).amax(dim=2, keepdim=True)
-        threshold = torch.clamp(ref - self.REL_RANGE_DB, min=self.ABS_FLOOR_DB)
-        return threshold - level
+        return self.threshold_db(frame) - self._level_db(frame @ self.detect)
+
+    def cliff_mask(self, frame: torch.Tensor, headroom: torch.Tensor) -> torch.Tensor:
+        """Per band bin, 1 where it lies in the frame's empty top band and that band begins
+        at a cliff of ``cliff_db`` (see the class docstring). ``[C, M, n_band]``."""
+        reach, top = self.cliff_parts(frame, headroom)
+        return reach * top
+
+    def cliff_parts(self, frame: torch.Tensor, headroom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``reach``: 1 where a cliff lies at or under the bin; ``top``: 1 where every bin from
+        this one up is empty. Both ``[C, M, n_band]``."""
+        lo, hi = self.CLIFF_BELOW
+        under = self.threshold_db(frame) - self._level_db(frame @ self.detect_under)  # [C, M, hi]
+        room = torch.cat([under, headroom], dim=2)  # [C, M, hi + n_band], from band_start - hi up
+        # Top-empty: every bin from k up is empty (a product of soft masks, summed in logs; a
+        # 1 dB width, so that 30 bins at 10 dB under the threshold still multiply to ~1).
+        # log(sigmoid(x)) written out and clamped: onnxruntime's Sigmoid returns 0 far below
+        # zero, and log(0) times the matrix's zeros is NaN.
+        top = torch.exp(-torch.log(1.0 + torch.exp(-room.clamp(-15.0, 15.0))) @ self.above)
+        start = top[..., hi:] * (1.0 - top[..., hi - 1:-1])  # bin k is the lowest of the top-empty run
+        # The bins lo..hi under k: their mean level over the threshold (dB; a mean, so that one
+        # bin of a noisy decay that happens to stand high does not make a cliff).
+        below = torch.stack([-room[..., hi - d:hi - d + self.geometry.n_band] for d in range(lo, hi + 1)]).mean(dim=0)
+        edge = start * torch.sigmoid((below - self.cliff_db) / self.CLIFF_WIDTH_DB)
+        reach = torch.clamp(edge @ self.above[hi:, hi:].T, max=1.0)  # an edge at or under each bin
+        return reach, top[..., hi:]
 
     def empty_mask(self, frame: torch.Tensor) -> torch.Tensor:
         """Per band bin, how empty the input is (1: nothing there). ``[C, M, W] -> [C, M, n_band]``."""
@@ -408,6 +452,8 @@ class CutoffRestorer(nn.Module):
         else:  # the fill half only
             z = F.linear(h, self.out.weight[:s * n_band], self.out.bias[:s * n_band]).clamp(-20.0, 6.0)
         new_hold = []
+        if self.cliff_db > 0:
+            reach, top = self.cliff_parts(frame, headroom)
         if self.hold > 1:
             # Empty for the last ``hold`` frames: 1 - the running max of "has content". A codec's
             # low-pass empties its bins in every frame; a natural decay or the gaps between
@@ -415,12 +461,18 @@ class CutoffRestorer(nn.Module):
             # Content counts for the hold from HOLD_MARGIN_DB over the threshold, so that a bin at
             # the threshold in one frame does not close the fill for the whole hold.
             content = torch.sigmoid(-(headroom + self.HOLD_MARGIN_DB) / self.MASK_WIDTH_DB)
-            seq = torch.cat([hold, content], dim=1)  # [C, hold - 1 + M, n_band]
-            had = F.max_pool1d(seq.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, n_band]
-            fill_mask = 1.0 - had
+            if self.cliff_gate:  # and the running max of "a cliff lies under it"
+                content = torch.cat([content, reach], dim=2)
+            seq = torch.cat([hold, content], dim=1)  # [C, hold - 1 + M, width]
+            had = F.max_pool1d(seq.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, width]
+            fill_mask = 1.0 - had[..., :n_band]
+            if self.cliff_gate:
+                fill_mask = fill_mask * had[..., n_band:]
             new_hold = [seq[:, -(self.hold - 1):]]
         else:
             fill_mask = mask
+        if self.cliff_db > 0:
+            fill_mask = torch.maximum(fill_mask, reach * top)
         empty = fill_mask.repeat(1, 1, s)
         low_cutoff = fill_mask[..., self.high_bin:].amin(dim=2, keepdim=True)  # [C, M, 1]
         fill = low_cutoff * GAIN_MAX * torch.tanh(torch.exp(z[..., :s * n_band]) * (10.0 / GAIN_MAX * self.gate).repeat_interleave(n_band))
@@ -446,13 +498,14 @@ class CutoffRestorer(nn.Module):
 
 
 def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int = HOP,
-                hold_ms: float = 0.0, over: bool = True) -> nn.Module:
+                hold_ms: float = 0.0, over: bool = True, cliff_db: float = 0.0, cliff_gate: bool = False) -> nn.Module:
     """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only,
-    ``hold_ms`` and ``over`` to ``cutoff`` only (see :class:`CutoffRestorer`)."""
+    ``hold_ms``, ``over``, ``cliff_db`` and ``cliff_gate`` to ``cutoff`` only (see
+    :class:`CutoffRestorer`)."""
     if arch == "gru":
         return Restorer(hidden, layers, hop)
     if arch == "cutoff":
-        return CutoffRestorer(hidden, hop, hold_ms, over)
+        return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate)
     raise ValueError(f"unknown arch {arch!r}; allowed: {ARCHS}")
 
 

@@ -302,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-ms", type=float, default=0.0,
                         help="cutoff arch: fill a band bin only once it has been empty this long (0: every "
                         "frame decides alone); a codec's low-pass is empty in every frame, a natural decay is not")
+    parser.add_argument("--cliff-db", type=float, default=0.0,
+                        help="cutoff arch: also fill at once above an empty top band that begins at a cliff "
+                        "this many dB high (a codec dropping its top bands in some frames; 0: off)")
+    parser.add_argument("--cliff-gate", action="store_true",
+                        help="cutoff arch: the hold fills a bin only under a cliff seen within the hold (needs "
+                        "--hold-ms and --cliff-db): a codec's low-pass shows one, a quiet top does not")
     parser.add_argument("--no-over", action="store_true",
                         help="cutoff arch: no gains over content the input has (writes only where it is empty)")
     parser.add_argument("--boost", action="append", default=[], metavar="VARIANT=W",
@@ -345,8 +351,12 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CODECS or not 0.0 < weight <= 100.0:
             parser.error(f"--boost {item!r}: expected VARIANT=W with VARIANT one of {sorted(CODECS)} and 0 < W <= 100")
         boost[name] = weight
-    if args.arch != "cutoff" and (args.hold_ms or args.no_over):
-        parser.error("--hold-ms and --no-over apply to --arch cutoff only")
+    if args.arch != "cutoff" and (args.hold_ms or args.no_over or args.cliff_db or args.cliff_gate):
+        parser.error("--hold-ms, --cliff-db, --cliff-gate and --no-over apply to --arch cutoff only")
+    if args.cliff_gate and not (args.hold_ms and args.cliff_db):
+        parser.error("--cliff-gate needs --hold-ms and --cliff-db")
+    if not (args.cliff_db == 0.0 or 6.0 <= args.cliff_db <= 60.0):
+        parser.error(f"--cliff-db must be 0 (off) or in 6..60, got {args.cliff_db}")
     if not 0.0 <= args.hold_ms <= 400.0:
         parser.error(f"--hold-ms must be in 0..400, got {args.hold_ms}")
     if args.device == "auto":
@@ -361,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     run.mkdir(parents=True, exist_ok=True)
     if args.arch != "gru" and args.carry_prob > 0:
         parser.error("--carry-prob applies to --arch gru only (a cutoff model's memory is finite)")
-    model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over).to(device)
+    model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over,
+                        args.cliff_db, args.cliff_gate).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     step = 0
     carry: dict[str, torch.Tensor | None] = {}  # --carry-prob: the previous step's end states, the silence state

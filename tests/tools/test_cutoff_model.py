@@ -202,8 +202,76 @@ def test_the_hold_is_forgotten_after_its_length():
     assert float((a[:, start:start + settle // 2] - b[:, start:start + settle // 2]).abs().max()) > 1e-3
 
 
-def test_a_hold_model_exports_and_passes_parity(tmp_path):
-    model = _open(build_model("cutoff", hidden=16, hop=128, hold_ms=HOLD_MS, over=False))
+def test_the_cliff_fills_frames_whose_top_a_codec_dropped_but_not_a_gradual_decay():
+    """Where a codec drops its top band in some frames only (LAME's VBR and 128 kbps), the
+    hold never fills it; the cliff rule fills it in exactly those frames. A sound whose top
+    falls off gradually into its gaps is still left alone."""
+    hop = 128
+    cliff = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False, cliff_db=30.0))
+    hold_only = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False))  # the same weights
+    n = hop * 400
+    full = _noise(n, seed=11)
+    cut = _lowpass(full, 16000)
+    seg = (np.arange(n) // (hop * 12)) % 2 == 1  # the top dropped in every other 35 ms
+    dropped = torch.where(torch.tensor(seg), cut, full)
+    skip = hop * (cliff.hold + 4)
+    rng = np.random.default_rng(12)
+    body = _gradual(n, seed=13).numpy()  # with full-band hits every 116 ms
+    for start in range(0, n, hop * 40):
+        body[:, start:start + hop] += rng.standard_normal((2, hop)).astype(np.float32) * 0.3
+    decay = torch.tensor(body)
+    with torch.no_grad():
+        added_cliff = (train.run_offline(cliff, dropped) - dropped).numpy()[:, skip:]
+        added_hold = (train.run_offline(hold_only, dropped) - dropped).numpy()[:, skip:]
+        added_decay = (train.run_offline(cliff, decay) - decay).numpy()[:, skip:]
+    hf_in = _band_energy(dropped.numpy()[:, skip:], 17500, 21000)
+    assert _band_energy(added_cliff, 17500, 21000) > 1e-3 * hf_in
+    assert _band_energy(added_hold, 17500, 21000) < 1e-6 * hf_in
+    assert _band_energy(added_decay, 17500, 21000) < 1e-6 * _band_energy(body[:, skip:], 17500, 21000)
+
+
+def _gradual(n: int, seed: int) -> torch.Tensor:
+    """Noise whose top falls 12 dB per kHz from 10 kHz (2 dB per bin): empty above ~16 kHz."""
+    spec = np.fft.rfft(_noise(n, seed=seed).numpy(), axis=1)
+    f = np.fft.rfftfreq(n, 1 / SR)
+    spec *= 10 ** (-12.0 * np.clip(f - 10000, 0, None) / 1000 / 20)
+    return torch.tensor(np.fft.irfft(spec, n, axis=1).astype(np.float32))
+
+
+def test_the_cliff_gate_fills_a_codec_cutoff_but_not_a_top_that_is_quiet_for_long():
+    """A top that is empty for longer than the hold but falls off gradually (a voice, an
+    organ) is filled by the hold alone and left alone with the cliff gate; a codec's
+    low-pass is filled by both."""
+    hop = 128
+    gated = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False, cliff_db=30.0, cliff_gate=True))
+    hold_only = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False))  # the same weights
+    n = hop * 300
+    quiet_top = _gradual(n, seed=14)
+    codec = _lowpass(_noise(n, seed=15), 16000)
+    skip = hop * (gated.hold + 4)
+    with torch.no_grad():
+        added = {(name, kind): (train.run_offline(m, x) - x).numpy()[:, skip:]
+                 for name, m in (("gated", gated), ("hold", hold_only))
+                 for kind, x in (("quiet", quiet_top), ("codec", codec))}
+    ref_quiet = _band_energy(quiet_top.numpy()[:, skip:], 10000, 15000)
+    ref_codec = _band_energy(codec.numpy()[:, skip:], 10000, 15000)
+    assert _band_energy(added["gated", "codec"], 17500, 21000) > 1e-3 * ref_codec
+    assert _band_energy(added["hold", "codec"], 17500, 21000) > 1e-3 * ref_codec
+    assert _band_energy(added["gated", "quiet"], 17500, 21000) < 1e-7 * ref_quiet
+    assert _band_energy(added["hold", "quiet"], 17500, 21000) > 1e-4 * ref_quiet  # the test can fail
+
+
+def test_the_cliff_options_are_checked():
+    with pytest.raises(ValueError, match="cliff_db"):
+        CutoffRestorer(hidden=24, cliff_db=3.0)
+    with pytest.raises(ValueError, match="cliff_gate"):
+        CutoffRestorer(hidden=24, cliff_db=20.0, cliff_gate=True)  # no hold
+
+
+@pytest.mark.parametrize("cliff_db,cliff_gate", [(0.0, False), (20.0, False), (20.0, True)])
+def test_a_hold_model_exports_and_passes_parity(tmp_path, cliff_db, cliff_gate):
+    model = _open(build_model("cutoff", hidden=16, hop=128, hold_ms=HOLD_MS, over=False, cliff_db=cliff_db,
+                              cliff_gate=cliff_gate))
     report = export.export_and_check(model, tmp_path / "m.onnx", "tiny", "test")
     assert max(report["parity"].values()) <= export.TOLERANCE
     assert report["runtime_block_256"] <= export.TOLERANCE

@@ -114,3 +114,11 @@ def test_clean_targets_are_dithered_16_bit_and_clips_are_split_by_index(tiny_dat
 def test_unknown_codec_is_refused():
     with pytest.raises(ValueError, match="allowed"):
         codecs.encode_decode(np.zeros((2, 100), np.int16), 44100, "mp3_999")
+
+
+def test_a_validation_clip_gets_every_evaluation_condition(tmp_path):
+    """Validation is scored with the test split's table (``tools.evaluate --split val``), so
+    its clips carry every condition, not a draw."""
+    meta = make_dataset.build_clip(str(tmp_path), 7, "procedural", 5, 1.0, 3)  # index 5: val split
+    assert meta["split"] == "val"
+    assert set(meta["variants"]) == set(make_dataset.EVAL_VARIANTS)

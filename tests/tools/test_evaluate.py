@@ -53,3 +53,19 @@ def test_codec_inputs_are_scored_as_16_bit_pcm(tmp_path):
     steps = x[0] * 32768
     assert np.array_equal(steps, np.round(steps))  # every sample on the 16-bit grid
     assert np.max(np.abs(x[0] - (loud + faint)[:1000])) <= 1 / 32768 + 1e-7
+
+
+def test_the_split_is_chosen_among_the_held_out_ones(tmp_path, capsys):
+    import json
+
+    for i, split in enumerate(["train", "val", "test", "val"]):
+        d = tmp_path / "clips" / f"c{i}"
+        d.mkdir(parents=True)
+        (d / "meta.json").write_text(json.dumps({"id": f"c{i}", "split": split}))
+    assert [m["id"] for m in evaluate.test_clips(tmp_path, split="val")] == ["c1", "c3"]
+    assert [m["id"] for m in evaluate.test_clips(tmp_path)] == ["c2"]
+    with pytest.raises(ValueError, match="test"):
+        evaluate.test_clips(tmp_path, split="train")  # never score on what was trained on
+    with pytest.raises(SystemExit):
+        evaluate.main(["--model", "m.onnx", "--split", "train"])
+    assert "invalid choice" in capsys.readouterr().err
