@@ -341,8 +341,8 @@ class CutoffRestorer(nn.Module):
         under = np.concatenate([bh[:, None] * np.cos(arg_under), bh[:, None] * np.sin(arg_under)], axis=1)
         self.register_buffer("detect_under", torch.tensor(under, dtype=torch.float32), persistent=False)
         ext = hi + geo.n_band
-        # above[j, k] = 1 for j >= k: x @ above sums x over the bins from k up.
-        self.register_buffer("above", torch.tensor(np.triu(np.ones((ext, ext))).T.copy(), dtype=torch.float32),
+        # from_up[j, k] = 1 for j >= k: x @ from_up sums x over the bins from k up.
+        self.register_buffer("from_up", torch.tensor(np.tril(np.ones((ext, ext))), dtype=torch.float32),
                              persistent=False)
         self.high_bin = int(round(self.HIGH_CUTOFF_HZ / 44100 * geo.window)) - geo.band_start  # in the band
         self.n_features = geo.n_bins + 1 + geo.n_band
@@ -387,34 +387,30 @@ class CutoffRestorer(nn.Module):
         ref = self._level_db(frame @ self.detect_lo).amax(dim=2, keepdim=True)
         return torch.clamp(ref - self.REL_RANGE_DB, min=self.ABS_FLOOR_DB)
 
-    def headroom_db(self, frame: torch.Tensor) -> torch.Tensor:
-        """Per band bin, how far (dB) the emptiness threshold lies above the input's level:
-        positive where the bin is empty. ``[C, M, W] -> [C, M, n_band]``."""
-        return self.threshold_db(frame) - self._level_db(frame @ self.detect)
+    def headroom_db(self, frame: torch.Tensor, detect: torch.Tensor | None = None,
+                    threshold: torch.Tensor | None = None) -> torch.Tensor:
+        """Per bin of ``detect`` (default: the band), how far (dB) the emptiness threshold lies
+        above the input's level: positive where the bin is empty. ``[C, M, W] -> [C, M, bins]``."""
+        threshold = self.threshold_db(frame) if threshold is None else threshold
+        return threshold - self._level_db(frame @ (self.detect if detect is None else detect))
 
-    def cliff_mask(self, frame: torch.Tensor, headroom: torch.Tensor) -> torch.Tensor:
-        """Per band bin, 1 where it lies in the frame's empty top band and that band begins
-        at a cliff of ``cliff_db`` (see the class docstring). ``[C, M, n_band]``."""
-        reach, top = self.cliff_parts(frame, headroom)
-        return reach * top
-
-    def cliff_parts(self, frame: torch.Tensor, headroom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``reach``: 1 where a cliff lies at or under the bin; ``top``: 1 where every bin from
-        this one up is empty. Both ``[C, M, n_band]``."""
+    def cliff_parts(self, under: torch.Tensor, headroom: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """From the headroom of the bins just under the band (``under``, ``[C, M, hi]``) and of the
+        band: ``reach``, 1 where a cliff of ``cliff_db`` lies at or under the bin, and ``top``, 1
+        where every bin from this one up is empty (see the class docstring). ``[C, M, n_band]`` each."""
         lo, hi = self.CLIFF_BELOW
-        under = self.threshold_db(frame) - self._level_db(frame @ self.detect_under)  # [C, M, hi]
         room = torch.cat([under, headroom], dim=2)  # [C, M, hi + n_band], from band_start - hi up
         # Top-empty: every bin from k up is empty (a product of soft masks, summed in logs; a
         # 1 dB width, so that 30 bins at 10 dB under the threshold still multiply to ~1).
         # log(sigmoid(x)) written out and clamped: onnxruntime's Sigmoid returns 0 far below
         # zero, and log(0) times the matrix's zeros is NaN.
-        top = torch.exp(-torch.log(1.0 + torch.exp(-room.clamp(-15.0, 15.0))) @ self.above)
+        top = torch.exp(-torch.log(1.0 + torch.exp(-room.clamp(-15.0, 15.0))) @ self.from_up)
         start = top[..., hi:] * (1.0 - top[..., hi - 1:-1])  # bin k is the lowest of the top-empty run
         # The bins lo..hi under k: their mean level over the threshold (dB; a mean, so that one
         # bin of a noisy decay that happens to stand high does not make a cliff).
         below = torch.stack([-room[..., hi - d:hi - d + self.geometry.n_band] for d in range(lo, hi + 1)]).mean(dim=0)
         edge = start * torch.sigmoid((below - self.cliff_db) / self.CLIFF_WIDTH_DB)
-        reach = torch.clamp(edge @ self.above[hi:, hi:].T, max=1.0)  # an edge at or under each bin
+        reach = torch.clamp(edge @ self.from_up[hi:, hi:].T, max=1.0)  # an edge at or under each bin
         return reach, top[..., hi:]
 
     def empty_mask(self, frame: torch.Tensor) -> torch.Tensor:
@@ -435,7 +431,8 @@ class CutoffRestorer(nn.Module):
         spec = frame @ self.analysis  # [C, M, 2 * n_bins]: re | im
         logp = torch.log((spec * spec) @ self.power + 1e-9)
         mean = logp.mean(dim=2, keepdim=True)
-        headroom = self.headroom_db(frame)
+        threshold = self.threshold_db(frame)
+        headroom = self.headroom_db(frame, threshold=threshold)
         mask = torch.sigmoid(headroom / self.MASK_WIDTH_DB)  # [C, M, n_band]
         feat = torch.cat([(logp - mean) * 0.2, mean * 0.1, mask], dim=2)  # [C, M, F]
         h = F.elu(self.inp(feat))  # [C, M, H]
@@ -453,7 +450,7 @@ class CutoffRestorer(nn.Module):
             z = F.linear(h, self.out.weight[:s * n_band], self.out.bias[:s * n_band]).clamp(-20.0, 6.0)
         new_hold = []
         if self.cliff_db > 0:
-            reach, top = self.cliff_parts(frame, headroom)
+            reach, top = self.cliff_parts(self.headroom_db(frame, self.detect_under, threshold), headroom)
         if self.hold > 1:
             # Empty for the last ``hold`` frames: 1 - the running max of "has content". A codec's
             # low-pass empties its bins in every frame; a natural decay or the gaps between

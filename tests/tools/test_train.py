@@ -223,3 +223,15 @@ def test_boost_draws_a_variant_more_often_and_bad_boosts_are_refused(tiny_data, 
             train.main(["--data", str(tiny_data), "--run", str(tmp_path / "run"), "--boost", bad])
         assert e.value.code == 2
         assert "--boost" in capsys.readouterr().err
+
+
+def test_bad_gating_options_are_refused_before_a_run_folder_is_made(tmp_path, capsys):
+    for extra, words in ((["--cliff-db", "3"], "cliff_db must be 0 (off) or in 6..60"),
+                         (["--cliff-db", "30", "--cliff-gate"], "cliff_gate needs a hold"),
+                         (["--hold-ms", "900"], "hold_ms must be in 0..400")):
+        run = tmp_path / "run"
+        with pytest.raises(SystemExit) as e:
+            train.main(["--data", str(tmp_path), "--run", str(run), "--arch", "cutoff", *extra])
+        assert e.value.code == 2
+        assert words in capsys.readouterr().err
+        assert not run.exists()
