@@ -109,9 +109,7 @@ class Pipeline:
         average since the last sample (the native streams: the sound server's queue is
         short by that much). The drift control sees the ring's level less what is owed, a
         level that can go below empty: a pre-fill smaller than one request of the server
-        would otherwise let the server's queue drain while the ring looks full enough
-        (measured: pre-fill 1 ms, block 128, a 16 ms queue: drained within a minute, then
-        thousands of underflows). The ring's own level is what ``status`` shows (the
+        would otherwise let the server's queue drain while the ring looks full enough. The ring's own level is what ``status`` shows (the
         server's account of its queue is taken separately)."""
         if self._last_sample_t is None or not playing:
             self._last_sample_t = now if playing else None

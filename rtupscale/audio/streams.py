@@ -38,10 +38,7 @@ def prefill_warning(prefill_ms: float, backend: str = "portaudio") -> str | None
     - ``pulse`` (native streams): none. The server's queue (``latency.playback_buffer_ms``)
       is the cushion and the pre-fill only the hand-off. The drift control counts what the
       server is owed against the ring's level (:meth:`Pipeline.sample_levels`), so a small
-      pre-fill no longer lets the queue drain. Measured at block 128 with a 16 ms queue
-      (4-minute soaks): pre-fill 1 ms and 0 ms clean, at 20.75 and 21.53 ms. Before that
-      accounting, 1 ms drained the queue within a minute and then underflowed thousands
-      of times."""
+      pre-fill does not let the queue drain (figures: docs/measurements/)."""
     if backend != "portaudio" or prefill_ms >= PORTAUDIO_MIN_PREFILL_MS:
         return None
     return (f"latency.prefill_ms {prefill_ms:g} is small for PortAudio streams (a raw ALSA device, or "

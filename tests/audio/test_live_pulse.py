@@ -83,7 +83,7 @@ MARGIN = {"prefill_ms": 12, "playback_buffer_ms": 40}
 default config: they check what the daemon does (output equal to file mode, reloads,
 recovery) and must not fail on a stall of this shared 2-core machine (and CI's) that the
 default's 27 ms queue may not cover: four 10-minute soaks under load counted none, but a
-24 ms queue counted 1 (see the README's figures). The default config itself is measured
+24 ms queue counted 1 (see docs/measurements/2026-12-05-live-daemon.md). The default config itself is measured
 by ``test_default_config_latency`` and by the soak benchmark (tests/audio/soak_bench.py)."""
 
 
@@ -195,7 +195,7 @@ def test_default_config_latency(pulse_server, make_config, daemon_factory, tmp_p
     _latency_setting(
         pulse_server, daemon_factory(make_config()), tmp_path, "default config", 40.0, seed=4,
         unclean_xfail="server underflows in the 20 s window: a rare stall of this machine longer than the "
-        "default 27 ms server buffer covers (see the README's soak figures)",
+        "default 27 ms server buffer covers (see docs/measurements/2026-12-05-live-daemon.md)",
     )
 
 
@@ -350,7 +350,7 @@ def test_low_latency_example(pulse_server, make_config, daemon_factory, tmp_path
     _latency_setting(
         pulse_server, d, tmp_path, "low-latency example", 25.0, seed=5,
         unclean_xfail="server underflows in the 20 s window: a stall of this machine longer than the example's "
-        "16 ms server queue covers (see the README's soak figures)",
+        "16 ms server queue covers (see docs/measurements/2026-12-05-live-daemon.md)",
     )
 
 
@@ -368,7 +368,7 @@ def test_the_25_ms_target_at_block_64(pulse_server, make_config, daemon_factory,
     _latency_setting(
         pulse_server, daemon_factory(config), tmp_path, "block 64", 25.0, seed=8,
         unclean_xfail="underflows in the 20 s window: at block 64 the worker has 0.6 ms to spare per block, "
-        "and catches up slowly after a stall (see the README's soak figures)",
+        "and catches up slowly after a stall (see docs/measurements/2026-12-05-live-daemon.md)",
     )
 
 
