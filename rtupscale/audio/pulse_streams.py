@@ -171,8 +171,8 @@ def _ring_ptr(ring: FrameRing):
 
 class PulseStreams:
     """A capture stream into ``cap_ring`` and a playback stream (4x the rate) from
-    ``play_ring``, both on the sound server. See :class:`~rtupscale.audio.streams.LiveStreams`
-    for the interface.
+    ``play_ring``, both on the sound server: implements
+    :class:`~rtupscale.audio.streams.Streams`.
 
     Args:
         capture, playback: server endpoints (``server_name`` set).
@@ -215,6 +215,8 @@ class PulseStreams:
         self._tlength_frames = 0
         self.request_s = 0.0
         """The request size the server granted (``minreq``), s; set by :meth:`open`."""
+
+    wakes_worker = True
 
     # -- open / close (main thread) -----------------------------------------------------
     def open(self) -> None:
