@@ -15,6 +15,7 @@ import numpy as np
 from rtupscale import FACTOR
 from rtupscale.audio.drift import DriftController, RateAdjuster
 from rtupscale.audio.rings import FrameRing, cbuffer
+from rtupscale.dsp.crossfade import crossfade
 
 HISTORY_FRAMES = 4096
 """Input frames kept for priming a replacement engine (a reload with a new block size)."""
@@ -85,8 +86,11 @@ class Pipeline:
         self._hist = np.zeros((channels, max(HISTORY_FRAMES, block_size)), np.float32)
         self._fade_total = 0
         self._fade_left = 0
+        # fades to and from silence of the interleaved [frames, channels] output
         self._fade_k = np.arange(self.adjuster.max_out, dtype=np.float32)
         self._fade_g = np.zeros(self.adjuster.max_out, np.float32)
+        self._silence = np.zeros((self.adjuster.max_out, channels), np.float32)
+        self._fade_scratch = np.zeros((self.adjuster.max_out, channels), np.float32)
         self._times = np.zeros(TIMING_WINDOW, np.float64)
         self._cpu_times = np.zeros(TIMING_WINDOW, np.float64)
         self.counters = PipelineCounters()
@@ -193,7 +197,7 @@ class Pipeline:
         np.subtract(float(self._fade_left), self._fade_k[:n], out=g)
         g *= 1.0 / self._fade_total
         np.clip(g, 0.0, 1.0, out=g)
-        out *= g[:, None]
+        crossfade(self._silence[:n].T, out.T, g, out.T, self._fade_scratch[:n].T)
         self._fade_left = max(0, self._fade_left - n)
 
     # -- the step -----------------------------------------------------------------
@@ -257,7 +261,7 @@ class Pipeline:
         np.multiply(self._fade_k[:n], 1.0 / n, out=g)
         if not rising:
             np.subtract(1.0, g, out=g)
-        out *= g[:, None]
+        crossfade(self._silence[:n].T, out.T, g, out.T, self._fade_scratch[:n].T)
 
     # -- reporting ----------------------------------------------------------------
     def timing(self) -> dict[str, float]:

@@ -105,6 +105,11 @@ def build_status(d) -> dict:
             "processing_ms": {k: round(v, 3) for k, v in p.timing().items()},
             "worker_late_wakes": {"count": s.state.late_wakes, "over_ms": 1e3 * LATE_WAKE_S, "max_ms": round(1e3 * s.state.max_late_wake_s, 2)},
             "blocks": p.counters.blocks,
+            "pipeline": {  # this session's: what bounding the latency cost
+                "skipped_frames": p.counters.skipped_frames,
+                "dropped_blocks": p.counters.dropped_blocks,
+                "playback_full_frames": p.counters.playback_full,
+            },
             "xruns": xr,
             "playback_ring_short": ring_short,
             "output_underflow_causes": causes,
@@ -177,6 +182,10 @@ def format_status(st: dict) -> list[str]:
         f"xruns: {x['total']} (input overflows {x['input_overflows']}, output underflows {x['output_underflows']}, "
         f"capture ring full {x['capture_ring_full']}, playback ring empty {x['playback_ring_empty']}, late skips {x['late_skips']}, drops {x.get('drops', 0)})"
     )
+    pc = st.get("pipeline")
+    if pc and any(pc.values()):
+        lines.append(f"bounded latency: {pc['skipped_frames']} capture frames skipped, {pc['dropped_blocks']} output blocks dropped, "
+                     f"{pc['playback_full_frames']} output frames that did not fit the playback ring")
     if st.get("output_underflow_causes"):
         c = st["output_underflow_causes"]
         lines.append("output underflows by cause: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(c.items())))
