@@ -83,7 +83,9 @@ class Pipeline:
         self._out_c = cbuffer(self.adjuster.out_buffer)
         self._zeros = np.zeros((4096, channels), np.float32)
         self._zeros_c = cbuffer(self._zeros)
-        self._hist = np.zeros((channels, max(HISTORY_FRAMES, block_size)), np.float32)
+        # the recent input, for adopt(): a ring of whole blocks, the oldest at _hist_pos
+        self._hist = np.zeros((channels, -(-max(HISTORY_FRAMES, block_size) // block_size) * block_size), np.float32)
+        self._hist_pos = 0
         self._fade_total = 0
         self._fade_left = 0
         # fades to and from silence of the interleaved [frames, channels] output
@@ -169,8 +171,10 @@ class Pipeline:
         self._last_sample_t = old._last_sample_t
         self.min_fill = old.min_fill
         self.adjuster.take_state(old.adjuster)
-        m = min(self._hist.shape[1], old._hist.shape[1])
-        self._hist[:, -m:] = old._hist[:, -m:]
+        recent = np.roll(old._hist, -old._hist_pos, axis=1)  # oldest first (once per reload)
+        m = min(self._hist.shape[1], recent.shape[1])
+        self._hist[:, -m:] = recent[:, -m:]
+        self._hist_pos = 0
         b, hn = self.block_size, self._hist.shape[1]
         need = 2 * self.engine.latency + 256
         k = min(hn // b, -(-need // b)) * b
@@ -217,11 +221,9 @@ class Pipeline:
         c0 = time.thread_time()
         cap.read(self._in_c, self.block_size)
         np.copyto(self._in_planar, self._in_inter.T)
-        b = self.block_size
-        h = self._hist
-        if b < h.shape[1]:
-            h[:, :-b] = h[:, b:]
-        h[:, -b:] = self._in_planar
+        b, p = self.block_size, self._hist_pos
+        np.copyto(self._hist[:, p:p + b], self._in_planar)
+        self._hist_pos = (p + b) % self._hist.shape[1]
         y = self.engine.process(self._in_planar)
         out = self.adjuster.process(y, self.step_ratio)
         n = out.shape[0]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import pytest
 
 from rtupscale.config import Config
 from rtupscale.engine import build_engine
-from rtupscale.live import session as session_mod
 from rtupscale.live import worker as worker_mod
 from rtupscale.live.daemon import Daemon, State
 from rtupscale.live.session import Session, SessionParts
