@@ -228,11 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     from rtupscale.errors import Terminated, UserError
 
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    from rtupscale.logs import setup_logging
+
+    setup_logging(args.verbose)
     try:
         code = args.func(args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit

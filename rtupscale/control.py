@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtupscale.errors import UserError
-from rtupscale.metrics import prometheus_text
+from rtupscale.metrics import CONTENT_TYPE, prometheus_text
 from rtupscale.lockfile import LockError, LockHeld, OwnerLock
 
 log = logging.getLogger("rtupscale.control")
@@ -376,7 +376,7 @@ class ControlServer:
                     self.send_error(500)
                     return
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
