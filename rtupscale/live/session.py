@@ -165,6 +165,10 @@ class Session:
         self.started_at = time.monotonic()
         # device latencies, s: the server's figures (averaged) where it has them, else the streams'
         self.dev_latency: dict[str, float] | None = None
+        # the backends start their callback threads in open(): those are promoted in start()
+        from rtupscale.audio import priority
+
+        self._threads_before = priority.thread_ids()
         try:
             self.streams.open()
         except Exception as e:
@@ -183,11 +187,11 @@ class Session:
         from rtupscale.audio import priority
         from rtupscale.live.worker import Worker
 
-        threads_before = priority.thread_ids()
         # no worker runs yet: the one collection that may take milliseconds happens now
         self.parts.before_start()
         self.streams.start()
-        self.audio_thread_priority = priority.promote_new_threads(threads_before)
+        # the streams' threads (libpulse's main loop, PortAudio's callback): SCHED_FIFO
+        self.audio_thread_priority = priority.promote_new_threads(self._threads_before)
         self.worker = Worker(self, events)
         self.worker.start()
 

@@ -76,7 +76,7 @@ class FakeStreams:
     opened: list["FakeStreams"] = []
 
     def __init__(self, backend, capture, playback, rate, channels, cap_ring, play_ring, lat_in, lat_out,
-                 period=64, capture_stops_after=None, fail_open=False):
+                 period=64, capture_stops_after=None, fail_open=False, thread_in_open=False):
         self.rate, self.channels = rate, channels
         self.cap_ring, self.play_ring = cap_ring, play_ring
         self.period = period
@@ -94,12 +94,25 @@ class FakeStreams:
         self._out = np.zeros((FACTOR * period, channels), np.float32)
         self._in_c, self._out_c = cbuffer(self._in), cbuffer(self._out)
         self.played = 0
+        self.thread_in_open = thread_in_open
+        self.callback_thread_id = None
+        self._callback_done = threading.Event()
         FakeStreams.opened.append(self)
 
     def open(self):
         if self.fail_open:
             raise OSError("device busy")
         self.is_open = True
+        if self.thread_in_open:  # as libpulse's threaded main loop starts in rtu_open
+            started = threading.Event()
+
+            def callback_thread():
+                self.callback_thread_id = threading.get_native_id()
+                started.set()
+                self._callback_done.wait(5)
+
+            threading.Thread(target=callback_thread, daemon=True).start()
+            started.wait(2)
 
     def start(self):
         pass
@@ -108,6 +121,7 @@ class FakeStreams:
         self.playing = True
 
     def close(self):
+        self._callback_done.set()
         self.closed = True
         self.is_open = False
         self.playing = False

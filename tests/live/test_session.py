@@ -55,6 +55,19 @@ def test_session_runs_audio_through_the_engine_and_closes(tmp_path):
     assert s.streams.closed and not server.modules  # streams freed, sink removed
 
 
+def test_the_threads_the_streams_start_in_open_are_promoted(tmp_path):
+    """The native streams start libpulse's thread in open(): start() must count it as the
+    streams' own (SCHED_FIFO where allowed), not as a thread that was there before."""
+    s = Session(Config(), None, _parts(FakeServer(), tmp_path, thread_in_open=True))
+    s.start([])
+    try:
+        tid = s.streams.callback_thread_id
+        assert tid is not None
+        assert any(entry.startswith(f"{tid}: ") for entry in s.audio_thread_priority), s.audio_thread_priority
+    finally:
+        s.close()
+
+
 def test_close_keeps_the_sink_for_a_reopen(tmp_path):
     server = FakeServer()
     parts = _parts(server, tmp_path)
