@@ -134,3 +134,25 @@ def test_daemon_recovers_a_failed_session_and_keeps_counting(tmp_path, monkeypat
         d.session.close()
         d.sink.remove()
     assert not server.modules
+
+
+def test_the_worker_loop_allocates_nothing_per_block(tmp_path):
+    """The whole worker loop (not only the pipeline) over its first thousand wake-ups, with
+    fake streams that deliver 64 frames per wake-up: no block-sized temporary, no growth."""
+    import tracemalloc
+
+    s = Session(Config(), None, _parts(FakeServer(), tmp_path))
+    s.start([])
+    try:
+        assert _wait_for(lambda: s.streams.played > 20000)  # running, scratch made
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        blocks = s.pipeline.counters.blocks
+        assert _wait_for(lambda: s.pipeline.counters.blocks >= blocks + 250, timeout=30)
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    finally:
+        s.close()
+    assert s.failure is None
+    assert peak - before < 4096, f"peak {peak - before} bytes"
+    assert current - before < 2048, f"{current - before} bytes left behind"
