@@ -79,7 +79,7 @@ def format_table(records: list[dict]) -> str:
 
 
 def bench_command(args) -> int:
-    from rtupscale.cli import load_config_or_exit
+    from rtupscale.app import load_config_or_exit
 
     config = load_config_or_exit(args.config)
     models = args.model or []

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rtupscale.errors import UserError
+from rtupscale.metrics import CONTENT_TYPE, prometheus_text
 from rtupscale.lockfile import LockError, LockHeld, OwnerLock
 
 log = logging.getLogger("rtupscale.control")
@@ -375,7 +376,7 @@ class ControlServer:
                     self.send_error(500)
                     return
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -449,137 +450,3 @@ def _read_request(conn: socket.socket) -> bytes | None:
             break
         data += chunk
     return bytes(data)
-
-
-def prometheus_text(st: dict) -> str:
-    """The status as Prometheus text exposition (gauges and counters)."""
-    lines = []
-
-    def metric(name, value, help_, kind="gauge", labels=""):
-        if value is None:
-            return
-        lines.append(f"# HELP rtupscale_{name} {help_}")
-        lines.append(f"# TYPE rtupscale_{name} {kind}")
-        lines.append(f"rtupscale_{name}{labels} {float(value):g}")
-
-    metric("up", 1 if st.get("state") == "running" else 0, "1 while the audio path runs")
-    metric("uptime_seconds", st.get("uptime_s"), "seconds since start")
-    metric("bypass", 1 if st.get("bypass") else 0, "1 when the plain upsampler is selected")
-    metric("recoveries_total", st.get("recoveries"), "audio path reopenings", "counter")
-    for k, v in (st.get("latency_ms") or {}).items():
-        metric(f"latency_{k.removesuffix('_ms')}_seconds", v / 1e3, f"latency component {k}")
-    for k, v in (st.get("processing_ms") or {}).items():
-        metric(f"processing_{k.removesuffix('_ms')}_seconds", v / 1e3, f"processing time per block: {k}")
-    for k, v in (st.get("xruns") or {}).items():
-        metric("xruns_total" if k == "total" else f"xruns_{k}_total", v, f"xruns: {k}", "counter")
-    for k, v in (st.get("output_underflow_causes") or {}).items():
-        metric(f"output_underflows_{k}_total", v, f"output underflows whose cause was {k.replace('_', ' ')}", "counter")
-    for k, v in (st.get("engine") or {}).items():
-        metric(f"engine_{k}_total", v, f"engine counter {k}", "counter")
-    rings = st.get("rings") or {}
-    for k in ("capture_fill", "playback_fill", "playback_target", "playback_level_ema", "playback_owed", "drift_correction_ppm"):
-        metric(f"ring_{k}", rings.get(k), f"ring {k}")
-    return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------- commands
-def _path_from_config(config_path: str | None) -> Path:
-    from rtupscale.cli import default_config_path, load_config_or_exit
-
-    cfg = load_config_or_exit(config_path or default_config_path())
-    return socket_path(cfg.control.socket)
-
-
-def format_status(st: dict) -> list[str]:
-    lines = [f"state: {st['state']}" + (f" ({st['stop_reason']})" if st.get("stop_reason") else "")]
-    lines.append(f"uptime: {st['uptime_s']:.0f} s, pid {st['pid']}, recoveries {st['recoveries']}, reloads {st['reloads']} ({st['reload_errors']} failed)")
-    if "server" not in st:
-        return lines
-    cap, pb = st["capture"], st["playback"]
-    streams = {"pulse": "native PulseAudio streams", "portaudio": "PortAudio"}.get(st.get("backend", ""), st.get("backend", ""))
-    lines.append(f"sound server: {st['server']}" + (f"; streams: {streams}" if streams else ""))
-    lines.append(f"capture: {cap['device']} at {cap['rate']} Hz" + (f"  [{cap['route']}]" if cap.get("route") else ""))
-    dac = pb.get("dac_rate")
-    reach = "not checked yet" if dac is None else (f"{dac} Hz reaches the DAC" + (" (RESAMPLED)" if pb.get("resampled") else ""))
-    lines.append(f"playback: {pb['device']} at {pb['rate']} Hz: {reach}" + (f"  [{pb['route']}]" if pb.get("route") else ""))
-    if pb.get("advice"):
-        lines.append(f"  fix: {pb['advice']}")
-    m = st.get("model")
-    lines.append(f"model: {'none (plain x4 upsampler)' if m is None else m['name'] + ' on ' + m['provider']}; bypass {'on' if st['bypass'] else 'off'} (model gain {st['model_gain']})")
-    lat = st["latency_ms"]
-    lines.append(
-        f"latency: {lat['total_ms']:.1f} ms = engine {lat['engine_ms']:.1f} + capture ring {lat['capture_ring_ms']:.1f}"
-        f" + playback ring {lat['playback_ring_ms']:.1f} (target {lat['prefill_target_ms']:.1f}; the rings hold the {lat['block_ms']:.1f} ms block) + devices {lat['device_in_ms']:.1f} in / {lat['device_out_ms']:.1f} out + sink {lat['sink_ms']:.1f}"
-    )
-    r = st["rings"]
-    band = r.get("playback_level_band")
-    lines.append(
-        f"rings: capture {r['capture_fill']}/{r['capture_capacity']}, playback {r['playback_fill']}/{r['playback_capacity']} frames"
-        f" (level {r['playback_level_ema']:.0f}, target {r['playback_target']}"
-        + (f", band {band[0]:.0f}..{band[1]:.0f}" if band else "")
-        + (f", lowest {r['playback_min_fill']}" if r.get("playback_min_fill") is not None else "")
-        + (f"; the level is the ring less what the server is owed ({r['playback_owed']:.0f} at the last look)" if "playback_owed" in r else "")
-        + f"), drift correction {r['drift_correction_ppm']:+.1f} ppm"
-    )
-    p = st["processing_ms"]
-    lines.append(
-        f"block {st['block_size']} frames: processing median {p['median_ms']:.3f} ms, p99 {p['p99_ms']:.3f} ms, max {p['max_ms']:.3f} ms (budget {p['budget_ms']:.2f} ms)"
-        + (f", of it the worker's CPU median {p['cpu_median_ms']:.3f} ms, p99 {p['cpu_p99_ms']:.3f} ms" if "cpu_median_ms" in p else "")
-        + f"; {st['blocks']} blocks"
-    )
-    w = st.get("worker_late_wakes")
-    if w:
-        lines.append(f"worker woken late (kept from running: another thread held the GIL, or it was preempted): {w['count']} times over {w['over_ms']:g} ms, at most {w['max_ms']:.2f} ms")
-    g = st.get("gc")
-    if g:
-        slow = g.get("last_slow")
-        lines.append(
-            f"garbage collections: {'/'.join(str(n) for n in g['collections'])} (generations 0/1/2), {g['frozen_objects']} objects frozen, "
-            f"{g['slow']} over {g['slow_over_ms']:g} ms (longest {g['max_ms']:.2f} ms"
-            + (f"; last slow: generation {slow['generation']}, {slow['ms']:.2f} ms" if slow else "") + ")"
-        )
-    x = st["xruns"]
-    e = st["engine"]
-    lines.append(
-        f"xruns: {x['total']} (input overflows {x['input_overflows']}, output underflows {x['output_underflows']}, "
-        f"capture ring full {x['capture_ring_full']}, playback ring empty {x['playback_ring_empty']}, late skips {x['late_skips']}, drops {x.get('drops', 0)})"
-    )
-    if st.get("output_underflow_causes"):
-        c = st["output_underflow_causes"]
-        lines.append("output underflows by cause: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(c.items())))
-    if st.get("last_output_underflow"):
-        lines.append(f"last output underflow: {st['last_output_underflow']}")
-    if st.get("playback_ring_short"):
-        lines.append(f"playback ring short: {st['playback_ring_short']} (requests topped up a millisecond later while the server's queue played on; not gaps)")
-    lines.append(
-        f"guard events {e.get('guard_events', 0)}, resets {e.get('resets', 0)}, swaps {e.get('swaps', 0)}, limited samples {e.get('limited_samples', 0)}"
-        + (f", NaN/Inf input samples set to 0: {e['nonfinite_inputs']}" if e.get("nonfinite_inputs") else "")
-    )
-    lines.append(f"worker priority: {st['worker_priority']}")
-    if st.get("cpus_kept_awake"):
-        lines.append(f"CPUs kept awake: {st['cpus_kept_awake']} (latency.keep_cpus_awake: they never idle, at full power)")
-    return lines
-
-
-def status_command(config_path: str | None, as_json: bool) -> int:
-    path = _path_from_config(config_path)
-    ans = request(path, {"cmd": "status"})
-    if not ans.get("ok"):
-        print(f"rtupscale status: {ans.get('error')}", file=sys.stderr)
-        return 1
-    st = ans["status"]
-    if as_json:
-        print(json.dumps(st, indent=2, default=str))
-    else:
-        print("\n".join(format_status(st)))
-    return 0
-
-
-def bypass_command(config_path: str | None, on: bool) -> int:
-    path = _path_from_config(config_path)
-    ans = request(path, {"cmd": "bypass", "on": on})
-    if not ans.get("ok"):
-        print(f"rtupscale bypass: {ans.get('error')}", file=sys.stderr)
-        return 1
-    print(f"bypass {'on: plain x4 upsampler' if on else 'off: model'} (crossfaded)")
-    return 0

@@ -34,7 +34,7 @@ import numpy as np
 
 from rtupscale import FACTOR
 from rtupscale.dsp import interp
-from rtupscale.dsp.crossfade import fade_in_curve
+from rtupscale.dsp.crossfade import crossfade, fade_in_curve
 from rtupscale.dsp.limiter import SoftClipper
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -292,10 +292,7 @@ class Engine:
             np.clip(self._k_idx, 0, self._fade_len, out=self._k_idx)
             np.take(self._gains, self._k_idx, out=self._g)
             self._k = int(self._k_idx[-1])
-            # out = byp + (mo - byp) * g: the gains sum to 1 across the two paths.
-            np.subtract(mo, byp, out=self._out)
-            self._out *= self._g
-            self._out += byp
+            crossfade(byp, mo, self._g, self._out)
         if mo is not None and (k0 > 0 or self._k > 0):
             self.counters.model_blocks += 1
         if self._k == 0 and self._pending is not None:

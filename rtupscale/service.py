@@ -77,7 +77,7 @@ def unit_path() -> Path:
 
 def install_service_command(config_path: str | None, force: bool) -> int:
     """Write the user unit; exit 2 (one line) if it exists and ``force`` is not given."""
-    from rtupscale.cli import default_config_path, load_config_or_exit
+    from rtupscale.app import default_config_path, load_config_or_exit
 
     cfg_path = config_path or default_config_path()
     load_config_or_exit(cfg_path)  # a broken config is reported now, not at boot

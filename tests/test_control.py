@@ -26,7 +26,7 @@ class _Daemon:
 
     def status(self):
         return {"state": "running", "uptime_s": 1.5, "bypass": self.bypass, "recoveries": 0,
-                "latency_ms": {"total_ms": 30.0}, "xruns": {"total": 3}, "engine": {"blocks": 7},
+                "latency_ms": {"total_ms": 30.0}, "xruns": {"total": 3, "output_underflows": 3}, "engine": {"blocks": 7},
                 "output_underflow_causes": {"server_late": 2, "ring_short": 1},
                 "rings": {"playback_fill": 100}, "processing_ms": {"p99_ms": 0.5}}
 
@@ -89,8 +89,31 @@ def test_prometheus_metrics_on_localhost(tmp_path):
         body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     finally:
         srv.stop()
-    assert "rtupscale_up 1" in body
-    assert "rtupscale_latency_total_seconds 0.03" in body
+    assert "rtupscale_up 1.0" in body
+    assert 'rtupscale_latency_seconds{component="total"} 0.03' in body
     assert "# TYPE rtupscale_xruns_total counter" in body
-    assert "rtupscale_output_underflows_server_late_total 2" in body
-    assert "rtupscale_output_underflows_ring_short_total 1" in body
+    assert 'rtupscale_xruns_total{kind="output_underflow"} 3.0' in body
+    assert "# TYPE rtupscale_output_underflow_causes_total counter" in body
+    assert 'rtupscale_output_underflow_causes_total{cause="server_late"} 2.0' in body
+    assert 'rtupscale_output_underflow_causes_total{cause="ring_short"} 1.0' in body
+    assert 'rtupscale_block_processing_seconds{clock="wall",stat="p99"} 0.0005' in body
+    assert 'rtupscale_ring_fill_frames{ring="playback"} 100.0' in body
+
+
+def test_metrics_from_a_full_status_parse_with_units_in_the_names():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from rtupscale.metrics import prometheus_text
+
+    st = {"state": "running", "uptime_s": 10.0, "bypass": False, "recoveries": 1, "reloads": 2, "reload_errors": 0,
+          "model": {"name": "m", "provider": "cpu"}, "blocks": 100,
+          "latency_ms": {"total_ms": 39.0, "engine_ms": 4.5}, "xruns": {"total": 1, "input_overflows": 0, "output_underflows": 1},
+          "processing_ms": {"median_ms": 1.0, "cpu_median_ms": 0.9, "budget_ms": 5.8},
+          "engine": {"resets": 1}, "rings": {"capture_fill": 10, "capture_capacity": 32768, "drift_correction_ppm": 12.5}}
+    families = {f.name: f for f in text_string_to_metric_families(prometheus_text(st))}
+    assert families["rtupscale_xruns"].type == "counter"
+    assert {s.labels["kind"]: s.value for s in families["rtupscale_xruns"].samples if s.name.endswith("_total")} == {
+        "input_overflow": 0.0, "output_underflow": 1.0}  # no 'total' kind: sum() does that
+    assert families["rtupscale_drift_correction_ratio"].samples[0].value == pytest.approx(12.5e-6)
+    assert families["rtupscale_block_budget_seconds"].samples[0].value == pytest.approx(5.8e-3)
+    assert {s.labels["clock"] for s in families["rtupscale_block_processing_seconds"].samples} == {"wall", "cpu"}

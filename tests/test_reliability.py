@@ -117,7 +117,7 @@ def wav(tmp_path):
 
 def _daemon_for(config_path: Path):
     """A Daemon object with no audio path open: enough to call ``reload``."""
-    from rtupscale.daemon import Daemon
+    from rtupscale.live.daemon import Daemon
 
     return Daemon(load_config(config_path), str(config_path))
 

@@ -4,11 +4,7 @@ An idle CPU halts until an interrupt wakes it. On bare metal that wake-up takes
 microseconds; on a virtual machine a halted vCPU goes back to the host, and waking it waits
 for the host's scheduler. The server's request for more audio crosses several threads (the
 sink's, the server's main thread, our stream's, and back), each woken on a CPU that may have
-halted. Measured here (a 2-vCPU Firecracker VM with no cpuidle driver, a CPU hog on one
-core; ``tests/audio/soak_bench.py``): block 128 with the 64-frame-hop model and a 16 ms
-server queue ran a 10-minute soak with no xrun at 23.3 ms with the spinners, and counted
-3 underflows without them (the server's requests 9.7 to 15.0 ms apart) in the soak right
-after; block 64 ran its 10 minutes clean with them at 22.0 ms.
+halted (soaks with and without: docs/measurements/2026-12-05-live-daemon.md).
 
 One C thread per CPU (``native/cpu_awake.c``), pinned and at ``SCHED_IDLE``: it runs only
 when nothing else on its CPU wants to, and spins on a pause instruction. The cost is power:

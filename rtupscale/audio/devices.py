@@ -240,7 +240,7 @@ def _advice_line(info: pulse.ServerInfo, want: int) -> str | None:
 
 
 def devices_command(config_path: str | None) -> int:
-    from rtupscale.cli import load_config_or_exit
+    from rtupscale.app import load_config_or_exit
 
     cfg = load_config_or_exit(config_path)
     for line in devices_report(cfg.audio.rate, cfg.audio.channels, cfg.audio.virtual_sink):

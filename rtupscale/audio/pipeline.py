@@ -15,6 +15,7 @@ import numpy as np
 from rtupscale import FACTOR
 from rtupscale.audio.drift import DriftController, RateAdjuster
 from rtupscale.audio.rings import FrameRing, cbuffer
+from rtupscale.dsp.crossfade import crossfade
 
 HISTORY_FRAMES = 4096
 """Input frames kept for priming a replacement engine (a reload with a new block size)."""
@@ -82,11 +83,16 @@ class Pipeline:
         self._out_c = cbuffer(self.adjuster.out_buffer)
         self._zeros = np.zeros((4096, channels), np.float32)
         self._zeros_c = cbuffer(self._zeros)
-        self._hist = np.zeros((channels, max(HISTORY_FRAMES, block_size)), np.float32)
+        # the recent input, for adopt(): a ring of whole blocks, the oldest at _hist_pos
+        self._hist = np.zeros((channels, -(-max(HISTORY_FRAMES, block_size) // block_size) * block_size), np.float32)
+        self._hist_pos = 0
         self._fade_total = 0
         self._fade_left = 0
+        # fades to and from silence of the interleaved [frames, channels] output
         self._fade_k = np.arange(self.adjuster.max_out, dtype=np.float32)
         self._fade_g = np.zeros(self.adjuster.max_out, np.float32)
+        self._silence = np.zeros((self.adjuster.max_out, channels), np.float32)
+        self._fade_scratch = np.zeros((self.adjuster.max_out, channels), np.float32)
         self._times = np.zeros(TIMING_WINDOW, np.float64)
         self._cpu_times = np.zeros(TIMING_WINDOW, np.float64)
         self.counters = PipelineCounters()
@@ -109,9 +115,7 @@ class Pipeline:
         average since the last sample (the native streams: the sound server's queue is
         short by that much). The drift control sees the ring's level less what is owed, a
         level that can go below empty: a pre-fill smaller than one request of the server
-        would otherwise let the server's queue drain while the ring looks full enough
-        (measured: pre-fill 1 ms, block 128, a 16 ms queue: drained within a minute, then
-        thousands of underflows). The ring's own level is what ``status`` shows (the
+        would otherwise let the server's queue drain while the ring looks full enough. The ring's own level is what ``status`` shows (the
         server's account of its queue is taken separately)."""
         if self._last_sample_t is None or not playing:
             self._last_sample_t = now if playing else None
@@ -167,8 +171,10 @@ class Pipeline:
         self._last_sample_t = old._last_sample_t
         self.min_fill = old.min_fill
         self.adjuster.take_state(old.adjuster)
-        m = min(self._hist.shape[1], old._hist.shape[1])
-        self._hist[:, -m:] = old._hist[:, -m:]
+        recent = np.roll(old._hist, -old._hist_pos, axis=1)  # oldest first (once per reload)
+        m = min(self._hist.shape[1], recent.shape[1])
+        self._hist[:, -m:] = recent[:, -m:]
+        self._hist_pos = 0
         b, hn = self.block_size, self._hist.shape[1]
         need = 2 * self.engine.latency + 256
         k = min(hn // b, -(-need // b)) * b
@@ -195,7 +201,7 @@ class Pipeline:
         np.subtract(float(self._fade_left), self._fade_k[:n], out=g)
         g *= 1.0 / self._fade_total
         np.clip(g, 0.0, 1.0, out=g)
-        out *= g[:, None]
+        crossfade(self._silence[:n].T, out.T, g, out.T, self._fade_scratch[:n].T)
         self._fade_left = max(0, self._fade_left - n)
 
     # -- the step -----------------------------------------------------------------
@@ -215,11 +221,9 @@ class Pipeline:
         c0 = time.thread_time()
         cap.read(self._in_c, self.block_size)
         np.copyto(self._in_planar, self._in_inter.T)
-        b = self.block_size
-        h = self._hist
-        if b < h.shape[1]:
-            h[:, :-b] = h[:, b:]
-        h[:, -b:] = self._in_planar
+        b, p = self.block_size, self._hist_pos
+        np.copyto(self._hist[:, p:p + b], self._in_planar)
+        self._hist_pos = (p + b) % self._hist.shape[1]
         y = self.engine.process(self._in_planar)
         out = self.adjuster.process(y, self.step_ratio)
         n = out.shape[0]
@@ -259,7 +263,7 @@ class Pipeline:
         np.multiply(self._fade_k[:n], 1.0 / n, out=g)
         if not rising:
             np.subtract(1.0, g, out=g)
-        out *= g[:, None]
+        crossfade(self._silence[:n].T, out.T, g, out.T, self._fade_scratch[:n].T)
 
     # -- reporting ----------------------------------------------------------------
     def timing(self) -> dict[str, float]:

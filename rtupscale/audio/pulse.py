@@ -125,14 +125,6 @@ def server_info() -> ServerInfo:
     )
 
 
-def server_running() -> bool:
-    try:
-        server_info()
-    except SoundServerError:
-        return False
-    return True
-
-
 def _devices(kind: str) -> list[ServerDevice]:
     rows = _pactl("list", kind)
     assert isinstance(rows, list)

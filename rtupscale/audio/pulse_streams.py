@@ -17,10 +17,7 @@ lets us set the server's buffers directly:
 
 After each delivery the capture callback also writes an eventfd that the worker waits on
 (:meth:`PulseStreams.wait`), so a block is taken when it is there, not at the worker's
-next poll: measured here at block 128 (status, 60 s runs), the capture ring's share of the
-latency fell from 3.1 to 3.4 ms (polling every millisecond) to 2.7 to 2.8 ms, and by more
-than that: those woken figures were read at each delivery, the ring at its highest (status
-now averages the level the worker's steps leave; see Session._work).
+next poll.
 
 Same interface as :class:`rtupscale.audio.streams.LiveStreams`, which stays the path for
 devices that are not on a sound server (raw ALSA devices through PortAudio).
@@ -56,15 +53,10 @@ REQUEST_S = 0.002
 The stream uses ``PA_STREAM_EARLY_REQUESTS``: the sink's own latency is set to one request
 and all of ``tlength`` T is our queue ahead of it, which the server asks to keep full a
 request m at a time. A request or a block that comes late is covered until the queue is
-down to what the sink takes at once: about T - 2m. With ``PA_STREAM_ADJUST_LATENCY`` (what
-this used before) the server instead splits T into a sink latency S = (T - 2m) / 2 and a
-queue refilled a request at a time, and only m of it covers a late request: S and the
-refill's sawtooth add latency without cover, and our ring had to hold a request on top. Measured here with 12 ms stalls of the server's main thread and ours every
-300 ms for a minute (``tests/audio/soak_bench.py --minutes 1 --server-stalls 12,300``):
-ADJUST_LATENCY, m = 5/12 T, pre-fill 8 ms, T = 24 ms (the old default): 18 output
-underflows, 34.7 ms end to end; EARLY_REQUESTS, m = 2 ms, in three runs with pre-fill 2 to
-4 ms and T = 22 to 24 ms: 0, 2 and 2 underflows, 33.6 to 35.7 ms. One run with 1 ms
-requests (pre-fill 2, T = 22) counted 4: twice the server's wake-ups for the same cover."""
+down to what the sink takes at once: about T - 2m. (``PA_STREAM_ADJUST_LATENCY`` would
+split T into a sink latency and a queue of which only one request covers a late one; the
+comparison is in docs/measurements/2026-12-05-live-daemon.md.) Smaller requests double the
+server's wake-ups for the same cover."""
 
 
 def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float, owed_s: float = 0.0,
@@ -89,11 +81,9 @@ def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float,
 
     A stall of the server's requests can leave our ring empty for about as long again
     (capture stalls with it, and the worker catches up); a ring empty for more than twice
-    the longest wait between requests is the ring's own (seen in CI: a 7.1 ms wait between
-    requests while a stopped worker left the ring empty for its whole queue). What we owed
-    is not weighed so: after a stall the server asks for everything it played meanwhile.
-    A capture gap explains at most twice itself, of an empty ring or of what we owed (seen in
-    CI: a 6.4 ms gap in the capture while a stopped worker owed the server its whole queue).
+    the longest wait between requests is the ring's own. What we owed is not weighed so:
+    after a stall the server asks for everything it played meanwhile. A capture gap
+    explains at most twice itself, of an empty ring or of what we owed.
 
     The server's queue covers them all, so the setting to raise is the same.
     """
@@ -181,8 +171,8 @@ def _ring_ptr(ring: FrameRing):
 
 class PulseStreams:
     """A capture stream into ``cap_ring`` and a playback stream (4x the rate) from
-    ``play_ring``, both on the sound server. See :class:`~rtupscale.audio.streams.LiveStreams`
-    for the interface.
+    ``play_ring``, both on the sound server: implements
+    :class:`~rtupscale.audio.streams.Streams`.
 
     Args:
         capture, playback: server endpoints (``server_name`` set).
@@ -225,6 +215,8 @@ class PulseStreams:
         self._tlength_frames = 0
         self.request_s = 0.0
         """The request size the server granted (``minreq``), s; set by :meth:`open`."""
+
+    wakes_worker = True
 
     # -- open / close (main thread) -----------------------------------------------------
     def open(self) -> None:

@@ -13,12 +13,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import rtmixer
 
 from rtupscale import FACTOR
 from rtupscale.audio.devices import Endpoint
 from rtupscale.audio.rings import FrameRing
+
+if TYPE_CHECKING:
+    from rtupscale.audio.pulse import StreamLatency
 
 log = logging.getLogger("rtupscale.audio")
 
@@ -38,10 +42,7 @@ def prefill_warning(prefill_ms: float, backend: str = "portaudio") -> str | None
     - ``pulse`` (native streams): none. The server's queue (``latency.playback_buffer_ms``)
       is the cushion and the pre-fill only the hand-off. The drift control counts what the
       server is owed against the ring's level (:meth:`Pipeline.sample_levels`), so a small
-      pre-fill no longer lets the queue drain. Measured at block 128 with a 16 ms queue
-      (4-minute soaks): pre-fill 1 ms and 0 ms clean, at 20.75 and 21.53 ms. Before that
-      accounting, 1 ms drained the queue within a minute and then underflowed thousands
-      of times."""
+      pre-fill does not let the queue drain (figures: docs/measurements/)."""
     if backend != "portaudio" or prefill_ms >= PORTAUDIO_MIN_PREFILL_MS:
         return None
     return (f"latency.prefill_ms {prefill_ms:g} is small for PortAudio streams (a raw ALSA device, or "
@@ -70,9 +71,54 @@ class XrunCounters:
     last_underflow: str = ""
     """Native PulseAudio streams: what led to the last output underflow, and what to change."""
 
+
+
+class Streams(Protocol):
+    """What the live daemon needs of a stream backend: a capture stream into ``cap_ring``
+    and a playback stream (4x the rate) out of ``play_ring``, whose callbacks only copy.
+
+    Implemented by :class:`LiveStreams` (PortAudio through rtmixer) and
+    :class:`rtupscale.audio.pulse_streams.PulseStreams` (native libpulse). ``open``,
+    ``start``, ``close`` and the latency figures run on the main thread; ``wait``, ``poll``,
+    ``collect_stats``, ``arm_playback`` and ``owed_average`` on the worker.
+    """
+
+    xruns: XrunCounters
+    playing: bool
+    """Playback armed, and no gap seen by :meth:`poll` since."""
+    wakes_worker: bool
+    """True: :meth:`wait` returns when capture arrives; False: it sleeps (the worker polls)."""
+
     @property
-    def total(self) -> int:
-        return self.input_overflows + self.output_underflows + self.capture_ring_full + self.playback_ring_empty
+    def arm_frames(self) -> int:
+        """Frames the device side takes from the playback ring at once when armed."""
+
+    def open(self) -> None: ...
+
+    def start(self) -> None:
+        """Start both streams and the capture; playback waits for :meth:`arm_playback`."""
+
+    def arm_playback(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def wait(self, timeout_s: float) -> None: ...
+
+    def poll(self) -> tuple[bool, bool]:
+        """(capture ended, playback ended) since the last call; re-arms the capture."""
+
+    def collect_stats(self) -> int:
+        """Fetch the xrun counts since the last call into :attr:`xruns`; returns new xruns."""
+
+    def owed_average(self) -> float:
+        """Frames the device side asked for and did not get yet, averaged since the last call."""
+
+    def server_latencies(self) -> "StreamLatency | None":
+        """The sound server's own latency figures for the two streams, where it has them."""
+
+    @property
+    def device_latency_s(self) -> tuple[float, float]:
+        """Input and output latency of the open streams, s."""
 
 
 class LiveStreams:
@@ -108,6 +154,8 @@ class LiveStreams:
         self._stats_play = None
         self.xruns = XrunCounters()
         self.playing = False
+
+    wakes_worker = False
 
     # -- open / close (main thread) -----------------------------------------------------
     def open(self) -> None:
@@ -203,9 +251,9 @@ class LiveStreams:
         ring holds and plays silence for the rest (an underflow); it does not wait for more."""
         return 0.0
 
-    def frames_captured(self) -> int:
-        """Frames the capture callback has delivered (progress, for the stall watchdog)."""
-        return int(self._rec_action.done_frames) if self._rec_action is not None else 0
+    def server_latencies(self) -> None:
+        """None: PortAudio's figures are :attr:`device_latency_s`."""
+        return None
 
     @property
     def device_latency_s(self) -> tuple[float, float]:

@@ -26,13 +26,28 @@ def fade_in_curve(length: int, power: bool = False) -> np.ndarray:
     return s if power else s * s
 
 
-def crossfade(old: np.ndarray, new: np.ndarray, fade_in: np.ndarray, out: np.ndarray, scratch: np.ndarray) -> None:
-    """``out = old * (1 - fade_in) + new * fade_in``, without allocating.
+def crossfade(old: np.ndarray, new: np.ndarray, fade_in: np.ndarray, out: np.ndarray,
+              scratch: np.ndarray | None = None) -> None:
+    """``out = old * (1 - fade_in) + new * fade_in``, without allocating: the one crossfade
+    of the engine (model and bypass paths), the windowed runner (overlap-add) and the
+    pipeline (fades to and from silence: ``old`` or ``new`` a zero buffer).
+
+    The weights ``1 - fade_in`` and ``fade_in`` sum to 1 at every sample, which keeps the
+    amplitude of two correlated signals constant (see :func:`fade_in_curve`).
 
     Shape:
-        old, new, out, scratch ``[channels, K]``; fade_in ``[K]`` (a slice of a precomputed
-        curve). ``out`` may be ``old`` or ``new``; ``scratch`` must be neither.
+        old, new, out, scratch ``[channels, K]`` (views such as ``x.T`` of interleaved
+        ``[K, channels]`` buffers too); fade_in ``[K]`` (a slice of a precomputed curve).
+        ``out`` may be ``old`` or ``new``; ``scratch`` must be neither, and defaults to
+        ``out`` (then ``out`` must be neither ``old`` nor ``new``).
+
+    One channel at a time: a ``[K]`` gain broadcast over ``[channels, K]`` makes numpy
+    allocate an iteration buffer the size of the block on every call.
     """
-    np.subtract(new, old, out=scratch)
-    scratch *= fade_in
-    np.add(old, scratch, out=out)
+    if scratch is None:
+        scratch = out
+    for c in range(out.shape[0]):
+        s = scratch[c]
+        np.subtract(new[c], old[c], out=s)
+        np.multiply(s, fade_in, out=s)
+        np.add(old[c], s, out=out[c])

@@ -49,5 +49,6 @@ def interp4(buf_p, buf_stride: int, channels: int, n: int, rev_p, taps: int, out
     _native.lib.rtu_interp4(buf_p, buf_stride, channels, n, rev_p, taps, out_p, out_stride)
 
 
-def cubic_read(buf_p, buf_stride: int, channels: int, t: float, step: float, n: int, out_p) -> None:
-    _native.lib.rtu_cubic_read(buf_p, buf_stride, channels, t, step, n, out_p)
+def sinc_read(buf_p, buf_stride: int, channels: int, t: float, step: float, n: int, table_p, slope_p,
+              phases: int, taps: int, out_p) -> None:
+    _native.lib.rtu_sinc_read(buf_p, buf_stride, channels, t, step, n, table_p, slope_p, phases, taps, out_p)

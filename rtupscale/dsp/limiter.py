@@ -32,16 +32,30 @@ class SoftClipper:
         self.ceiling = np.float32(db_to_gain(ceiling_dbfs))
         self.knee = np.float32(db_to_gain(ceiling_dbfs - KNEE_DB))
         self._span = self.ceiling - self.knee
+        self._below_ceiling = np.nextafter(self.ceiling, np.float32(0))
+        self._mag: np.ndarray | None = None  # scratch, allocated on the first clipped block
+        self._over: np.ndarray | None = None
 
     def process(self, x: np.ndarray) -> int:
         """Clip ``x`` in place. Returns how many samples were above the knee (touched)."""
-        peak = float(np.max(np.abs(x))) if x.size else 0.0
+        if not x.size:
+            return 0
+        peak = max(float(x.max()), -float(x.min()))  # no |x| temporary
         if peak <= self.knee:  # the common case: nothing to do, no allocation
             return 0
-        over = np.abs(x) > self.knee
-        v = x[over]
-        mag = self.knee + self._span * np.tanh((np.abs(v) - self.knee) / self._span)
+        if self._mag is None or self._mag.shape != x.shape:  # once per block shape
+            self._mag = np.empty(x.shape, np.float32)
+            self._over = np.empty(x.shape, bool)
+        mag, over = self._mag, self._over
+        np.abs(x, out=mag)
+        np.greater(mag, self.knee, out=over)
+        mag -= self.knee
+        mag *= 1.0 / self._span
+        np.tanh(mag, out=mag)
+        mag *= self._span
+        mag += self.knee
         # float32 rounding could land exactly on the ceiling; stay strictly below it.
-        mag = np.minimum(mag, np.nextafter(self.ceiling, np.float32(0)))
-        x[over] = np.sign(v) * mag
-        return int(over.sum())
+        np.minimum(mag, self._below_ceiling, out=mag)
+        np.copysign(mag, x, out=mag)
+        np.copyto(x, mag, where=over)
+        return int(np.count_nonzero(over))

@@ -48,10 +48,6 @@ class StateSpec:
     output: str
     shape: tuple[int | None, ...]
 
-    @property
-    def channel_axis(self) -> int:
-        return self.shape.index(None)
-
     def concrete_shape(self, channels: int) -> tuple[int, ...]:
         return tuple(channels if d is None else d for d in self.shape)
 

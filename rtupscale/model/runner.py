@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rtupscale import FACTOR
-from rtupscale.dsp.crossfade import fade_in_curve
+from rtupscale.dsp.crossfade import crossfade, fade_in_curve
 from rtupscale.model.contract import (
     AUDIO_IN,
     AUDIO_OUT,
@@ -354,7 +354,6 @@ class WindowedStream:
         self._out = np.zeros((channels, FACTOR * block_size), np.float32)
         # Amplitude-complementary: the windows carry the same (correlated) signal.
         self._fade_in = fade_in_curve(FACTOR * c.overlap, power=False).astype(np.float32)
-        self._fade_out = (1.0 - self._fade_in).astype(np.float32)
         io = runner.session.io_binding()
         _bind(io, AUDIO_IN, self._in, output=False)
         _bind(io, AUDIO_OUT, self._y, output=True)
@@ -390,8 +389,7 @@ class WindowedStream:
             self.runner.session.run_with_iobinding(self._io, self._run_options)
             out = self._out[:, FACTOR * k * hop:FACTOR * (k + 1) * hop]
             head = FACTOR * o
-            np.multiply(self._tail, self._fade_out, out=out[:, :head])
-            out[:, :head] += self._y[:, :head] * self._fade_in
+            crossfade(self._tail, self._y[:, :head], self._fade_in, out[:, :head])
             out[:, head:] = self._y[:, head:FACTOR * hop]
             self._tail[:] = self._y[:, FACTOR * hop:]
         return self._out

@@ -17,6 +17,7 @@ import pytest
 
 from rtupscale import FACTOR
 from rtupscale.audio.drift import DriftController, RateAdjuster
+from rtupscale.dsp import kernels
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.audio.rings import FrameRing, cbuffer
 from rtupscale.dsp.interp import LATENCY
@@ -211,15 +212,47 @@ def test_rate_adjuster_is_exact_at_unity():
     np.testing.assert_array_equal(y[RateAdjuster.HISTORY_DELAY:].T, x[:, : -RateAdjuster.HISTORY_DELAY])
 
 
-def test_rate_adjuster_resamples_a_tone_cleanly():
-    fs, f, step = OUT_RATE, 10000.0, 1.0 + 800e-6
-    x = np.sin(2 * np.pi * f * np.arange(2048 * 50) / fs).astype(np.float32)[None]
-    ra = RateAdjuster(1, 2048)
-    y = np.concatenate([ra.process(x[:, i * 2048:(i + 1) * 2048], step)[:, 0].copy() for i in range(50)])
-    assert abs(len(y) - 2048 * 50 / step) <= 2
+def _resample_tone(f: float, step: float, native: bool, fs: float = OUT_RATE, block: int = 1024, blocks: int = 64):
+    """A full-scale tone through the adjuster at a fixed ``step``; returns (output, the ideal)."""
+    x = np.sin(2 * np.pi * f * np.arange(block * blocks) / fs).astype(np.float32)[None]
+    ra = RateAdjuster(1, block, native=native)
+    y = np.concatenate([ra.process(x[:, i * block:(i + 1) * block], step)[:, 0].copy() for i in range(blocks)])
     ref = np.sin(2 * np.pi * f * (np.arange(len(y)) * step - RateAdjuster.HISTORY_DELAY) / fs)
-    err = np.abs(y[8:] - ref[8:]).max()
-    assert 20 * np.log10(err) < -55, err
+    skip = 2 * RateAdjuster.HALF  # the start, read from the zeroed history
+    return y[skip:].astype(np.float64), ref[skip:]
+
+
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not kernels.available(), reason=kernels.why_not() or "C loops built"))])
+@pytest.mark.parametrize("f", [10000.0, 15000.0, 20000.0])
+def test_rate_adjuster_error_and_images_below_100_db(f, native):
+    """A full-scale tone at 176.4 kHz, resampled by 1.0001 (100 ppm, a drift the control
+    corrects routinely): the output is the ideal tone within -100 dB sample by sample, and
+    its spectrum has nothing above -100 dB outside the tone (images, aliases, noise)."""
+    step = 1.0001
+    y, ref = _resample_tone(f, step, native)
+    assert abs(len(y) + 2 * RateAdjuster.HALF - 1024 * 64 / step) <= 2
+    err_db = 20 * np.log10(np.abs(y - ref).max())
+    assert err_db <= -100.0, f"error {err_db:.1f} dB"
+    n = 1 << 15
+    w = np.kaiser(n, 20.0)  # sidelobes far below -100 dB
+    spec = np.abs(np.fft.rfft(y[:n] * w))
+    spec_db = 20 * np.log10(spec / spec.max() + 1e-300)
+    tone_bin = int(round(f * step * n / OUT_RATE))
+    assert abs(int(np.argmax(spec)) - tone_bin) <= 1
+    spur = np.delete(spec_db, np.arange(tone_bin - 24, tone_bin + 25))
+    assert spur.max() <= -100.0, f"a spurious component at {spur.max():.1f} dB"
+
+
+def test_rate_adjuster_tone_check_can_fail():
+    """The check above sees a worse resampler: linear interpolation fails it."""
+    f, step, fs = 15000.0, 1.0001, OUT_RATE
+    t = np.arange(20000) * step
+    x = np.sin(2 * np.pi * f * np.arange(20100) / fs)
+    i = np.floor(t).astype(int)
+    a = t - i
+    y = x[i] * (1 - a) + x[i + 1] * a
+    assert 20 * np.log10(np.abs(y - np.sin(2 * np.pi * f * t / fs)).max()) > -100.0
 
 
 def test_controller_rejects_bad_arguments():

@@ -260,7 +260,7 @@ static void underflow_cb(pa_stream *s, void *u) {
      * the server's next request, so both are looked for over the last requests, back as
      * far as the queue reaches (a stall that ended before that was covered since). The
      * history goes on across a re-arm: the notice of a stall can come after the worker
-     * re-armed a ring that the stall left empty (seen in CI). */
+     * re-armed a ring that the stall left empty. */
     uint64_t now = now_us(), empty = 0;
     rtu_lookback req, cap;
     if (p->off_since)

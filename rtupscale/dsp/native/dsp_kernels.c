@@ -27,21 +27,24 @@ void rtu_interp4(const float *buf, long buf_stride, long channels, long n, const
     }
 }
 
-void rtu_cubic_read(const float *buf, long buf_stride, long channels, double t, double step, long n, float *out) {
+void rtu_sinc_read(const float *buf, long buf_stride, long channels, double t, double step, long n,
+                   const float *table, const float *slope, long phases, long taps, float *out) {
+    long half = taps / 2;
     for (long j = 0; j < n; j++) {
         double pos = t + (double)j * step;
         double fl = floor(pos);
         long i = (long)fl;
-        float f = (float)(pos - fl);
-        /* the weights as the numpy reference computes them (float32) */
-        float f2 = f * f;
-        float w2 = (f2 * f - f2) * 0.5f;
-        float wm1 = (f2 - f) * 0.5f - w2;
-        float w0 = w2 * 3.0f - f2 + 1.0f;
-        float w1 = 1.0f - (wm1 + w0 + w2);
+        double p = (pos - fl) * (double)phases;
+        double pfl = floor(p);
+        long row = (long)pfl;
+        float a = (float)(p - pfl);
+        const float *w0 = table + row * taps, *dw = slope + row * taps;
         for (long c = 0; c < channels; c++) {
-            const float *x = buf + c * buf_stride + i;
-            out[j * channels + c] = x[0] * w0 + x[-1] * wm1 + x[1] * w1 + x[2] * w2;
+            const float *x = buf + c * buf_stride + i - half + 1;
+            float acc = 0.0f;
+            for (long k = 0; k < taps; k++)
+                acc += x[k] * (w0[k] + a * dw[k]);
+            out[j * channels + c] = acc;
         }
     }
 }

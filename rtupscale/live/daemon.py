@@ -1,0 +1,475 @@
+"""The live daemon: ``rtupscale run``.
+
+Threads::
+
+    stream callbacks (C, no GIL)   capture -> capture ring        playback ring -> DAC
+    worker (one, live/worker.py)   capture ring -> Engine -> drift -> playback ring
+    main (this module)             signals (TERM/INT: fade out and stop; HUP: reload),
+                                   systemd notify + watchdog, stall detection, recovery
+                                   (live/supervisor.py), rate checks, event logging
+    control                        unix socket (status, bypass); optional Prometheus
+
+The daemon assembles sessions (live/session.py) from parts it passes in: the sound-server
+client, the virtual sink, the engine factory and the stream backends.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+
+from rtupscale import FACTOR
+from rtupscale.audio import cpuawake, gcpause, pulse
+from rtupscale.audio.devices import DeviceError
+from rtupscale.audio.pipeline import Pipeline
+from rtupscale.live import reload as reload_plan
+from rtupscale.live.rates import capture_rate_change, check_playback_rate
+from rtupscale.live.server import SoundServerClient
+from rtupscale.live.session import Backend, Session, SessionParts
+from rtupscale.live.sink import VirtualSink
+from rtupscale.live.status import XrunBank, build_status
+from rtupscale.live.supervisor import EXIT_FAILURE, EXIT_OK, EXIT_USER, StopDaemon, StopReason, Supervisor
+from rtupscale.live.worker import STALL_S
+
+log = logging.getLogger("rtupscale.daemon")
+
+RATE_CHECK_EVERY_S = 2.0
+SHUTDOWN_LIMIT_S = 8.0
+"""After TERM/INT the daemon exits within this long, cleaned up or not."""
+GIL_SWITCH_S = 0.0005
+"""Python's thread switch interval in the daemon: a thread holding the GIL delays the
+worker by up to this (5 ms by default, which is a block at low latency)."""
+
+
+class State(str, enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STALLED = "stalled"
+    RECOVERING = "recovering"
+    STOPPED = "stopped"
+
+
+class Daemon:
+    """The daemon for ``config`` (read from ``config_path``, which a reload reads again).
+
+    Args:
+        server: the sound-server client (default :mod:`rtupscale.audio.pulse`).
+        parts: :class:`SessionParts` fields to replace (tests: ``open_streams``,
+            ``resolve_capture``, ``resolve_playback``, ``choose_backend``).
+    """
+
+    def __init__(self, config, config_path: str | None, server: SoundServerClient = pulse, parts: dict | None = None):
+        self.config = config
+        self.config_path = config_path
+        self.server = server
+        self._parts = dict(parts or {})
+        self.state = State.STARTING
+        self.stop_reason: str | None = None
+        self.stop_kind: StopReason | None = None
+        self.started = time.monotonic()
+        self.events: collections.deque = collections.deque(maxlen=1000)
+        self.session: Session | None = None
+        self.runner = None
+        self.bypass = False
+        self.recoveries = 0
+        self.reloads = 0
+        self.reload_errors = 0
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._reload = False
+        self._stop_signal: str | None = None
+        self.control = None
+        self.last_rate_check = 0.0
+        self.last_latency_probe = 0.0
+        self.bank = XrunBank()
+        self.sink = VirtualSink(server)
+        self.nonfinite_reported = False
+        self.gc = gcpause.GcPauses()
+
+    # -- parts ----------------------------------------------------------------------
+    def build_engine(self, config, runner, rate: int):
+        from rtupscale.engine import build_engine
+
+        engine = build_engine(config, config.audio.channels, rate, runner)
+        engine.set_bypass(self.bypass)
+        return engine
+
+    def session_parts(self) -> SessionParts:
+        return SessionParts(server=self.server, sink=self.sink, build_engine=self.build_engine,
+                            before_start=self.gc.settle, **self._parts)
+
+    def claim_sink(self, name: str) -> None:
+        """Hold the lock on virtual sink ``name`` (see :class:`VirtualSink`)."""
+        self.sink.claim(name)
+
+    def release_sink_claim(self) -> None:
+        self.sink.release_claim()
+
+    # -- signals ----------------------------------------------------------------------
+    def _on_signal(self, signum, frame) -> None:
+        if signum == signal.SIGHUP:
+            self._reload = True
+        else:
+            self._stop_signal = signal.Signals(signum).name
+            if not self._stop.is_set():
+                # never hang on the way out (a device or server that blocks a close)
+                t = threading.Timer(SHUTDOWN_LIMIT_S, self._hard_exit)
+                t.daemon = True
+                t.start()
+            self._stop.set()
+        self._wake.set()
+
+    def _hard_exit(self) -> None:
+        log.error("shutdown took longer than %g s: exiting without cleanup", SHUTDOWN_LIMIT_S)
+        logging.shutdown()
+        os._exit(EXIT_FAILURE)
+
+    # -- main ------------------------------------------------------------------------
+    def run(self) -> int:
+        from rtupscale import control, service
+
+        for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(s, self._on_signal)
+        sys.setswitchinterval(GIL_SWITCH_S)
+        # Import the model runtime now, not on the first reload that loads a model: importing
+        # onnxruntime holds the GIL for long enough to starve the worker.
+        import rtupscale.model.runner  # noqa: F401
+        self.gc.install()
+        self.control = control.ControlServer(self, self.config.control)
+        self.control.start()  # refuses to start if another daemon answers on the socket
+        self.sink.lock_folder = self.control.path.parent
+        try:
+            self._set_cpus_awake(self.config.latency.keep_cpus_awake)
+            self.runner = self._load_runner(self.config)
+            self.session = self._start_session(self.config)
+            self.state = State.RUNNING
+            self._log_start()
+            service.sd_notify("READY=1\nSTATUS=running")
+            code = self._main_loop()
+        except StopDaemon as e:
+            self.stop_reason, self.stop_kind = e.reason, e.kind
+            log.error("stopping: %s", e.reason)
+            code = e.code
+        finally:
+            self.state = State.STOPPED
+            service.sd_notify(f"STOPPING=1\nSTATUS=stopped: {self.stop_reason or 'unknown'}")
+            if self.session is not None:
+                self.session.close()
+            self.sink.remove()  # also one kept by a recovery that then gave up
+            self.control.stop()
+            self.gc.uninstall()
+            cpuawake.stop()
+        log.info("stopped: %s", self.stop_reason)
+        return code
+
+    def _load_runner(self, config):
+        if config.model_path() is None:
+            log.info("model: none (model.path) - the plain x4 upsampler")
+            return None
+        from rtupscale.app import load_runner
+
+        return load_runner(config)
+
+    def _open_session(self, config, rate: int | None = None) -> Session:
+        try:
+            return Session(config, self.runner, self.session_parts(), rate)
+        except DeviceError:
+            raise
+        except self.server.SoundServerError as e:
+            raise StopDaemon(f"sound server: {e}", kind=StopReason.SOUND_SERVER) from e
+
+    def _start_session(self, config, rate: int | None = None) -> Session:
+        s = self._open_session(config, rate)
+        s.start(self.events)
+        return s
+
+    def _log_start(self) -> None:
+        s = self.session
+        r = s.routing
+        model = "none (plain x4 upsampler)" if self.runner is None else f"{self.runner.name} on {self.runner.provider}"
+        log.info("sound server: %s; streams: %s", r.server, "native PulseAudio" if r.backend == Backend.PULSE else "PortAudio")
+        log.info("capture: %s at %d Hz; playback: %s at %d Hz", r.capture, r.rate, r.playback, r.out_rate)
+        log.info(
+            "model: %s; block %d frames (%.1f ms), prefill %.1f ms, crossfade %.1f ms, engine latency %d frames",
+            model, s.pipeline.block_size, 1e3 * s.pipeline.block_size / s.rate,
+            self.config.latency.prefill_ms, self.config.latency.crossfade_ms, s.engine.latency,
+        )
+        log.info("control socket %s", self.control.path)
+        if s.worker is not None:
+            s.worker.started.wait(0.5)  # the worker sets its priority as it starts
+        log.info("audio threads: %s; worker: %s", ", ".join(s.audio_thread_priority) or "none new", s.state.priority)
+        from rtupscale.dsp import kernels
+
+        if not kernels.available():
+            log.warning("%s (more CPU per block; reinstall with a C compiler)", kernels.why_not())
+
+    def _main_loop(self) -> int:
+        from rtupscale import service
+
+        watchdog_s = service.watchdog_interval_s()
+        next_watchdog = 0.0
+        rate_checked = False
+        latency_logged = False
+        while True:
+            self._wake.wait(0.25)
+            self._wake.clear()
+            self._drain_events()
+            if self._stop.is_set():
+                self.stop_reason = f"{self._stop_signal or 'stop'} received"
+                self.stop_kind = StopReason.SIGNAL
+                self._fade_out()
+                return EXIT_OK
+            if self._reload:
+                self._reload = False
+                self.reload()
+            s = self.session
+            now = time.monotonic()
+            self._report_nonfinite(s)
+            if s.failure is not None:
+                self._recover(s.failure)
+                rate_checked = latency_logged = False
+                continue
+            if now - s.state.heartbeat > STALL_S:
+                self.state = State.STALLED
+            elif self.state == State.STALLED:
+                self.state = State.RUNNING
+            first_audio = s.state.first_audio_at
+            if not rate_checked and first_audio is not None and now - first_audio > 0.5:
+                rate_checked = True
+                self.check_rates()
+            if now - self.last_rate_check > RATE_CHECK_EVERY_S and rate_checked:
+                self._check_capture_rate()
+            if first_audio is not None and now - self.last_latency_probe > 1.0:
+                self.last_latency_probe = now
+                s.measure_device_latency()
+            if not latency_logged and first_audio is not None and now - first_audio > 5.0:
+                latency_logged = True
+                lat = s.latency_report()
+                log.info(
+                    "latency %.1f ms: engine %.1f + capture ring %.1f + playback ring %.1f (target %.1f) "
+                    "+ devices %.1f in / %.1f out + sink %.1f",
+                    lat["total_ms"], lat["engine_ms"], lat["capture_ring_ms"], lat["playback_ring_ms"],
+                    lat["prefill_target_ms"], lat["device_in_ms"], lat["device_out_ms"], lat["sink_ms"],
+                )
+            if watchdog_s and now >= next_watchdog and self.state != State.STALLED:
+                service.sd_notify("WATCHDOG=1")
+                next_watchdog = now + watchdog_s / 3
+
+    def _report_nonfinite(self, s: Session) -> None:
+        """Log once that the capture delivered NaN/Inf samples (the engine set them to 0)."""
+        if not self.nonfinite_reported and s.engine.counters.nonfinite_inputs:
+            self.nonfinite_reported = True
+            log.warning("the capture delivered NaN or infinite samples (%d so far): they are replaced by 0; "
+                        "status counts them (engine nonfinite_inputs)", s.engine.counters.nonfinite_inputs)
+
+    def _drain_events(self) -> None:
+        while self.events:
+            level, msg = self.events.popleft()
+            getattr(log, level)(msg)
+
+    # -- stop -------------------------------------------------------------------------
+    def _fade_out(self) -> None:
+        s = self.session
+        if s is None or not s.streams.playing:
+            return
+        fade_frames = int(self.config.latency.crossfade_ms * 1e-3 * s.pipeline.out_rate)
+        s.pipeline.begin_fade_out(fade_frames)
+        s.fading_out = True
+        deadline = time.monotonic() + 1.0 + fade_frames / s.pipeline.out_rate
+        # the fade itself, then what the playback ring still holds
+        while time.monotonic() < deadline and not (s.pipeline.faded and s.play_ring.fill < s.pipeline.out_rate * 0.002):
+            time.sleep(0.005)
+        log.info("faded out")
+
+    # -- recovery ---------------------------------------------------------------------
+    def _close_session(self, keep_sink: bool) -> None:
+        s = self.session
+        if s is not None:
+            s.close(keep_sink=keep_sink)
+            self.bank.bank(s)
+
+    def _recover(self, why: str) -> None:
+        self.state = State.RECOVERING
+        self.recoveries += 1
+        log.warning("audio path failed: %s; reopening", why)
+        self._close_session(keep_sink=True)
+        sup = Supervisor(lambda: self._start_session(self.config), self._stop,
+                         stop_name=lambda: self._stop_signal or "stop", after_failure=_reinit_portaudio)
+        self.session = sup.reopen()
+        self.state = State.RUNNING
+        self._log_start()
+
+    def check_rates(self) -> None:
+        """Log (and keep for ``status``) the rate that really reaches the DAC."""
+        self.last_rate_check = time.monotonic()
+        check_playback_rate(self.session, self.server)
+
+    def _check_capture_rate(self) -> None:
+        """A capture source that switched between 44.1 and 48 kHz: reopen at its new rate."""
+        self.last_rate_check = time.monotonic()
+        s = self.session
+        new_rate = capture_rate_change(s, self.server, self.config.audio.capture)
+        if new_rate is None:
+            return
+        log.warning("capture source %s switched to %d Hz (was %d): reopening at %d Hz", s.capture_ep.server_name, new_rate, s.rate, new_rate)
+        self._close_session(keep_sink=False)
+        self.session = self._start_session(self.config, new_rate)
+        self.recoveries += 1
+
+    # -- reload -------------------------------------------------------------------------
+    def reload(self) -> None:
+        from rtupscale.config import ConfigError, load_config
+
+        self.reloads += 1
+        if not self.config_path:
+            log.warning("SIGHUP: no config file to reload (running on defaults)")
+            return
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as e:
+            self.reload_errors += 1
+            for err in e.errors:
+                log.error("reload: %s", err)
+            log.error("reload: keeping the running config")
+            return
+        except Exception as e:  # whatever the file holds, the daemon keeps running
+            self.reload_errors += 1
+            log.error("reload: %s cannot be read (%s: %s); keeping the running config",
+                      self.config_path, type(e).__name__, str(e)[:200])
+            return
+        plan = reload_plan.plan(self.config, new)
+        if not plan:
+            log.info("reload: no change")
+            return
+        log.info("reload: changed %s", ", ".join(plan.changed))
+        try:
+            self._apply(new, plan)
+        except Exception as e:
+            self.reload_errors += 1
+            log.error("reload failed, keeping the running config: %s", e)
+            return
+        self.config = new
+
+    def _apply(self, new, plan: reload_plan.ReloadPlan) -> None:
+        """Carry out ``plan``. Raises on the first part that cannot be built; the control
+        socket is moved back then, the audio parts roll back themselves."""
+        if not plan.control:
+            self._apply_audio(new, plan)
+            return
+        # first: a socket or port it cannot take leaves everything as it runs
+        self.control.restart(new.control)
+        try:
+            self._apply_audio(new, plan)
+        except Exception:
+            try:
+                self.control.restart(self.config.control)  # the running config, whole
+            except Exception as e:
+                log.error("reload: the control socket stays on the new settings (%s)", e)
+            raise
+
+    def _apply_audio(self, new, plan: reload_plan.ReloadPlan) -> None:
+        """The model, engine and audio path parts of a reload (see ``_apply``)."""
+        s = self.session
+        runner = self.runner
+        if plan.model:
+            runner = self._load_runner(new)  # raises on a bad model: the old one keeps running
+        if plan.reopen_audio:
+            log.info("reload: audio devices or device buffers changed: reopening the audio path")
+            self._close_session(keep_sink=plan.keep_sink)
+            old_runner, self.runner = self.runner, runner
+            try:
+                self.session = self._open_session(new, None)
+            except Exception:
+                log.error("reload: the new audio devices do not open: back to the running ones")
+                self.runner = old_runner
+                self.session = self._start_session(self.config, s.rate)
+                raise
+            self.session.start(self.events)
+            self.check_rates()
+        elif plan.rebuild_engine or (plan.model and s.engine.can_swap(runner) is not None):
+            engine = self.build_engine(new, runner, s.rate)
+            prefill = int(round(new.latency.prefill_ms * 1e-3 * FACTOR * s.rate))
+            pipe = Pipeline(engine, s.channels, s.rate, new.latency.block_size, s.cap_ring, s.play_ring, prefill)
+            # the old engine fades its model out first; the worker switches at model gain 0
+            s.engine.set_bypass(True)
+            s.pending_pipeline = pipe
+            self.runner = runner
+            gcpause.freeze()  # the new engine's objects: never walked by a collection
+            log.info("reload: new engine (block %d), switching after the crossfade", new.latency.block_size)
+        else:
+            if plan.model:
+                s.engine.swap_runner(runner)
+                self.runner = runner
+                gcpause.freeze()
+                log.info("reload: model swapped under the crossfade: %s", "none" if runner is None else runner.name)
+            if plan.prefill:
+                prefill = int(round(new.latency.prefill_ms * 1e-3 * FACTOR * s.rate))
+                s.pipeline.set_target(prefill)
+                log.info("reload: prefill %.1f ms (the drift control moves the level there)", new.latency.prefill_ms)
+        if plan.cpus_awake:
+            self._set_cpus_awake(new.latency.keep_cpus_awake)
+
+    def _set_cpus_awake(self, on: bool) -> None:
+        """Start or stop the idle spinners (``latency.keep_cpus_awake``). A machine where
+        they cannot run gets a warning, not a stop: the audio path works without them."""
+        if not on:
+            if cpuawake.running():
+                cpuawake.stop()
+                log.info("keep_cpus_awake off: the CPUs may idle again")
+            return
+        try:
+            n = cpuawake.start()
+        except cpuawake.AwakeError as e:
+            log.warning("keep_cpus_awake: %s; running without", e)
+            return
+        log.info("keep_cpus_awake: %d CPUs kept out of their idle halt (a SCHED_IDLE spinner on each: "
+                 "they draw full power while the daemon runs)", n)
+
+    # -- control --------------------------------------------------------------------------
+    def set_bypass(self, on: bool) -> None:
+        self.bypass = bool(on)
+        s = self.session
+        if s is not None:
+            s.engine.set_bypass(on)
+            if s.pending_pipeline is not None:
+                s.pending_pipeline.engine.set_bypass(on)
+        log.info("bypass %s", "on: plain x4 upsampler" if on else "off: model")
+
+    def status(self) -> dict:
+        return build_status(self)
+
+
+def _reinit_portaudio() -> None:
+    """PortAudio lists ALSA's pulse device only while a server runs: re-scan."""
+    import sounddevice as sd
+
+    try:
+        sd._terminate()
+    except Exception:
+        pass
+    try:
+        sd._initialize()
+    except Exception as e:
+        log.debug("PortAudio re-init: %s", e)
+
+
+def run_command(config_path: str | None) -> int:
+    """``rtupscale run``: the daemon in the foreground. Exit 0 on TERM/INT, 2 on a user
+    error (bad config, device, model: one line), 1 when the audio path cannot be kept up."""
+    from rtupscale.app import default_config_path, load_config_or_exit
+    from rtupscale.control import ControlError
+
+    path = config_path or default_config_path()
+    cfg = load_config_or_exit(path)
+    daemon = Daemon(cfg, path)
+    try:
+        return daemon.run()
+    except (DeviceError, ControlError) as e:
+        print(f"rtupscale run: {e}", file=sys.stderr)
+        return EXIT_USER

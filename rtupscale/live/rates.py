@@ -1,0 +1,67 @@
+"""Which rate really reaches the DAC, and whether the capture source changed its rate."""
+
+from __future__ import annotations
+
+import logging
+
+from rtupscale.live.server import SoundServerClient
+
+log = logging.getLogger("rtupscale.daemon")
+
+
+def check_playback_rate(session, server: SoundServerClient) -> None:
+    """Find the rate that reaches the DAC; log it and keep it in ``session.routing`` (for
+    ``status``), with the fix where the server resamples."""
+    r = session.routing
+    if session.playback_ep.server_name is None:
+        r.playback_route = f"direct to PortAudio device, {r.out_rate} Hz"
+        r.dac_rate, r.resampled = r.out_rate, False
+        log.info("rate check: %s", r.playback_route)
+        return
+    try:
+        route = server.playback_route()
+        croute = server.capture_route()
+    except server.SoundServerError as e:
+        log.warning("rate check failed: %s", e)
+        return
+    if croute is not None:
+        r.capture_route = f"{croute.device} [{croute.device_spec}] -> stream [{croute.stream_spec}], resample {croute.resample_method or 'n/a'}"
+    if route is None:
+        log.warning("rate check: our playback stream is not listed by the server")
+        return
+    r.dac_rate = route.device_spec.rate
+    r.resampled = route.resampled
+    r.playback_route = f"stream [{route.stream_spec}] -> {route.device} [{route.device_spec}], resample method {route.resample_method or 'n/a'}"
+    info = session.server
+    if info is not None and info.is_pipewire:
+        # The sink's format is not the graph's rate, and "resample method" is always
+        # "PipeWire": the graph clock says what reaches the DAC.
+        try:
+            clock = server.pipewire_clock()
+        except server.SoundServerError as e:
+            r.playback_route += f"; PipeWire graph rate unknown ({e})"
+        else:
+            r.dac_rate = clock.graph_rate(route.stream_spec.rate)
+            r.resampled = r.dac_rate != r.out_rate
+            r.playback_route += f"; PipeWire graph at {r.dac_rate} Hz ({clock})"
+    if r.resampled:
+        r.advice = server.resampling_advice(info, r.out_rate, r.dac_rate) if info else ""
+        log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz. %s", r.playback_route, r.dac_rate, r.out_rate, r.advice)
+    else:
+        r.advice = ""
+        log.info("rate check: %s: %d Hz reaches the DAC", r.playback_route, r.dac_rate)
+
+
+def capture_rate_change(session, server: SoundServerClient, capture_setting: str) -> int | None:
+    """The new rate of a chosen capture source that switched between 44.1 and 48 kHz, else
+    None (``audio.capture: auto`` captures our own sink, whose rate we set)."""
+    ep = session.capture_ep
+    if not ep.server_name or capture_setting == "auto":
+        return None
+    try:
+        src = [x for x in server.list_sources() if x.name == ep.server_name]
+    except server.SoundServerError:
+        return None  # the stall watchdog handles a server that went away
+    if src and src[0].spec.rate in (44100, 48000) and src[0].spec.rate != session.rate:
+        return src[0].spec.rate
+    return None

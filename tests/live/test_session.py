@@ -1,0 +1,158 @@
+"""A session, its worker and the daemon's recovery, assembled from fakes: no sound server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rtupscale.config import Config
+from rtupscale.engine import build_engine
+from rtupscale.live import worker as worker_mod
+from rtupscale.live.daemon import Daemon, State
+from rtupscale.live.session import Session, SessionParts
+from rtupscale.live.sink import VirtualSink
+from tests.live.fakes import FakeServer, FakeStreams, StuckWorker, resolve_capture, resolve_playback
+
+
+def _engine(config, runner, rate):
+    return build_engine(config, config.audio.channels, rate, runner)
+
+
+def _parts(server, tmp_path, **streams_kw):
+    return SessionParts(
+        server=server, sink=VirtualSink(server, tmp_path), build_engine=_engine,
+        open_streams=lambda *a: FakeStreams(*a, **streams_kw),
+        resolve_capture=resolve_capture, resolve_playback=resolve_playback,
+        choose_backend=lambda setting, c, p: "pulse",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _runtime_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+
+
+def _wait_for(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cond()
+
+
+def test_session_runs_audio_through_the_engine_and_closes(tmp_path):
+    server = FakeServer()
+    events = []
+    s = Session(Config(), None, _parts(server, tmp_path))
+    assert s.sink_module in server.modules  # the virtual sink was made
+    s.start(events)
+    try:
+        assert _wait_for(lambda: s.streams.played > 20000), "no audio reached the fake DAC"
+        assert s.failure is None and s.state.first_audio_at is not None
+        assert s.pipeline.counters.blocks > 0
+    finally:
+        assert s.close() is True
+    assert s.streams.closed and not server.modules  # streams freed, sink removed
+
+
+def test_the_threads_the_streams_start_in_open_are_promoted(tmp_path):
+    """The native streams start libpulse's thread in open(): start() must count it as the
+    streams' own (SCHED_FIFO where allowed), not as a thread that was there before."""
+    s = Session(Config(), None, _parts(FakeServer(), tmp_path, thread_in_open=True))
+    s.start([])
+    try:
+        tid = s.streams.callback_thread_id
+        assert tid is not None
+        assert any(entry.startswith(f"{tid}: ") for entry in s.audio_thread_priority), s.audio_thread_priority
+    finally:
+        s.close()
+
+
+def test_close_keeps_the_sink_for_a_reopen(tmp_path):
+    server = FakeServer()
+    parts = _parts(server, tmp_path)
+    s = Session(Config(), None, parts)
+    s.start([])
+    s.close(keep_sink=True)
+    assert list(server.modules) == [1]
+    s2 = Session(Config(), None, parts)  # the same sink is taken over
+    assert s2.sink_module == 1 and server.unloaded == []
+    s2.close()
+
+
+def test_close_leaves_the_streams_open_when_the_worker_does_not_end(tmp_path):
+    s = Session(Config(), None, _parts(FakeServer(), tmp_path))
+    s.worker = StuckWorker()
+    assert s.close() is False
+    assert not s.streams.closed  # the worker may still touch them
+
+
+def test_streams_that_do_not_open_are_a_runtime_error(tmp_path):
+    with pytest.raises(RuntimeError, match="cannot open the audio streams.*device busy"):
+        Session(Config(), None, _parts(FakeServer(), tmp_path, fail_open=True))
+
+
+def test_a_capture_that_stops_fails_the_session(tmp_path, monkeypatch):
+    monkeypatch.setattr(worker_mod, "STALL_S", 0.3)
+    s = Session(Config(), None, _parts(FakeServer(), tmp_path, capture_stops_after=50))
+    s.start([])
+    try:
+        assert _wait_for(lambda: s.failure is not None)
+        assert "no audio from" in s.failure
+    finally:
+        s.close()
+
+
+def test_daemon_recovers_a_failed_session_and_keeps_counting(tmp_path, monkeypatch):
+    server = FakeServer()
+    made = []
+
+    def streams(*a):
+        st = FakeStreams(*a)
+        made.append(st)
+        return st
+
+    d = Daemon(Config(), None, server=server, parts={
+        "open_streams": streams, "resolve_capture": resolve_capture, "resolve_playback": resolve_playback,
+        "choose_backend": lambda setting, c, p: "pulse",
+    })
+    d.control = type("Ctl", (), {"path": tmp_path / "c.sock"})()
+    d.session = d._start_session(d.config)
+    first = d.session
+    try:
+        assert _wait_for(lambda: first.streams.played > 0)
+        first.streams.xruns.output_underflows = 3
+        first.fail("no audio from the fake (test)")
+        d._recover(first.failure)
+        assert d.session is not first and d.state == State.RUNNING and d.recoveries == 1
+        assert first.streams.closed and not d.session.streams.closed
+        assert list(server.modules) == [1] and server.unloaded == []  # the apps' sink stayed
+        assert _wait_for(lambda: d.session.streams.played > 0)
+        st = d.status()
+        assert st["state"] == "running" and st["xruns"]["output_underflows"] == 3
+    finally:
+        d.session.close()
+        d.sink.remove()
+    assert not server.modules
+
+
+def test_the_worker_loop_allocates_nothing_per_block(tmp_path):
+    """The whole worker loop (not only the pipeline) over its first thousand wake-ups, with
+    fake streams that deliver 64 frames per wake-up: no block-sized temporary, no growth."""
+    import tracemalloc
+
+    s = Session(Config(), None, _parts(FakeServer(), tmp_path))
+    s.start([])
+    try:
+        assert _wait_for(lambda: s.streams.played > 20000)  # running, scratch made
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        blocks = s.pipeline.counters.blocks
+        assert _wait_for(lambda: s.pipeline.counters.blocks >= blocks + 250, timeout=30)
+        current, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    finally:
+        s.close()
+    assert s.failure is None
+    assert peak - before < 4096, f"peak {peak - before} bytes"
+    assert current - before < 2048, f"{current - before} bytes left behind"
