@@ -174,6 +174,8 @@ def cmd_upscale(args) -> int:
     from rtupscale.fileio import check_output, upscale_file
 
     config = load_config_or_exit(args.config)
+    if Path(args.input).is_dir():
+        return _upscale_library(args, config)
     check_output(Path(args.input), Path(args.output), args.bits, args.force)  # before the model loads
     runner = load_runner(config, args.model, args.provider, args.block_size)
     result = upscale_file(
@@ -195,6 +197,19 @@ def cmd_upscale(args) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _upscale_library(args, config) -> int:
+    from rtupscale.library import upscale_library
+
+    runner = load_runner(config, args.model, args.provider, args.block_size)
+    summary = upscale_library(args.input, args.output, config, runner=runner, fmt=args.format,
+                              bits=args.bits, resample=args.resample, force=args.force,
+                              copy_other=args.copy_other)
+    for path, why in summary.failed:
+        print(f"rtupscale upscale: {path}: {why}", file=sys.stderr)
+    print(summary.line(), file=sys.stderr)
+    return EXIT_FAIL if summary.failed else EXIT_OK
 
 
 def _daemon(name: str):
@@ -252,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bits", choices=["16", "24", "float"], default="24", help="output sample format (default 24; float only for .wav)")
     sp.add_argument("--resample", action="store_true", help="resample an input at a rate the model does not accept (soxr VHQ)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sp.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
+    sp.add_argument("--force", action="store_true", help="replace an existing OUTPUT (folders: redo up-to-date outputs)")
+    sp.add_argument("--format", choices=["flac", "wav"], default="flac", help="output format when INPUT is a folder")
+    sp.add_argument("--copy-other", action="store_true", help="folders: copy cover images and cue sheets too")
     sp.set_defaults(func=cmd_upscale)
 
     sp = sub.add_parser("check-config", help="validate a config file")

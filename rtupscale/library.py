@@ -1,0 +1,90 @@
+"""Library mode: upscale every audio file under a folder into a mirrored tree.
+
+One output per audio file (same base name, ``.flac`` or ``.wav``); other files are
+skipped, or copied with ``copy_other``. An output newer than its source is skipped
+unless ``force``. A file that fails is reported by name and the batch goes on.
+Each file is written by :func:`rtupscale.fileio.upscale_file` (temporary file, then rename).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rtupscale.fileio import UpscaleResult, upscale_file
+
+log = logging.getLogger("rtupscale.library")
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".aif", ".aiff", ".mp3", ".ogg", ".oga", ".opus"})
+OTHER_COPIED = frozenset({".jpg", ".jpeg", ".png", ".cue"})
+
+
+@dataclass
+class LibrarySummary:
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    copied: list[Path] = field(default_factory=list)
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+
+    def line(self) -> str:
+        rtf = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        return (f"{len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed; "
+                f"{self.audio_seconds / 3600:.3f} h of audio at {rtf:.1f}x real time")
+
+
+def plan(src: Path, dest: Path, fmt: str = "flac") -> list[tuple[Path, Path]]:
+    """(input, output) pairs for every audio file under ``src``, sorted, outputs mirrored under ``dest``."""
+    pairs = []
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        if path.suffix.lower() in AUDIO_EXTENSIONS:
+            pairs.append((path, (dest / path.relative_to(src)).with_suffix(f".{fmt}")))
+    return pairs
+
+
+def _up_to_date(inp: Path, out: Path) -> bool:
+    return out.exists() and out.stat().st_mtime >= inp.stat().st_mtime
+
+
+def upscale_library(src, dest, config, runner=None, fmt: str = "flac", bits: str = "24",
+                    resample: bool = False, force: bool = False, copy_other: bool = False) -> LibrarySummary:
+    """Upscale the tree ``src`` into ``dest``; never raises for one bad file (see ``failed``)."""
+    src, dest = Path(src), Path(dest)
+    if not src.is_dir():
+        raise NotADirectoryError(f"{src}: not a folder")
+    if fmt not in ("flac", "wav"):
+        raise ValueError(f"format {fmt!r}: expected flac or wav")
+    summary = LibrarySummary()
+    start = time.perf_counter()
+    claimed: dict[Path, Path] = {}
+    for inp, out in plan(src, dest, fmt):
+        if out in claimed:  # song.mp3 and song.ogg side by side would write one song.flac
+            summary.failed.append((inp, f"same output {out.name} as {claimed[out].name}; rename one"))
+            log.error("%s: failed: %s", inp, summary.failed[-1][1])
+            continue
+        claimed[out] = inp
+        if not force and _up_to_date(inp, out):
+            summary.skipped.append(inp)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            result: UpscaleResult = upscale_file(inp, out, config, runner=runner, bits=bits,
+                                                 resample=resample, progress=False, force=True)
+        except Exception as e:  # one bad file must not stop the batch; it is named below
+            summary.failed.append((inp, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            log.error("%s: failed: %s", inp, summary.failed[-1][1])
+            continue
+        summary.done.append(inp)
+        summary.audio_seconds += result.input_frames / result.input_rate
+    if copy_other:
+        for path in sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in OTHER_COPIED):
+            target = dest / path.relative_to(src)
+            if force or not _up_to_date(path, target):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+                summary.copied.append(path)
+    summary.wall_seconds = time.perf_counter() - start
+    return summary

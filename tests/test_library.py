@@ -1,0 +1,62 @@
+"""Library mode: a tree in, a mirrored tree out; bad files named, second run skips."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import soundfile as sf
+
+from rtupscale.config import Config
+from rtupscale.library import upscale_library
+from tests.signals import tone
+
+RATE = 44100
+
+
+def _tree(root: Path) -> None:
+    x = tone(440, RATE, 2 * RATE, amp=0.3)
+    (root / "a" / "b").mkdir(parents=True)
+    sf.write(root / "a" / "one.wav", x.T, RATE)
+    sf.write(root / "a" / "b" / "two.flac", x.T, RATE, subtype="PCM_16")
+    for name in ("three.mp3", "four.ogg"):
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(root / "a" / "one.wav"), str(root / "a" / "b" / name)],
+                       check=True)
+    (root / "a" / "bad.flac").write_bytes(b"fLaC this is not audio")
+    (root / "a" / "cover.jpg").write_bytes(b"\xff\xd8\xff jpeg")
+    (root / "notes.txt").write_text("hello")
+
+
+def test_tree_mirrored_bad_named_second_run_skips(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    s = upscale_library(src, dest, Config(), runner=None, copy_other=True)
+    assert sorted(p.relative_to(src).as_posix() for p in s.done) == ["a/b/four.ogg", "a/b/three.mp3", "a/b/two.flac", "a/one.wav"]
+    assert [p.name for p, _ in s.failed] == ["bad.flac"]
+    outs = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert outs == ["a/b/four.flac", "a/b/three.flac", "a/b/two.flac", "a/cover.jpg", "a/one.flac"]
+    y, rate = sf.read(dest / "a" / "one.flac")
+    assert rate == 4 * RATE and len(y) == 4 * 2 * RATE
+    assert not any(".partial" in p.name for p in dest.rglob("*"))
+    again = upscale_library(src, dest, Config(), runner=None)
+    assert len(again.done) == 0 and len(again.skipped) == 4 and len(again.failed) == 1
+
+
+def test_cli_folder_nonzero_exit_and_summary(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    config = str(Path(__file__).parents[1] / "config.yaml")
+    r = subprocess.run([sys.executable, "-m", "rtupscale.cli", "upscale", str(src), str(dest), "--model", "none",
+                        "--config", config], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "bad.flac" in r.stderr and "failed" in r.stderr
+    assert (dest / "a" / "one.flac").exists()
+
+
+def test_same_base_name_is_a_named_failure(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    x = tone(440, RATE, RATE // 2, amp=0.3)
+    sf.write(src / "song.wav", x.T, RATE)
+    sf.write(src / "song.flac", x.T, RATE)
+    s = upscale_library(src, tmp_path / "dest", Config())
+    assert len(s.done) == 1 and len(s.failed) == 1 and "same output song.flac" in s.failed[0][1]
