@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rtupscale.fileio import UpscaleResult, upscale_file
+from rtupscale.tags import read_tags, write_flac_tags
 
 log = logging.getLogger("rtupscale.library")
 
@@ -77,6 +78,14 @@ def upscale_library(src, dest, config, runner=None, fmt: str = "flac", bits: str
             summary.failed.append((inp, str(e).splitlines()[0] if str(e) else type(e).__name__))
             log.error("%s: failed: %s", inp, summary.failed[-1][1])
             continue
+        if fmt == "flac":
+            try:
+                tags, pictures = read_tags(inp)
+                write_flac_tags(out, tags, pictures, f"x4 by rtupscale, model {result.model}")
+            except Exception as e:  # tags that cannot be carried fail this file, by name
+                summary.failed.append((inp, f"tags: {e}"))
+                log.error("%s: failed: %s", inp, summary.failed[-1][1])
+                continue
         summary.done.append(inp)
         summary.audio_seconds += result.input_frames / result.input_rate
     if copy_other:

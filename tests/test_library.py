@@ -60,3 +60,42 @@ def test_same_base_name_is_a_named_failure(tmp_path):
     sf.write(src / "song.flac", x.T, RATE)
     s = upscale_library(src, tmp_path / "dest", Config())
     assert len(s.done) == 1 and len(s.failed) == 1 and "same output song.flac" in s.failed[0][1]
+
+
+def _png(path: Path) -> bytes:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=2x2", "-frames:v", "1", str(path)],
+                   check=True)
+    return path.read_bytes()
+
+
+def test_tags_and_art_carried_from_flac_mp3_ogg(tmp_path):
+    from mutagen.flac import FLAC, Picture
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    png = _png(tmp_path / "c.png")
+    x = tone(440, RATE, RATE, amp=0.3)
+    sf.write(src / "f.flac", x.T, RATE)
+    f = FLAC(src / "f.flac")
+    f.update({"title": "T1", "artist": "A", "album": "Al", "tracknumber": "3", "date": "2001",
+              "replaygain_track_gain": "-6.00 dB", "musicbrainz_trackid": "abc-123"})
+    pic = Picture()
+    pic.type, pic.mime, pic.data = 3, "image/png", png
+    f.add_picture(pic)
+    f.save()
+    meta = ["-metadata", "title=T2", "-metadata", "artist=B", "-metadata", "album=Al2", "-metadata", "track=5"]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src / "f.flac"), "-i", str(tmp_path / "c.png"),
+                    "-map", "0:a", "-map", "1", "-c:v", "copy", "-disposition:v", "attached_pic", "-id3v2_version", "3",
+                    *meta, str(src / "m.mp3")], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src / "f.flac"), "-map", "0:a", *meta,
+                    str(src / "o.ogg")], check=True)
+    s = upscale_library(src, dest, Config())
+    assert not s.failed and len(s.done) == 3
+    out = FLAC(dest / "f.flac")
+    assert out["title"] == ["T1"] and out["tracknumber"] == ["3"] and out["musicbrainz_trackid"] == ["abc-123"]
+    assert out["replaygain_track_gain"] == ["-6.00 dB"] and out.pictures[0].data == png
+    assert "rtupscale" in out["rtupscale"][0]
+    mp3 = FLAC(dest / "m.flac")
+    assert mp3["title"] == ["T2"] and mp3["artist"] == ["B"] and mp3["tracknumber"][0].startswith("5")
+    assert mp3.pictures and mp3.pictures[0].data == png
+    assert FLAC(dest / "o.flac")["album"] == ["Al2"]
