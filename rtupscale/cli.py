@@ -200,15 +200,25 @@ def cmd_upscale(args) -> int:
 
 
 def _upscale_library(args, config) -> int:
+    import functools
+    import json
+
     from rtupscale.library import upscale_library
 
-    runner = load_runner(config, args.model, args.provider, args.block_size)
+    jobs = args.jobs or os.cpu_count() or 1
+    loader = functools.partial(load_runner, config, args.model, args.provider, args.block_size)
+    runner = loader() if jobs == 1 else None
     summary = upscale_library(args.input, args.output, config, runner=runner, fmt=args.format,
                               bits=args.bits, resample=args.resample, force=args.force,
-                              copy_other=args.copy_other)
-    for path, why in summary.failed:
-        print(f"rtupscale upscale: {path}: {why}", file=sys.stderr)
-    print(summary.line(), file=sys.stderr)
+                              copy_other=args.copy_other, jobs=jobs, runner_loader=loader)
+    if args.json:
+        print(json.dumps({"done": len(summary.done), "skipped": len(summary.skipped),
+                          "failed": [{"file": str(p), "error": why} for p, why in summary.failed],
+                          "audio_hours": summary.audio_seconds / 3600, "wall_seconds": summary.wall_seconds}))
+    else:
+        for path, why in summary.failed:
+            print(f"rtupscale upscale: {path}: {why}", file=sys.stderr)
+        print(summary.line(), file=sys.stderr)
     return EXIT_FAIL if summary.failed else EXIT_OK
 
 
@@ -269,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--force", action="store_true", help="replace an existing OUTPUT (folders: redo up-to-date outputs)")
     sp.add_argument("--format", choices=["flac", "wav"], default="flac", help="output format when INPUT is a folder")
+    sp.add_argument("--jobs", type=int, metavar="N", help="folders: worker processes, one model each (default: cores)")
+    sp.add_argument("--json", action="store_true", help="folders: print one JSON summary on stdout")
     sp.add_argument("--copy-other", action="store_true", help="folders: copy cover images and cue sheets too")
     sp.set_defaults(func=cmd_upscale)
 

@@ -50,44 +50,76 @@ def _up_to_date(inp: Path, out: Path) -> bool:
     return out.exists() and out.stat().st_mtime >= inp.stat().st_mtime
 
 
+_worker: dict = {}
+"""This worker process's model session and config, loaded once by :func:`_init_worker`."""
+
+
+def _init_worker(runner_loader, config) -> None:
+    _worker["runner"] = runner_loader() if runner_loader is not None else None
+    _worker["config"] = config
+
+
+def _convert(inp: Path, out: Path, fmt: str, bits: str, resample: bool, config=None, runner=None):
+    """(input, seconds of audio, None) when done, (input, 0.0, one-line reason) when it failed."""
+    if config is None:
+        config, runner = _worker["config"], _worker["runner"]
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        result: UpscaleResult = upscale_file(inp, out, config, runner=runner, bits=bits,
+                                             resample=resample, progress=False, force=True)
+        if fmt == "flac":
+            tags, pictures = read_tags(inp)
+            write_flac_tags(out, tags, pictures, f"x4 by rtupscale, model {result.model}")
+    except Exception as e:  # one bad file must not stop the batch; it is named in the summary
+        return inp, 0.0, (str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return inp, result.input_frames / result.input_rate, None
+
+
 def upscale_library(src, dest, config, runner=None, fmt: str = "flac", bits: str = "24",
-                    resample: bool = False, force: bool = False, copy_other: bool = False) -> LibrarySummary:
-    """Upscale the tree ``src`` into ``dest``; never raises for one bad file (see ``failed``)."""
+                    resample: bool = False, force: bool = False, copy_other: bool = False,
+                    jobs: int = 1, runner_loader=None) -> LibrarySummary:
+    """Upscale the tree ``src`` into ``dest``; never raises for one bad file (see ``failed``).
+
+    With ``jobs`` > 1 the files go to a process pool whose workers each call the picklable
+    ``runner_loader()`` once (one model session per worker for the whole batch); else
+    ``runner`` (a loaded ModelRunner, or None for bypass) does them all here.
+    """
     src, dest = Path(src), Path(dest)
     if not src.is_dir():
         raise NotADirectoryError(f"{src}: not a folder")
     if fmt not in ("flac", "wav"):
         raise ValueError(f"format {fmt!r}: expected flac or wav")
+    if jobs < 1:
+        raise ValueError(f"jobs {jobs}: expected 1 or more")
     summary = LibrarySummary()
     start = time.perf_counter()
     claimed: dict[Path, Path] = {}
+    todo = []
     for inp, out in plan(src, dest, fmt):
         if out in claimed:  # song.mp3 and song.ogg side by side would write one song.flac
             summary.failed.append((inp, f"same output {out.name} as {claimed[out].name}; rename one"))
-            log.error("%s: failed: %s", inp, summary.failed[-1][1])
             continue
         claimed[out] = inp
         if not force and _up_to_date(inp, out):
             summary.skipped.append(inp)
-            continue
-        out.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            result: UpscaleResult = upscale_file(inp, out, config, runner=runner, bits=bits,
-                                                 resample=resample, progress=False, force=True)
-        except Exception as e:  # one bad file must not stop the batch; it is named below
-            summary.failed.append((inp, str(e).splitlines()[0] if str(e) else type(e).__name__))
-            log.error("%s: failed: %s", inp, summary.failed[-1][1])
-            continue
-        if fmt == "flac":
-            try:
-                tags, pictures = read_tags(inp)
-                write_flac_tags(out, tags, pictures, f"x4 by rtupscale, model {result.model}")
-            except Exception as e:  # tags that cannot be carried fail this file, by name
-                summary.failed.append((inp, f"tags: {e}"))
-                log.error("%s: failed: %s", inp, summary.failed[-1][1])
-                continue
-        summary.done.append(inp)
-        summary.audio_seconds += result.input_frames / result.input_rate
+        else:
+            todo.append((inp, out))
+    if jobs == 1:
+        results = (_convert(i, o, fmt, bits, resample, config, runner) for i, o in todo)
+    else:
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(runner_loader, config))
+        results = pool.map(_convert, *zip(*todo), *([x] * len(todo) for x in (fmt, bits, resample))) if todo else []
+    for inp, seconds, why in results:
+        if why is None:
+            summary.done.append(inp)
+            summary.audio_seconds += seconds
+        else:
+            summary.failed.append((inp, why))
+            log.error("%s: failed: %s", inp, why)
+    if jobs > 1:
+        pool.shutdown()
     if copy_other:
         for path in sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in OTHER_COPIED):
             target = dest / path.relative_to(src)

@@ -1,9 +1,11 @@
 """Library mode: a tree in, a mirrored tree out; bad files named, second run skips."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 
 from rtupscale.config import Config
@@ -50,6 +52,11 @@ def test_cli_folder_nonzero_exit_and_summary(tmp_path):
     assert r.returncode == 1, r.stderr
     assert "bad.flac" in r.stderr and "failed" in r.stderr
     assert (dest / "a" / "one.flac").exists()
+    r = subprocess.run([sys.executable, "-m", "rtupscale.cli", "upscale", str(src), str(dest), "--model", "none",
+                        "--config", config, "--jobs", "2", "--json"], capture_output=True, text=True)
+    summary = json.loads(r.stdout)
+    assert r.returncode == 1 and summary["done"] == 0 and summary["skipped"] == 4
+    assert [Path(f["file"]).name for f in summary["failed"]] == ["bad.flac"]
 
 
 def test_same_base_name_is_a_named_failure(tmp_path):
@@ -99,3 +106,13 @@ def test_tags_and_art_carried_from_flac_mp3_ogg(tmp_path):
     assert mp3["title"] == ["T2"] and mp3["artist"] == ["B"] and mp3["tracknumber"][0].startswith("5")
     assert mp3.pictures and mp3.pictures[0].data == png
     assert FLAC(dest / "o.flac")["album"] == ["Al2"]
+
+
+def test_jobs_2_gives_the_same_files(tmp_path):
+    src = tmp_path / "src"
+    _tree(src)
+    one = upscale_library(src, tmp_path / "d1", Config())
+    two = upscale_library(src, tmp_path / "d2", Config(), jobs=2)
+    assert sorted(one.done) == sorted(two.done) and [p for p, _ in two.failed] == [p for p, _ in one.failed]
+    for p in (tmp_path / "d1").rglob("*.flac"):
+        assert np.array_equal(sf.read(p)[0], sf.read(tmp_path / "d2" / p.relative_to(tmp_path / "d1"))[0])
