@@ -18,7 +18,26 @@ from rtupscale.tags import read_tags, write_flac_tags
 
 log = logging.getLogger("rtupscale.library")
 
-AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".aif", ".aiff", ".mp3", ".ogg", ".oga", ".opus"})
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".aif", ".aiff", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".mp4", ".aac"})
+PYAV_EXTENSIONS = frozenset({".m4a", ".mp4", ".aac", ".opus"})
+"""Decoded with PyAV (libavcodec applies the encoder delay and padding), not libsndfile."""
+
+
+def decode_with_pyav(path: Path, wav: Path) -> None:
+    """Decode ``path`` to a float WAV ``wav`` at its own rate; [frames, channels] as libavcodec gives it."""
+    import av
+    import numpy as np
+    import soundfile as sf
+
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        chunks = [f.to_ndarray() for f in container.decode(stream)]
+        rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
+    if not chunks:
+        raise ValueError(f"{path}: no audio decoded")
+    data = np.concatenate(chunks, axis=1) if chunks[0].shape[0] == channels else np.concatenate(
+        [c.reshape(-1, channels).T for c in chunks], axis=1)  # planar [ch, n] or packed [1, n*ch]
+    sf.write(wav, data.T.astype(np.float32), rate, subtype="FLOAT")
 OTHER_COPIED = frozenset({".jpg", ".jpeg", ".png", ".cue"})
 
 
@@ -65,8 +84,17 @@ def _convert(inp: Path, out: Path, fmt: str, bits: str, resample: bool, config=N
         config, runner = _worker["config"], _worker["runner"]
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        result: UpscaleResult = upscale_file(inp, out, config, runner=runner, bits=bits,
-                                             resample=resample, progress=False, force=True)
+        if inp.suffix.lower() in PYAV_EXTENSIONS:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                wav = Path(tmp) / "decoded.wav"
+                decode_with_pyav(inp, wav)
+                result: UpscaleResult = upscale_file(wav, out, config, runner=runner, bits=bits,
+                                                     resample=resample, progress=False, force=True)
+        else:
+            result = upscale_file(inp, out, config, runner=runner, bits=bits,
+                                  resample=resample, progress=False, force=True)
         if fmt == "flac":
             tags, pictures = read_tags(inp)
             write_flac_tags(out, tags, pictures, f"x4 by rtupscale, model {result.model}")

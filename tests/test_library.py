@@ -116,3 +116,25 @@ def test_jobs_2_gives_the_same_files(tmp_path):
     assert sorted(one.done) == sorted(two.done) and [p for p, _ in two.failed] == [p for p, _ in one.failed]
     for p in (tmp_path / "d1").rglob("*.flac"):
         assert np.array_equal(sf.read(p)[0], sf.read(tmp_path / "d2" / p.relative_to(tmp_path / "d1"))[0])
+
+
+def test_m4a_aac_decodes_aligned_and_keeps_tags(tmp_path):
+    from mutagen.flac import FLAC
+
+    from rtupscale.library import decode_with_pyav
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sf.write(tmp_path / "x.wav", tone(440, RATE, RATE, amp=0.3).T, RATE)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "x.wav"), "-c:a", "aac", "-b:a", "192k",
+                    "-metadata", "title=M", str(src / "a.m4a")], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src / "a.m4a"), "-c:a", "pcm_f32le", str(tmp_path / "ref.wav")],
+                   check=True)
+    decode_with_pyav(src / "a.m4a", tmp_path / "dec.wav")
+    ref, dec = sf.read(tmp_path / "ref.wav")[0], sf.read(tmp_path / "dec.wav")[0]
+    assert ref.shape == dec.shape and np.max(np.abs(ref - dec)) < 1e-6
+    x = sf.read(tmp_path / "x.wav")[0]
+    lags = [np.dot(dec[1000:40000, 0], x[1000 + k:40000 + k, 0]) for k in range(-5, 6)]
+    assert int(np.argmax(lags)) - 5 == 0  # encoder delay removed: aligned with the source
+    s = upscale_library(src, tmp_path / "dest", Config())
+    assert not s.failed and FLAC(tmp_path / "dest" / "a.flac")["title"] == ["M"]
