@@ -33,10 +33,14 @@ def decode_with_pyav(path: Path, wav: Path) -> None:
         stream = container.streams.audio[0]
         chunks = [f.to_ndarray() for f in container.decode(stream)]
         rate, channels = stream.codec_context.sample_rate, stream.codec_context.channels
+        # the container's duration (the M4A edit list) excludes the encoder's trailing padding
+        length = round(stream.duration * stream.time_base * rate) if stream.duration else None
     if not chunks:
         raise ValueError(f"{path}: no audio decoded")
     data = np.concatenate(chunks, axis=1) if chunks[0].shape[0] == channels else np.concatenate(
         [c.reshape(-1, channels).T for c in chunks], axis=1)  # planar [ch, n] or packed [1, n*ch]
+    if length is not None and 0 < length <= data.shape[1]:
+        data = data[:, :length]
     sf.write(wav, data.T.astype(np.float32), rate, subtype="FLOAT")
 OTHER_COPIED = frozenset({".jpg", ".jpeg", ".png", ".cue"})
 
