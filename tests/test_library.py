@@ -20,7 +20,7 @@ def _tree(root: Path) -> None:
     (root / "a" / "b").mkdir(parents=True)
     sf.write(root / "a" / "one.wav", x.T, RATE)
     sf.write(root / "a" / "b" / "two.flac", x.T, RATE, subtype="PCM_16")
-    for name in ("three.mp3", "four.ogg"):
+    for name in ("three.mp3", "four.ogg", "five.m4a"):
         subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(root / "a" / "one.wav"), str(root / "a" / "b" / name)],
                        check=True)
     (root / "a" / "bad.flac").write_bytes(b"fLaC this is not audio")
@@ -32,15 +32,15 @@ def test_tree_mirrored_bad_named_second_run_skips(tmp_path):
     src, dest = tmp_path / "src", tmp_path / "dest"
     _tree(src)
     s = upscale_library(src, dest, Config(), runner=None, copy_other=True)
-    assert sorted(p.relative_to(src).as_posix() for p in s.done) == ["a/b/four.ogg", "a/b/three.mp3", "a/b/two.flac", "a/one.wav"]
+    assert sorted(p.relative_to(src).as_posix() for p in s.done) == ["a/b/five.m4a", "a/b/four.ogg", "a/b/three.mp3", "a/b/two.flac", "a/one.wav"]
     assert [p.name for p, _ in s.failed] == ["bad.flac"]
     outs = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert outs == ["a/b/four.flac", "a/b/three.flac", "a/b/two.flac", "a/cover.jpg", "a/one.flac"]
+    assert outs == ["a/b/five.flac", "a/b/four.flac", "a/b/three.flac", "a/b/two.flac", "a/cover.jpg", "a/one.flac"]
     y, rate = sf.read(dest / "a" / "one.flac")
     assert rate == 4 * RATE and len(y) == 4 * 2 * RATE
     assert not any(".partial" in p.name for p in dest.rglob("*"))
     again = upscale_library(src, dest, Config(), runner=None)
-    assert len(again.done) == 0 and len(again.skipped) == 4 and len(again.failed) == 1
+    assert len(again.done) == 0 and len(again.skipped) == 5 and len(again.failed) == 1
 
 
 def test_cli_folder_nonzero_exit_and_summary(tmp_path):
@@ -55,7 +55,7 @@ def test_cli_folder_nonzero_exit_and_summary(tmp_path):
     r = subprocess.run([sys.executable, "-m", "rtupscale.cli", "upscale", str(src), str(dest), "--model", "none",
                         "--config", config, "--jobs", "2", "--json"], capture_output=True, text=True)
     summary = json.loads(r.stdout)
-    assert r.returncode == 1 and summary["done"] == 0 and summary["skipped"] == 4
+    assert r.returncode == 1 and summary["done"] == 0 and summary["skipped"] == 5
     assert [Path(f["file"]).name for f in summary["failed"]] == ["bad.flac"]
 
 
