@@ -94,6 +94,8 @@ def cmd_upscale(args) -> int:
     from rtupscale.fileio import check_output, upscale_file
 
     config = load_config_or_exit(args.config)
+    if Path(args.input).is_dir():
+        return _upscale_library(args, config)
     check_output(Path(args.input), Path(args.output), args.bits, args.force)  # before the model loads
     runner = load_runner(config, args.model, args.provider, args.block_size)
     result = upscale_file(
@@ -115,6 +117,32 @@ def cmd_upscale(args) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def _upscale_library(args, config) -> int:
+    import functools
+    import json
+
+    from rtupscale.library import upscale_library
+
+    if args.jobs is not None and not 1 <= args.jobs <= 256:
+        print(f"rtupscale upscale: --jobs must be in 1..256, got {args.jobs}", file=sys.stderr)
+        return EXIT_USER
+    jobs = args.jobs or os.cpu_count() or 1
+    loader = functools.partial(load_runner, config, args.model, args.provider, args.block_size)
+    runner = loader() if jobs == 1 else None
+    summary = upscale_library(args.input, args.output, config, runner=runner, fmt=args.format,
+                              bits=args.bits, resample=args.resample, force=args.force,
+                              copy_other=args.copy_other, jobs=jobs, runner_loader=loader)
+    if args.json:
+        print(json.dumps({"done": len(summary.done), "skipped": len(summary.skipped),
+                          "failed": [{"file": str(p), "error": why} for p, why in summary.failed],
+                          "audio_hours": summary.audio_seconds / 3600, "wall_seconds": summary.wall_seconds}))
+    else:
+        for path, why in summary.failed:
+            print(f"rtupscale upscale: {path}: {why}", file=sys.stderr)
+        print(summary.line(), file=sys.stderr)
+    return EXIT_FAIL if summary.failed else EXIT_OK
 
 
 def _daemon(name: str):
@@ -172,7 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bits", choices=["16", "24", "float"], default="24", help="output sample format (default 24; float only for .wav)")
     sp.add_argument("--resample", action="store_true", help="resample an input at a rate the model does not accept (soxr VHQ)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
-    sp.add_argument("--force", action="store_true", help="replace an existing OUTPUT")
+    sp.add_argument("--force", action="store_true", help="replace an existing OUTPUT (folders: redo up-to-date outputs)")
+    sp.add_argument("--format", choices=["flac", "wav"], default="flac", help="output format when INPUT is a folder")
+    sp.add_argument("--jobs", type=int, metavar="N", help="folders: worker processes, one model each (default: cores)")
+    sp.add_argument("--json", action="store_true", help="folders: print one JSON summary on stdout")
+    sp.add_argument("--copy-other", action="store_true", help="folders: copy cover images and cue sheets too")
     sp.set_defaults(func=cmd_upscale)
 
     sp = sub.add_parser("check-config", help="validate a config file")

@@ -1,0 +1,149 @@
+"""Library mode: a tree in, a mirrored tree out; bad files named, second run skips."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from rtupscale.config import Config
+from rtupscale.library import upscale_library
+from tests.signals import tone
+
+RATE = 44100
+
+
+def _tree(root: Path) -> None:
+    x = tone(440, RATE, 2 * RATE, amp=0.3)
+    (root / "a" / "b").mkdir(parents=True)
+    sf.write(root / "a" / "one.wav", x.T, RATE)
+    sf.write(root / "a" / "b" / "two.flac", x.T, RATE, subtype="PCM_16")
+    for name in ("three.mp3", "four.ogg", "five.m4a"):
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(root / "a" / "one.wav"), str(root / "a" / "b" / name)],
+                       check=True)
+    (root / "a" / "bad.flac").write_bytes(b"fLaC this is not audio")
+    (root / "a" / "cover.jpg").write_bytes(b"\xff\xd8\xff jpeg")
+    (root / "notes.txt").write_text("hello")
+
+
+def test_tree_mirrored_bad_named_second_run_skips(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    s = upscale_library(src, dest, Config(), runner=None, copy_other=True)
+    assert sorted(p.relative_to(src).as_posix() for p in s.done) == ["a/b/five.m4a", "a/b/four.ogg", "a/b/three.mp3", "a/b/two.flac", "a/one.wav"]
+    assert [p.name for p, _ in s.failed] == ["bad.flac"]
+    outs = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    assert outs == ["a/b/five.flac", "a/b/four.flac", "a/b/three.flac", "a/b/two.flac", "a/cover.jpg", "a/one.flac"]
+    y, rate = sf.read(dest / "a" / "one.flac")
+    assert rate == 4 * RATE and len(y) == 4 * 2 * RATE
+    assert not any(".partial" in p.name for p in dest.rglob("*"))
+    again = upscale_library(src, dest, Config(), runner=None)
+    assert len(again.done) == 0 and len(again.skipped) == 5 and len(again.failed) == 1
+
+
+def test_cli_folder_nonzero_exit_and_summary(tmp_path):
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    _tree(src)
+    config = str(Path(__file__).parents[1] / "config.yaml")
+    r = subprocess.run([sys.executable, "-m", "rtupscale.cli", "upscale", str(src), str(dest), "--model", "none",
+                        "--config", config], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    assert "bad.flac" in r.stderr and "failed" in r.stderr
+    assert (dest / "a" / "one.flac").exists()
+    r = subprocess.run([sys.executable, "-m", "rtupscale.cli", "upscale", str(src), str(dest), "--model", "none",
+                        "--config", config, "--jobs", "2", "--json"], capture_output=True, text=True)
+    summary = json.loads(r.stdout)
+    assert r.returncode == 1 and summary["done"] == 0 and summary["skipped"] == 5
+    assert [Path(f["file"]).name for f in summary["failed"]] == ["bad.flac"]
+
+
+def test_same_base_name_is_a_named_failure(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    x = tone(440, RATE, RATE // 2, amp=0.3)
+    sf.write(src / "song.wav", x.T, RATE)
+    sf.write(src / "song.flac", x.T, RATE)
+    s = upscale_library(src, tmp_path / "dest", Config())
+    assert len(s.done) == 1 and len(s.failed) == 1 and "same output song.flac" in s.failed[0][1]
+
+
+def _png(path: Path) -> bytes:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=c=red:s=2x2", "-frames:v", "1", str(path)],
+                   check=True)
+    return path.read_bytes()
+
+
+def test_tags_and_art_carried_from_flac_mp3_ogg(tmp_path):
+    from mutagen.flac import FLAC, Picture
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    png = _png(tmp_path / "c.png")
+    x = tone(440, RATE, RATE, amp=0.3)
+    sf.write(src / "f.flac", x.T, RATE)
+    f = FLAC(src / "f.flac")
+    f.update({"title": "T1", "artist": "A", "album": "Al", "tracknumber": "3", "date": "2001",
+              "replaygain_track_gain": "-6.00 dB", "musicbrainz_trackid": "abc-123"})
+    pic = Picture()
+    pic.type, pic.mime, pic.data = 3, "image/png", png
+    f.add_picture(pic)
+    f.save()
+    meta = ["-metadata", "title=T2", "-metadata", "artist=B", "-metadata", "album=Al2", "-metadata", "track=5"]
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src / "f.flac"), "-i", str(tmp_path / "c.png"),
+                    "-map", "0:a", "-map", "1", "-c:v", "copy", "-disposition:v", "attached_pic", "-id3v2_version", "3",
+                    *meta, str(src / "m.mp3")], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src / "f.flac"), "-map", "0:a", *meta,
+                    str(src / "o.ogg")], check=True)
+    s = upscale_library(src, dest, Config())
+    assert not s.failed and len(s.done) == 3
+    out = FLAC(dest / "f.flac")
+    assert out["title"] == ["T1"] and out["tracknumber"] == ["3"] and out["musicbrainz_trackid"] == ["abc-123"]
+    assert out["replaygain_track_gain"] == ["-6.00 dB"] and out.pictures[0].data == png
+    assert "rtupscale" in out["rtupscale"][0]
+    mp3 = FLAC(dest / "m.flac")
+    assert mp3["title"] == ["T2"] and mp3["artist"] == ["B"] and mp3["tracknumber"][0].startswith("5")
+    assert mp3.pictures and mp3.pictures[0].data == png
+    assert FLAC(dest / "o.flac")["album"] == ["Al2"]
+
+
+def test_jobs_2_gives_the_same_files(tmp_path):
+    src = tmp_path / "src"
+    _tree(src)
+    one = upscale_library(src, tmp_path / "d1", Config())
+    two = upscale_library(src, tmp_path / "d2", Config(), jobs=2)
+    assert sorted(one.done) == sorted(two.done) and [p for p, _ in two.failed] == [p for p, _ in one.failed]
+    for p in (tmp_path / "d1").rglob("*.flac"):
+        assert np.array_equal(sf.read(p)[0], sf.read(tmp_path / "d2" / p.relative_to(tmp_path / "d1"))[0])
+
+
+def test_m4a_aac_decodes_aligned_and_keeps_tags(tmp_path):
+    from mutagen.flac import FLAC
+
+    from rtupscale.library import decode_with_pyav
+
+    src = tmp_path / "src"
+    src.mkdir()
+    sf.write(tmp_path / "x.wav", tone(440, RATE, RATE, amp=0.3).T, RATE)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(tmp_path / "x.wav"), "-c:a", "aac", "-b:a", "192k",
+                    "-metadata", "title=M", str(src / "a.m4a")], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src / "a.m4a"), "-c:a", "pcm_f32le", str(tmp_path / "ref.wav")],
+                   check=True)
+    decode_with_pyav(src / "a.m4a", tmp_path / "dec.wav")
+    ref, dec = sf.read(tmp_path / "ref.wav")[0], sf.read(tmp_path / "dec.wav")[0]
+    x = sf.read(tmp_path / "x.wav")[0]
+    assert dec.shape == x.shape  # delay and trailing padding both removed
+    assert np.max(np.abs(ref[:len(dec)] - dec)) < 1e-6
+    lags = [np.dot(dec[1000:40000, 0], x[1000 + k:40000 + k, 0]) for k in range(-5, 6)]
+    assert int(np.argmax(lags)) - 5 == 0  # encoder delay removed: aligned with the source
+    s = upscale_library(src, tmp_path / "dest", Config())
+    assert not s.failed and FLAC(tmp_path / "dest" / "a.flac")["title"] == ["M"]
+
+
+def test_jobs_out_of_range_is_a_user_error(tmp_path, capsys):
+    from rtupscale import cli
+
+    (tmp_path / "src").mkdir()
+    assert cli.main(["upscale", str(tmp_path / "src"), str(tmp_path / "out"), "--jobs", "0"]) == cli.EXIT_USER
+    assert "--jobs must be in 1..256, got 0" in capsys.readouterr().err
