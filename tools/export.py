@@ -36,7 +36,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from tools.model import FACTOR, HOP, Restorer, build_model, count_parameters, load_weights
+from tools.model import FACTOR, HOP, CutoffRestorer, Restorer, build_model, count_parameters, load_weights
 
 IR_VERSION = 10
 OPSET = 17
@@ -49,7 +49,7 @@ class ExportError(RuntimeError):
     """The exported model does not match PyTorch or the contract."""
 
 
-RULES = ("hold_ms", "cliff_db", "cliff_gate")  # a cutoff model's weightless gating rules
+RULES = ("hold_ms", "cliff_db", "cliff_gate", "high_cutoff_hz")  # a cutoff model's weightless gating rules
 
 
 def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> tuple[Restorer, dict]:
@@ -68,7 +68,8 @@ def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> 
     config = {**config, **(rules or {})}
     model = build_model(config.get("arch", "gru"), config.get("hidden", 192), config.get("layers", 2),
                         config.get("hop", HOP), config.get("hold_ms", 0.0), config.get("over", True),
-                        config.get("cliff_db", 0.0), bool(config.get("cliff_gate", False)))
+                        config.get("cliff_db", 0.0), bool(config.get("cliff_gate", False)),
+                        config.get("high_cutoff_hz", CutoffRestorer.HIGH_CUTOFF_HZ))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
@@ -262,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cliff-db", type=float, default=None, help="override a cutoff model's cliff rule (dB; 0: off)")
     parser.add_argument("--cliff-gate", type=int, choices=(0, 1), default=None,
                         help="override whether a cutoff model's hold fills only under a cliff seen in the hold")
+    parser.add_argument("--high-cutoff-hz", type=float, default=None,
+                        help="override the frequency a cutoff model's empty top band must reach down to "
+                        "before anything is filled (Hz at 44.1 kHz)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     name = args.name or Path(args.output).stem
@@ -275,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         gating = (f"fills bins empty for {model.hold_ms:g} ms" if model.hold > 1 else "fills empty bins") + (
             " under a cliff seen in that time" if model.cliff_gate else "") + (
             f" or above a {model.cliff_db:g} dB cliff" if model.cliff_db else "") + (
-            "" if model.over else ", writes nothing over content")
+            "" if model.over else ", writes nothing over content") + (
+            f", only under a cut-off below {model.high_cutoff_hz / 1000:g} kHz")
         design = (f"cut-off-aware STFT-domain spectral folding ({gating}), finite memory "
                   f"({count_parameters(model)} parameters, hidden {model.hidden}, hop {model.hop})")
         data = "real recordings (game soundtracks, band stems, drum kits, organ, speech) and synthetic audio"

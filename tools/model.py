@@ -266,9 +266,9 @@ class CutoffRestorer(nn.Module):
        decision: training teaches it to add nothing over lossless input and to add where a
        codec left its top band too weak (Opus and AAC fill it with folded noise).
        The fill gains act only in frames whose empty top band reaches down to
-       ``HIGH_CUTOFF_HZ`` (the least empty bin from there up decides): a cut-off above it
-       is where lossless masters and 320 kbps MP3 end alike, and the input alone cannot
-       tell which, so nothing is filled there.
+       ``high_cutoff_hz`` (default ``HIGH_CUTOFF_HZ``; the least empty bin from there up
+       decides): a cut-off above it is where lossless masters, 320 kbps MP3 and high-rate
+       Vorbis end alike, and the input alone cannot tell which, so nothing is filled there.
        With ``hold_ms`` > 0 (rtupscale-restore-v3 uses 300 ms), a bin is filled only once it
        has been empty in every frame of the last ``hold_ms``: a running maximum of
        ``1 - mask`` over ``hold`` frames (one MaxPool over the frames of the block and the
@@ -293,7 +293,7 @@ class CutoffRestorer(nn.Module):
 
     arch = "cutoff"
     ABS_FLOOR_DB = -72.0  # 11 dB over 16-bit rounding noise in a Blackman-Harris bin (-83 dB)
-    HIGH_CUTOFF_HZ = 19500.0  # at 44.1 kHz; the same bin at every rate and hop
+    HIGH_CUTOFF_HZ = 19500.0  # the default high_cutoff_hz, at 44.1 kHz; the same bin at every rate and hop
     REL_RANGE_DB = 80.0
     MASK_WIDTH_DB = 3.0
     # Content counts for the hold from this far over the threshold: at 0 dB, a bin that
@@ -307,7 +307,7 @@ class CutoffRestorer(nn.Module):
     CLIFF_WIDTH_DB = 1.5
 
     def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True,
-                 cliff_db: float = 0.0, cliff_gate: bool = False):
+                 cliff_db: float = 0.0, cliff_gate: bool = False, high_cutoff_hz: float = HIGH_CUTOFF_HZ):
         super().__init__()
         if hidden < 8:
             raise ValueError(f"hidden must be >= 8, got {hidden}")
@@ -317,6 +317,8 @@ class CutoffRestorer(nn.Module):
             raise ValueError(f"cliff_db must be 0 (off) or in 6..60, got {cliff_db}")
         if cliff_gate and not (cliff_db > 0 and hold_ms > 0):
             raise ValueError("cliff_gate needs a hold (hold_ms > 0) and a cliff (cliff_db > 0)")
+        if not 16000.0 <= high_cutoff_hz <= 21000.0:
+            raise ValueError(f"high_cutoff_hz must be in 16000..21000 (Hz at 44.1 kHz), got {high_cutoff_hz}")
         geo = Geometry(hop)
         # Frames (at 44.1 kHz) a band bin must have been empty for before it is filled.
         self.hold = int(round(hold_ms * 1e-3 * 44100 / hop))
@@ -344,7 +346,8 @@ class CutoffRestorer(nn.Module):
         # from_up[j, k] = 1 for j >= k: x @ from_up sums x over the bins from k up.
         self.register_buffer("from_up", torch.tensor(np.tril(np.ones((ext, ext))), dtype=torch.float32),
                              persistent=False)
-        self.high_bin = int(round(self.HIGH_CUTOFF_HZ / 44100 * geo.window)) - geo.band_start  # in the band
+        self.high_cutoff_hz = high_cutoff_hz
+        self.high_bin = int(round(high_cutoff_hz / 44100 * geo.window)) - geo.band_start  # in the band
         self.n_features = geo.n_bins + 1 + geo.n_band
         self.inp = nn.Linear(self.n_features, hidden)
         self.mixes = nn.ModuleList(CausalMix(hidden, self.K, d) for d in self.DILATIONS)
@@ -495,14 +498,15 @@ class CutoffRestorer(nn.Module):
 
 
 def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int = HOP,
-                hold_ms: float = 0.0, over: bool = True, cliff_db: float = 0.0, cliff_gate: bool = False) -> nn.Module:
+                hold_ms: float = 0.0, over: bool = True, cliff_db: float = 0.0, cliff_gate: bool = False,
+                high_cutoff_hz: float = CutoffRestorer.HIGH_CUTOFF_HZ) -> nn.Module:
     """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only,
-    ``hold_ms``, ``over``, ``cliff_db`` and ``cliff_gate`` to ``cutoff`` only (see
+    ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate`` and ``high_cutoff_hz`` to ``cutoff`` only (see
     :class:`CutoffRestorer`)."""
     if arch == "gru":
         return Restorer(hidden, layers, hop)
     if arch == "cutoff":
-        return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate)
+        return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate, high_cutoff_hz)
     raise ValueError(f"unknown arch {arch!r}; allowed: {ARCHS}")
 
 

@@ -37,7 +37,7 @@ import torch
 from rtupscale.dsp import metrics
 from tools.codecs import CODECS
 from tools.realdata import FULL_BAND_HZ
-from tools.model import ARCHS, HOP, HOPS, Restorer, build_model, count_parameters, load_rehopped, load_weights, load_widened
+from tools.model import ARCHS, HOP, HOPS, CutoffRestorer, Restorer, build_model, count_parameters, load_rehopped, load_weights, load_widened
 
 LOSSLESS = "lossless"
 SEGMENT_FRAMES = 16384  # training segment, samples (a multiple of every hop)
@@ -308,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cliff-gate", action="store_true",
                         help="cutoff arch: the hold fills a bin only under a cliff seen within the hold (needs "
                         "--hold-ms and --cliff-db): a codec's low-pass shows one, a quiet top does not")
+    parser.add_argument("--high-cutoff-hz", type=float, default=CutoffRestorer.HIGH_CUTOFF_HZ,
+                        help="cutoff arch: fill only frames whose empty top band reaches down to this frequency "
+                        "(Hz at 44.1 kHz); a cut-off above it is where lossless and high-rate codecs end alike")
     parser.add_argument("--no-over", action="store_true",
                         help="cutoff arch: no gains over content the input has (writes only where it is empty)")
     parser.add_argument("--boost", action="append", default=[], metavar="VARIANT=W",
@@ -365,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--carry-prob applies to --arch gru only (a cutoff model's memory is finite)")
     try:  # the model checks its own options (hold_ms, cliff_db, cliff_gate, hidden)
         model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over,
-                            args.cliff_db, args.cliff_gate).to(device)
+                            args.cliff_db, args.cliff_gate, args.high_cutoff_hz).to(device)
     except ValueError as e:
         parser.error(str(e))
     run = Path(args.run)

@@ -261,6 +261,24 @@ def test_the_cliff_gate_fills_a_codec_cutoff_but_not_a_top_that_is_quiet_for_lon
     assert _band_energy(added["hold", "quiet"], 17500, 21000) > 1e-4 * ref_quiet  # the test can fail
 
 
+def test_a_cutoff_above_high_cutoff_hz_is_left_alone():
+    """The fill acts only where the empty top reaches down to ``high_cutoff_hz``: a cut-off at
+    19 kHz is filled under the default 19.5 kHz and left as it is under 18.5 kHz."""
+    full = _noise(128 * 300, seed=5)
+    cut = _lowpass(full, 19000)
+    skip = 4 * 128
+    added = {}
+    for top in (CutoffRestorer.HIGH_CUTOFF_HZ, 18500.0):
+        model = _open(CutoffRestorer(hidden=24, high_cutoff_hz=top), over=0.0)
+        with torch.no_grad():
+            added[top] = (train.run_offline(model, cut) - cut).numpy()[:, skip:]
+    ref = _band_energy(full.numpy()[:, skip:], 19500, 21000)
+    assert _band_energy(added[CutoffRestorer.HIGH_CUTOFF_HZ], 19500, 21000) > 1e-3 * ref  # the test can fail
+    assert _band_energy(added[18500.0], 15000, 22050) < 1e-12 * ref
+    with pytest.raises(ValueError, match="high_cutoff_hz must be in 16000..21000"):
+        CutoffRestorer(hidden=24, high_cutoff_hz=22050.0)
+
+
 def test_the_cliff_options_are_checked():
     with pytest.raises(ValueError, match="cliff_db"):
         CutoffRestorer(hidden=24, cliff_db=3.0)

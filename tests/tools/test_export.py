@@ -110,3 +110,25 @@ def test_fp16_weights_halve_the_file_and_still_pass_parity(tmp_path):
     assert "Cast" not in {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
     with pytest.raises(export.ExportError, match="large enough"):
         export.export_onnx(_tiny_trained(steps=1), tmp_path / "small.onnx", "t", "t", fp16_weights=True)
+
+
+def test_a_checkpoint_is_loaded_under_other_gating_rules(tmp_path):
+    """The gating rules have no weights: ``load_checkpoint`` builds the same weights under the
+    rules asked for, and refuses rules it does not know or a GRU checkpoint."""
+    from tools.model import build_model
+
+    model = build_model("cutoff", hidden=16, hop=HOP, hold_ms=300.0, over=False)
+    config = {"arch": "cutoff", "hidden": 16, "layers": 2, "hop": HOP, "hold_ms": 300.0, "over": False}
+    path = tmp_path / "c.pt"
+    torch.save({"model": model.state_dict(), "step": 7, "config": config}, path)
+    loaded, cfg = export.load_checkpoint(path, {"cliff_db": 24.0, "high_cutoff_hz": 18500.0})
+    assert (loaded.cliff_db, loaded.high_cutoff_hz, loaded.hold_ms, cfg["step"]) == (24.0, 18500.0, 300.0, 7)
+    assert loaded.high_bin < model.high_bin
+    for name, p in model.state_dict().items():
+        assert torch.equal(p, loaded.state_dict()[name])
+    with pytest.raises(ValueError, match="allowed are"):
+        export.load_checkpoint(path, {"hop_ms": 1.0})
+    gru = tmp_path / "g.pt"
+    torch.save({"model": Restorer(hidden=16).state_dict(), "config": {"arch": "gru", "hidden": 16}}, gru)
+    with pytest.raises(ValueError, match="cutoff checkpoints only"):
+        export.load_checkpoint(gru, {"cliff_db": 24.0})

@@ -228,7 +228,8 @@ def test_boost_draws_a_variant_more_often_and_bad_boosts_are_refused(tiny_data, 
 def test_bad_gating_options_are_refused_before_a_run_folder_is_made(tmp_path, capsys):
     for extra, words in ((["--cliff-db", "3"], "cliff_db must be 0 (off) or in 6..60"),
                          (["--cliff-db", "30", "--cliff-gate"], "cliff_gate needs a hold"),
-                         (["--hold-ms", "900"], "hold_ms must be in 0..400")):
+                         (["--hold-ms", "900"], "hold_ms must be in 0..400"),
+                         (["--high-cutoff-hz", "12000"], "high_cutoff_hz must be in 16000..21000")):
         run = tmp_path / "run"
         with pytest.raises(SystemExit) as e:
             train.main(["--data", str(tmp_path), "--run", str(run), "--arch", "cutoff", *extra])
