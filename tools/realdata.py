@@ -19,8 +19,10 @@ what it was cut from, and training scores a clip's high band only below it.
 
 The split is by source, never by excerpt: every track (a song's stems together, a drum kit,
 an organ rank, a speaker's language folder) belongs to one split (:func:`assign_splits`).
-Validation and test take only full-band groups (cut-off >= ``FULL_BAND_HZ``), so that their
-high band is a real reference.
+Validation and test take only full-band groups (cut-off >= ``FULL_BAND_HZ``), and only
+clips that keep their top in nearly every frame (:func:`frame_cutoffs`: a Vorbis encoder
+lowers its low-pass in quiet frames, which the long-term spectrum does not show), so that
+their high band is a real reference.
 
 Shapes: audio is ``[2, frames]`` float32, full scale 1.0; rates in Hz.
 """
@@ -49,6 +51,10 @@ SAMPLE_RATES = (44100, 48000)
 FULL_BAND_HZ = 19500.0  # a group is a real high-band reference at or above this cut-off
 CLIFF_DB = 15.0  # a codec's low-pass shows as a drop of at least this much
 CUTOFF_MIN_HZ = 10000.0
+# A held-out clip keeps its top up to FRAME_FULL_HZ in this share of its active frames.
+FRAME_FULL_HZ = 18000.0
+FRAME_FULL_SHARE = 0.9
+ACTIVE_DB = 50.0  # frames within this much of the loudest frame's power count
 
 _WESNOTH = "/usr/share/games/wesnoth/1.16/data/core/music"
 _UFOAI = "/usr/share/games/ufoai/base/0music.pk3"
@@ -191,6 +197,45 @@ def measure_cutoff(x: np.ndarray, sr: int) -> float:
     while k < len(db) - 1 and db[k] > below - best_drop / 2:
         k += 1
     return float(freqs[k])
+
+
+def frame_cutoffs(x: np.ndarray, sr: int, n_fft: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame (``n_fft`` samples, half overlap, 4-term Blackman-Harris window), the
+    codec's low-pass by the test of :func:`measure_cutoff` on that frame's own spectrum (a
+    drop of at least ``CLIFF_DB`` between the 600 Hz under a bin and the 600 Hz over it, with
+    nothing above coming back within 10 dB of the level under; ``sr / 2`` where there is
+    none), and which frames are active (within ``ACTIVE_DB`` of the loudest).
+    Returns ``(cutoff_hz [frames], active [frames] bool)``."""
+    mono = np.asarray(x, np.float64).reshape(-1, x.shape[-1]).mean(axis=0)
+    hop = n_fft // 2
+    n = (len(mono) - n_fft) // hop + 1
+    if n < 1:
+        raise ValueError(f"need at least {n_fft} samples to measure a spectrum, got {len(mono)}")
+    t = 2 * np.pi * np.arange(n_fft) / n_fft
+    window = 0.35875 - 0.48829 * np.cos(t) + 0.14128 * np.cos(2 * t) - 0.01168 * np.cos(3 * t)
+    idx = np.arange(n_fft)[None, :] + hop * np.arange(n)[:, None]
+    p = np.abs(np.fft.rfft(mono[idx] * window, axis=1)) ** 2
+    total = p.sum(axis=1)
+    active = total >= total.max() * 10 ** (-ACTIVE_DB / 10)
+    db = 10 * np.log10(p + 1e-20)
+    freqs = np.fft.rfftfreq(n_fft, 1 / sr)
+    w = max(2, int(round(600 / freqs[1])))
+    csum = np.concatenate([np.zeros((n, 1)), np.cumsum(db, axis=1)], axis=1)
+    ks = np.arange(max(w, int(CUTOFF_MIN_HZ / freqs[1])), db.shape[1] - w)
+    below = (csum[:, ks] - csum[:, ks - w]) / w
+    above = (csum[:, ks + w] - csum[:, ks]) / w
+    top = np.maximum.accumulate(db[:, ::-1], axis=1)[:, ::-1][:, ks]  # the loudest bin from k up
+    drop = np.where(top < below - 10, below - above, 0.0)
+    best = drop.argmax(axis=1)
+    cliff = drop[np.arange(n), best] >= CLIFF_DB
+    return np.where(cliff, freqs[ks[best]], sr / 2), active
+
+
+def full_band_share(x: np.ndarray, sr: int, hz: float = FRAME_FULL_HZ) -> float:
+    """The share of ``x``'s active frames whose own low-pass (:func:`frame_cutoffs`) lies at or
+    above ``hz``."""
+    cutoffs, active = frame_cutoffs(x, sr)
+    return float((cutoffs[active] >= hz).mean()) if active.any() else 1.0
 
 
 def _catalog_entry(track: Track) -> dict:
@@ -376,7 +421,7 @@ def normalize_peak(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (x * (10 ** (rng.uniform(-6.0, -1.0) / 20) / peak)).astype(np.float32)
 
 
-HELD_OUT_TRIES = 8
+HELD_OUT_TRIES = 16
 
 
 def render_clip(catalog: dict, kind: str, split: str, rng: np.random.Generator, sr: int | None,
@@ -385,14 +430,20 @@ def render_clip(catalog: dict, kind: str, split: str, rng: np.random.Generator, 
     the clip itself measured: ``cutoff_hz`` is the lower of its parts' and its own (an
     excerpt of a full-band track can still be cut lower, where its encoder lowered the
     low-pass). A held-out clip is drawn again, up to ``HELD_OUT_TRIES`` times, until it is
-    full band (>= ``FULL_BAND_HZ``), so that its high band is a real reference."""
+    full band (>= ``FULL_BAND_HZ``) and keeps its top to ``FRAME_FULL_HZ`` in
+    ``FRAME_FULL_SHARE`` of its frames, so that its high band is a real reference; its
+    ``full_band_share`` is recorded (None for a training clip)."""
     for _ in range(HELD_OUT_TRIES if split != "train" else 1):
         x, info = _render_clip(catalog, kind, split, rng, sr, seconds)
         own = measure_cutoff(x, info["sample_rate"])
         parts = np.inf if info["cutoff_hz"] is None else info["cutoff_hz"]
         cutoff = min(parts, own) if own < info["sample_rate"] / 2 else parts
         info["cutoff_hz"] = None if not np.isfinite(cutoff) else float(cutoff)
-        if split == "train" or cutoff >= FULL_BAND_HZ:
+        if split == "train":
+            info["full_band_share"] = None
+            break
+        info["full_band_share"] = full_band_share(x, info["sample_rate"])
+        if cutoff >= FULL_BAND_HZ and info["full_band_share"] >= FRAME_FULL_SHARE:
             break
     return x, info
 

@@ -53,6 +53,29 @@ def test_mp3_128_is_found_where_lame_puts_its_lowpass():
     assert 15500 < cutoff < 17500, cutoff
 
 
+def test_frames_whose_encoder_lowered_its_lowpass_are_found_where_the_long_term_spectrum_misses_them():
+    """A Vorbis-like source: loud full-band passages and quieter ones cut at 16.5 kHz. The
+    long-term spectrum (the louder half of the frames) says full band; the per-frame test
+    finds the quiet half cut, and its share of frames kept to 18 kHz says so."""
+    sr = 44100
+    x = _music_like(sr, 8.0, seed=4)
+    sos = scipy.signal.ellip(12, 0.1, 90, 16500 / (sr / 2), output="sos")
+    cut = scipy.signal.sosfiltfilt(sos, x, axis=1) * 0.3
+    half = x.shape[1] // 2
+    y = np.concatenate([x[:, :half], cut[:, half:]], axis=1)
+    assert realdata.measure_cutoff(y, sr) == sr / 2
+    cutoffs, active = realdata.frame_cutoffs(y, sr)
+    assert active.all()
+    n = len(cutoffs)
+    assert np.all(cutoffs[: n // 2 - 1] == sr / 2)
+    assert np.all(np.abs(cutoffs[n // 2 + 1:] - 16500) < 300), cutoffs[n // 2 + 1:]
+    assert 0.4 < realdata.full_band_share(y, sr) < 0.6
+    assert realdata.full_band_share(x, sr) == 1.0
+    # A gentle natural roll-off is not a cut in any frame either.
+    gentle = scipy.signal.sosfilt(scipy.signal.butter(2, 12000 / (sr / 2), output="sos"), x, axis=1)
+    assert realdata.full_band_share(gentle, sr) == 1.0
+
+
 def _entries():
     rows = []
     for i in range(10):
