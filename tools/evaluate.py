@@ -49,6 +49,7 @@ from tqdm import tqdm
 from rtupscale import FACTOR
 from rtupscale.config import parse_config
 from rtupscale.dsp import metrics
+from tools import realdata
 from tools.baselines import adaptive_exciter, folding_exciter
 
 CONDITIONS = ("mp3_96", "mp3_128", "mp3_192", "mp3_320", "mp3_v2", "aac_128", "opus_96", "lossless")
@@ -60,12 +61,27 @@ REAL_PREFIX = "real_"
 SPLITS = ("test", "val")
 
 
+def is_reference(meta: dict) -> bool:
+    """Whether a held-out clip's high band is a real reference: a real clip whose builder
+    recorded a cut-off under ``FULL_BAND_HZ`` or a share of frames kept to ``FRAME_FULL_HZ``
+    under ``FRAME_FULL_SHARE`` (``tools.realdata``: no redraw found a full-band excerpt) is
+    not, since its own top is empty where a restorer rightly fills."""
+    cutoff, share = meta.get("cutoff_hz"), meta.get("full_band_share")
+    return not ((cutoff is not None and cutoff < realdata.FULL_BAND_HZ)
+                or (share is not None and share < realdata.FRAME_FULL_SHARE))
+
+
 def test_clips(data_dir: str | Path, max_clips: int | None = None, split: str = "test") -> list[dict]:
-    """The clips of a held-out split (``test``, or ``val`` for tuning), sorted by id."""
+    """The clips of a held-out split (``test``, or ``val`` for tuning) that are references
+    (:func:`is_reference`; the others are named on stderr), sorted by id."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     metas = [json.loads(p.read_text()) for p in sorted((Path(data_dir) / "clips").glob("*/meta.json"))]
     metas = [m for m in metas if m["split"] == split]
+    left = [m["id"] for m in metas if not is_reference(m)]
+    if left:
+        print(f"left out (their own top is cut, see tools.realdata): {', '.join(left)}", file=sys.stderr)
+    metas = [m for m in metas if is_reference(m)]
     if not metas:
         raise ValueError(f"no {split} clips under {data_dir}/clips")
     return metas[:max_clips] if max_clips else metas

@@ -66,6 +66,15 @@ def test_the_split_is_chosen_among_the_held_out_ones(tmp_path, capsys):
     assert [m["id"] for m in evaluate.test_clips(tmp_path)] == ["c2"]
     with pytest.raises(ValueError, match="test"):
         evaluate.test_clips(tmp_path, split="train")  # never score on what was trained on
+    # A held-out clip whose own top is cut in too many frames, or below 19.5 kHz, is no reference.
+    for i, meta in enumerate([{"full_band_share": 0.5}, {"cutoff_hz": 17000.0},
+                              {"full_band_share": 0.95, "cutoff_hz": 20000.0}], start=4):
+        d = tmp_path / "clips" / f"c{i}"
+        d.mkdir(parents=True)
+        (d / "meta.json").write_text(json.dumps({"id": f"c{i}", "split": "test", **meta}))
+    capsys.readouterr()
+    assert [m["id"] for m in evaluate.test_clips(tmp_path)] == ["c2", "c6"]
+    assert "left out (their own top is cut, see tools.realdata): c4, c5" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate.main(["--model", "m.onnx", "--split", "train"])
     assert "invalid choice" in capsys.readouterr().err
