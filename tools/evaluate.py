@@ -71,15 +71,16 @@ def is_reference(meta: dict) -> bool:
                 or (share is not None and share < realdata.FRAME_FULL_SHARE))
 
 
-def test_clips(data_dir: str | Path, max_clips: int | None = None, split: str = "test") -> list[dict]:
+def test_clips(data_dir: str | Path, max_clips: int | None = None, split: str = "test",
+               name_left: bool = True) -> list[dict]:
     """The clips of a held-out split (``test``, or ``val`` for tuning) that are references
-    (:func:`is_reference`; the others are named on stderr), sorted by id."""
+    (:func:`is_reference`; with ``name_left``, the others are named on stderr), sorted by id."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     metas = [json.loads(p.read_text()) for p in sorted((Path(data_dir) / "clips").glob("*/meta.json"))]
     metas = [m for m in metas if m["split"] == split]
     left = [m["id"] for m in metas if not is_reference(m)]
-    if left:
+    if left and name_left:
         print(f"left out (their own top is cut, see tools.realdata): {', '.join(left)}", file=sys.stderr)
     metas = [m for m in metas if is_reference(m)]
     if not metas:
@@ -189,7 +190,7 @@ def evaluate(model_path: str, data_dir: str, max_clips: int | None, seconds: flo
     guard's counts. ``compare``: more models to score, by name."""
     models = {"model": model_path, **(compare or {})}
     systems = (*SYSTEMS, *(compare or {}))
-    clips = test_clips(data_dir, max_clips, split)
+    clips = test_clips(data_dir, max_clips, split, name_left=False)
     jobs = [(m, data_dir, models, seconds, conditions, keep is not None and m["id"] in keep) for m in clips]
     rows: list[dict] = []
     guarded: dict[str, int] = {}
