@@ -36,7 +36,7 @@ import torch
 
 from rtupscale.dsp import metrics
 from tools.codecs import CODECS
-from tools.realdata import FULL_BAND_HZ
+from tools.realdata import CLIFF_DB, CUTOFF_MIN_HZ, FULL_BAND_HZ
 from tools.model import ARCHS, HOP, HOPS, CutoffRestorer, Restorer, build_model, count_parameters, load_rehopped, load_weights, load_widened
 
 LOSSLESS = "lossless"
@@ -144,25 +144,59 @@ def _log_power(x: torch.Tensor, n_fft: int) -> torch.Tensor:
     return torch.log10(spec.real**2 + spec.imag**2 + 1e-13 * n_fft)  # [B, bins, frames]
 
 
+def frame_cut_hz(log_power: torch.Tensor, freqs: torch.Tensor, sr: int) -> torch.Tensor:
+    """Per frame of a reference's ``log_power`` (log10, ``[B, bins, frames]``), where its own
+    top is cut: ``tools.realdata.measure_cutoff``'s cliff test on each frame (a drop of
+    ``CLIFF_DB`` or more between the 600 Hz under a bin and the 600 Hz over it, from
+    ``CUTOFF_MIN_HZ`` up, with nothing above coming back within 10 dB of the level under),
+    ``sr / 2`` where there is none. ``[B, frames]``, Hz."""
+    b, n_bins, n_frames = log_power.shape
+    w = max(2, int(round(600.0 / float(freqs[1]))))
+    ks = torch.arange(max(w, int(CUTOFF_MIN_HZ / float(freqs[1]))), n_bins - w, device=log_power.device)
+    csum = torch.cat([log_power.new_zeros(b, 1, n_frames), log_power.cumsum(dim=1)], dim=1)
+    below = (csum[:, ks] - csum[:, ks - w]) / w
+    above = (csum[:, ks + w] - csum[:, ks]) / w
+    top = torch.flip(torch.cummax(torch.flip(log_power, [1]), dim=1).values, [1])[:, ks]
+    drop = torch.where(top < below - 1.0, below - above, torch.zeros_like(below))  # log10: 10 dB = 1
+    value, best = drop.max(dim=1)  # [B, frames]
+    return torch.where(value >= CLIFF_DB / 10.0, freqs[ks][best], torch.full_like(value, sr / 2))
+
+
 def band_lsd(est: torch.Tensor, ref: torch.Tensor, sr: int, n_fft: int, lo_hz: float, hi_hz: float,
-             top_hz: torch.Tensor | None = None) -> torch.Tensor:
+             top_hz: torch.Tensor | None = None, own_cut: bool = False) -> torch.Tensor:
     """Differentiable LSD on the bins in ``[lo_hz, hi_hz)``: mean over frames of the RMS log10
-    power error. With ``top_hz [B]``, item b's band also stops at ``top_hz[b]``; items left
-    with fewer than two bins do not count (zero when none is left)."""
+    power error. With ``top_hz [B]``, item b's band also stops at ``top_hz[b]``; with
+    ``own_cut``, each frame's band also stops where the reference's own top is cut in that
+    frame (:func:`frame_cut_hz`: a Vorbis source lowers its low-pass in quiet frames, and
+    what it dropped there is no target). Frames left with fewer than two bins do not count
+    (zero when none is left)."""
     freqs = torch.fft.rfftfreq(n_fft, 1.0 / sr, device=est.device)
     mask = (freqs >= lo_hz) & (freqs < hi_hz)
     with torch.no_grad():
-        ref_lp = _log_power(ref, n_fft)[:, mask, :]
+        ref_full = _log_power(ref, n_fft)
+        ref_lp = ref_full[:, mask, :]
     diff = _log_power(est, n_fft)[:, mask, :] - ref_lp
-    if top_hz is None:
+    if top_hz is None and not own_cut:
         return torch.sqrt(diff.pow(2).mean(dim=1) + 1e-5).mean()
-    w = (freqs[mask][None, :] < top_hz.to(est.device)[:, None]).to(est.dtype)  # [B, bins]
-    count = w.sum(dim=1)
-    use = count >= 2
+    if not own_cut:
+        w = (freqs[mask][None, :] < top_hz.to(est.device)[:, None]).to(est.dtype)  # [B, bins]
+        count = w.sum(dim=1)
+        use = count >= 2
+        if not bool(use.any()):
+            return est.sum() * 0.0
+        per_frame = torch.sqrt((diff.pow(2) * w[:, :, None]).sum(dim=1) / count.clamp(min=1)[:, None] + 1e-5)
+        return per_frame.mean(dim=1)[use].mean()
+    with torch.no_grad():
+        cut = frame_cut_hz(ref_full, freqs, sr)[:, None, :]  # [B, 1, frames]
+        if top_hz is not None:
+            cut = torch.minimum(cut, top_hz.to(est.device)[:, None, None])
+        w = (freqs[mask][None, :, None] < cut).to(est.dtype)  # [B, bins, frames]
+        count = w.sum(dim=1)  # [B, frames]
+        use = count >= 2
     if not bool(use.any()):
         return est.sum() * 0.0
-    per_frame = torch.sqrt((diff.pow(2) * w[:, :, None]).sum(dim=1) / count.clamp(min=1)[:, None] + 1e-5)
-    return per_frame.mean(dim=1)[use].mean()
+    per_frame = torch.sqrt((diff.pow(2) * w).sum(dim=1) / count.clamp(min=1) + 1e-5)
+    return per_frame[use].mean()
 
 
 RESOLUTIONS = (512, 1024, 2048)
@@ -171,8 +205,10 @@ EDGE_LO_HZ = 14000.0
 
 
 def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int, x: torch.Tensor | None = None,
-            edge_weight: float = 0.0, top_hz: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """Returns ``(total, {term: value})``; see the module docstring.
+            edge_weight: float = 0.0, top_hz: torch.Tensor | None = None,
+            own_cut: bool = False) -> tuple[torch.Tensor, dict]:
+    """Returns ``(total, {term: value})``; see the module docstring. ``top_hz`` and
+    ``own_cut``: see :func:`band_lsd`.
 
     With ``edge_weight`` > 0 and the input ``x``: plus ``edge_weight`` x the LSD between the
     output and the *input* on 14-15 kHz, the top of the evaluation's LF band. The model
@@ -182,8 +218,9 @@ def loss_fn(est: torch.Tensor, ref: torch.Tensor, sr: int, x: torch.Tensor | Non
     the model's to fill).
     """
     top = metrics.TOP_FRACTION * sr / 2
-    hf = sum(band_lsd(est, ref, sr, n, metrics.HF_EDGE_HZ, top, top_hz) for n in RESOLUTIONS) / len(RESOLUTIONS)
-    mid = sum(band_lsd(est, ref, sr, n, MID_EDGE_HZ, metrics.HF_EDGE_HZ, top_hz)
+    hf = sum(band_lsd(est, ref, sr, n, metrics.HF_EDGE_HZ, top, top_hz, own_cut)
+             for n in RESOLUTIONS) / len(RESOLUTIONS)
+    mid = sum(band_lsd(est, ref, sr, n, MID_EDGE_HZ, metrics.HF_EDGE_HZ, top_hz, own_cut)
               for n in RESOLUTIONS) / len(RESOLUTIONS)
     total = hf + mid
     terms = {"hf": float(hf.detach()), "mid": float(mid.detach())}
@@ -325,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of batch items that are lossless (input = target)")
     parser.add_argument("--edge-weight", type=float, default=0.0,
                         help="weight of the 14-15 kHz leakage term (output against input; see loss_fn)")
+    parser.add_argument("--own-cut", action="store_true",
+                        help="score each frame only below where the reference's own top is cut in that frame "
+                        "(a Vorbis source lowers its low-pass in quiet frames; see band_lsd)")
     parser.add_argument("--init", default=None,
                         help="start from this checkpoint's weights (a fresh optimizer and schedule); "
                         "a narrower checkpoint with the same layers is widened to --hidden, computing the same "
@@ -442,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
                                   np.random.default_rng([args.seed, step, 1]))
         est, gru_end = run_offline(model, x, gru0, return_state=True)
         carry["prev"] = gru_end.detach() if args.carry_prob > 0 else None
-        loss, terms = loss_fn(est[:, warm:], y[:, warm:], sr, x[:, warm:], args.edge_weight, top_hz)
+        loss, terms = loss_fn(est[:, warm:], y[:, warm:], sr, x[:, warm:], args.edge_weight, top_hz, args.own_cut)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))

@@ -236,3 +236,56 @@ def test_bad_gating_options_are_refused_before_a_run_folder_is_made(tmp_path, ca
         assert e.value.code == 2
         assert words in capsys.readouterr().err
         assert not run.exists()
+
+
+def _cut_in_half_the_frames(sr=44100, seconds=2.0, cut=16500.0, seed=0):
+    """Noise whose second half a Vorbis-like encoder cut at ``cut`` (quieter there), with a
+    16-bit-like floor, and the same noise full band: ``(reference, full) [1, n]``."""
+    import numpy as np
+    import scipy.signal
+
+    rng = np.random.default_rng(seed)
+    n = int(sr * seconds)
+    x = rng.standard_normal(n) * 0.1
+    low = scipy.signal.sosfiltfilt(scipy.signal.ellip(12, 0.1, 90, cut / (sr / 2), output="sos"), x) * 0.3
+    ref = np.concatenate([x[: n // 2], low[n // 2:]]) + rng.standard_normal(n) * 1e-5
+    return torch.tensor(ref[None], dtype=torch.float32), torch.tensor(x[None], dtype=torch.float32)
+
+
+def test_frame_cut_finds_where_the_reference_itself_is_cut_and_nothing_in_a_gentle_rolloff():
+    import numpy as np
+    import scipy.signal
+
+    sr = 44100
+    ref, full = _cut_in_half_the_frames(sr)
+    for n_fft in train.RESOLUTIONS:
+        lp = train._log_power(ref, n_fft)
+        cut = train.frame_cut_hz(lp, torch.fft.rfftfreq(n_fft, 1 / sr), sr)[0].numpy()
+        m = len(cut)
+        assert np.all(cut[: m // 2 - 2] == sr / 2)
+        assert np.all(np.abs(cut[m // 2 + 2:] - 16500) < 700), cut[m // 2 + 2:]
+    gentle = scipy.signal.sosfilt(scipy.signal.butter(2, 12000 / (sr / 2), output="sos"), full.numpy()[0])
+    lp = train._log_power(torch.tensor(gentle[None], dtype=torch.float32), 1024)
+    # (The digital Butterworth's zero at Nyquist is a real cliff, over 21 kHz.)
+    assert torch.all(train.frame_cut_hz(lp, torch.fft.rfftfreq(1024, 1 / sr), sr) > 20800)
+
+
+def test_own_cut_does_not_score_what_the_reference_itself_dropped():
+    """An estimate that fills the band the reference's encoder cut in half its frames is
+    charged for it without ``own_cut`` and not with it; an estimate that leaves a band the
+    reference has empty is charged either way."""
+    sr = 44100
+    ref, full = _cut_in_half_the_frames(sr)
+    half = ref.shape[1] // 2
+    filled = torch.cat([ref[:, :half], ref[:, half:] + (full[:, half:] - torch.tensor(0.0)) * 0.05], dim=1)
+    kw = dict(sr=sr, n_fft=1024, lo_hz=16000.0, hi_hz=0.95 * sr / 2)
+    plain, own = (train.band_lsd(filled, ref, own_cut=o, **kw) for o in (False, True))
+    assert float(plain) > 0.5
+    assert float(own) < 0.1 * float(plain)
+    # Taking away the top where the reference has one is charged with own_cut too.
+    import scipy.signal
+
+    lowpassed = scipy.signal.sosfiltfilt(scipy.signal.ellip(12, 0.1, 90, 15000 / (sr / 2), output="sos"),
+                                         ref.numpy()[0])
+    missing = torch.tensor(lowpassed[None].copy(), dtype=torch.float32)
+    assert float(train.band_lsd(missing, ref, own_cut=True, **kw)) > 0.5
