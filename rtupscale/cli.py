@@ -91,13 +91,13 @@ def cmd_check_model(args) -> int:
 
 
 def cmd_upscale(args) -> int:
-    from rtupscale.fileio import check_output, upscale_file
+    from rtupscale.fileio import FILE_BLOCK, check_output, upscale_file
 
     config = load_config_or_exit(args.config)
     if Path(args.input).is_dir():
         return _upscale_library(args, config)
     check_output(Path(args.input), Path(args.output), args.bits, args.force)  # before the model loads
-    runner = load_runner(config, args.model, args.provider, args.block_size)
+    runner = load_runner(config, args.model, args.provider, args.block_size or FILE_BLOCK)
     result = upscale_file(
         args.input,
         args.output,
@@ -123,13 +123,15 @@ def _upscale_library(args, config) -> int:
     import functools
     import json
 
+    from rtupscale.fileio import FILE_BLOCK
+
     from rtupscale.library import upscale_library
 
     if args.jobs is not None and not 1 <= args.jobs <= 256:
         print(f"rtupscale upscale: --jobs must be in 1..256, got {args.jobs}", file=sys.stderr)
         return EXIT_USER
     jobs = args.jobs or os.cpu_count() or 1
-    loader = functools.partial(load_runner, config, args.model, args.provider, args.block_size)
+    loader = functools.partial(load_runner, config, args.model, args.provider, args.block_size or FILE_BLOCK)
     runner = loader() if jobs == 1 else None
     summary = upscale_library(args.input, args.output, config, runner=runner, fmt=args.format,
                               bits=args.bits, resample=args.resample, force=args.force,
@@ -195,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("output", help="output file, .flac or .wav")
     cfg(sp)
     sp.add_argument("--model", metavar="PATH", help="model file, or none (overrides model.path)")
-    sp.add_argument("--block-size", type=block_size_arg, metavar="N", help="input frames per block, 16..16384 (overrides latency.block_size)")
+    sp.add_argument("--block-size", type=block_size_arg, metavar="N", help="input frames per engine block, 16..16384 (default 16384: latency does not matter in a file)")
     sp.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="overrides model.provider")
     sp.add_argument("--bits", choices=["16", "24", "float"], default="24", help="output sample format (default 24; float only for .wav)")
     sp.add_argument("--resample", action="store_true", help="resample an input at a rate the model does not accept (soxr VHQ)")
