@@ -176,6 +176,8 @@ def cmd_install_service(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.file:
+        return _daemon("rtupscale.bench.bench_file_command")(args)
     return _daemon("rtupscale.bench.bench_command")(args)
 
 
@@ -244,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--block", action="append", type=int, metavar="N", help="repeatable (default: 64 128 256 512 1024)")
     sp.add_argument("--seconds", type=float, default=3.0, help="timed run per case (default 3 s)")
     sp.add_argument("--json", action="store_true", help="print one JSON list of records")
+    sp.add_argument("--file", metavar="AUDIO", help="instead: time file mode on AUDIO (one core) next to soxr's VHQ x4")
+    sp.add_argument("--repeat", type=int, choices=range(1, 21), default=3, metavar="N",
+                    help="with --file: runs per case, the median is reported (1..20, default 3)")
     cfg(sp)
     sp.set_defaults(func=cmd_bench)
     return p
