@@ -219,8 +219,11 @@ def upscale_file(
     resample: bool = False,
     progress: bool | None = None,
     force: bool = False,
+    label: str | None = None,
 ) -> UpscaleResult:
     """Upscale one file. ``runner`` is a loaded ModelRunner or None (bypass path only).
+    ``progress``: a bar on stderr (None: when stderr is a terminal); with ``label`` (a
+    file of a batch) the bar is named so, sits under the batch's bar and is removed at the end.
 
     NaN or infinite input samples are replaced by 0 (and counted in a warning); an input
     that ends before the length its header gives (a truncated MP3) is completed with
@@ -292,7 +295,8 @@ def upscale_file(
                 to_write = FACTOR * frames
                 block = np.zeros((channels, n), np.float32)
                 show = sys.stderr.isatty() if progress is None else progress
-                with tqdm(total=frames, unit="frame", unit_scale=True, disable=not show, desc=inp.name) as bar:
+                with tqdm(total=frames, unit="frame", unit_scale=True, disable=not show, desc=label or inp.name,
+                          position=1 if label else None, leave=label is None) as bar:
                     while to_write > 0:
                         while len(pending) < n and not eof:
                             chunk = _read_chunk(src, inp, src_read)
