@@ -24,7 +24,7 @@ class LibraryProgress:
         self._durations = durations
         self._files, self._done, self._failed = len(durations), 0, 0
         total_h = sum(durations.values()) / 3600
-        self._bar = tqdm(total=round(total_h, 4), unit="h", position=0, leave=True, dynamic_ncols=True,
+        self._bar = tqdm(total=total_h, unit="h", position=0, leave=True,
                          bar_format="{desc} {percentage:3.0f}%|{bar}| {n:.3f}/{total:.3f} h of audio "
                                     "[{elapsed}<{remaining}]{postfix}")
         self._refresh()
@@ -42,7 +42,7 @@ class LibraryProgress:
             self._failed += 1
         else:
             self._done += 1
-        self._bar.update(round(self._durations.get(path, 0.0) / 3600, 4))
+        self._bar.update(self._durations.get(path, 0.0) / 3600)
         self._refresh()
 
     def close(self) -> None:

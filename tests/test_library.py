@@ -147,3 +147,54 @@ def test_jobs_out_of_range_is_a_user_error(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     assert cli.main(["upscale", str(tmp_path / "src"), str(tmp_path / "out"), "--jobs", "0"]) == cli.EXIT_USER
     assert "--jobs must be in 1..256, got 0" in capsys.readouterr().err
+
+
+def _run_in_terminal(args: list[str]) -> tuple[int, str]:
+    """Run the CLI with stdout and stderr on a pseudo-terminal; (exit code, all it printed)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # rows, columns
+    proc = subprocess.Popen([sys.executable, "-m", "rtupscale.cli", *args], stdout=slave, stderr=slave,
+                            stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=300), b"".join(chunks).decode(errors="replace")
+
+
+def test_progress_bar_only_in_a_terminal_and_never_with_json(tmp_path):
+    src = tmp_path / "src"
+    _tree(src)
+    config = str(Path(__file__).parents[1] / "config.yaml")
+    base = ["upscale", str(src), "--model", "none", "--config", config, "--jobs", "1"]
+    code, shown = _run_in_terminal(base[:2] + [str(tmp_path / "d1")] + base[2:])
+    assert code == 1
+    assert "6/6 files, 1 failed" in shown and "h of audio" in shown
+    assert "one.wav" in shown  # the file's own bar, under the batch's
+    code, shown = _run_in_terminal(base[:2] + [str(tmp_path / "d2")] + base[2:] + ["--json"])
+    assert code == 1 and "/6 files" not in shown and json.loads(shown.strip().splitlines()[-1])["done"] == 5
+    r = subprocess.run([sys.executable, "-m", "rtupscale.cli", *base[:2], str(tmp_path / "d3"), *base[2:]],
+                       capture_output=True, text=True)
+    assert r.returncode == 1 and "/6 files" not in r.stderr and "5 done" in r.stderr
+
+
+def test_progress_counts_audio_hours_from_the_headers(tmp_path, capsys):
+    src = tmp_path / "src"
+    _tree(src)
+    upscale_library(src, tmp_path / "dest", Config(), progress=True)
+    err = capsys.readouterr().err
+    # five 2 s files have a length in their headers (bad.flac has none): 10 s = 0.003 h
+    assert "0.003/0.003 h of audio" in err and "6/6 files, 1 failed" in err
