@@ -42,7 +42,8 @@ class LibraryProgress:
             self._failed += 1
         else:
             self._done += 1
-        self._bar.update(self._durations.get(path, 0.0) / 3600)
+        hours = self._durations.get(path, 0.0) / 3600
+        self._bar.update(max(0.0, min(hours, self._bar.total - self._bar.n)))  # float sums may overshoot
         self._refresh()
 
     def close(self) -> None:
