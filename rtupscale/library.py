@@ -41,7 +41,22 @@ def decode_with_pyav(path: Path, wav: Path) -> None:
         [c.reshape(-1, channels).T for c in chunks], axis=1)  # planar [ch, n] or packed [1, n*ch]
     if length is not None and 0 < length <= data.shape[1]:
         data = data[:, :length]
-    sf.write(wav, data.T.astype(np.float32), rate, subtype="FLOAT")
+    data = _to_float(data)
+    sf.write(wav, data.T, rate, subtype="FLOAT")
+
+
+def _to_float(data):
+    """Samples as float32 at full scale 1.0: decoders of lossless codecs (ALAC, FLAC in
+    MP4) give integers (s16, or s32 holding 24 bits at the top), lossy ones floats."""
+    import numpy as np
+
+    if data.dtype == np.uint8:
+        return (data.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(data.dtype, np.integer):
+        return data.astype(np.float32) / float(2 ** (8 * data.dtype.itemsize - 1))
+    return data.astype(np.float32)
+
+
 OTHER_COPIED = frozenset({".jpg", ".jpeg", ".png", ".cue"})
 
 

@@ -65,10 +65,10 @@ def test_ray_gives_the_files_of_local_mode(tmp_path, ray_head):
     on_ray = _upscale(src, tmp_path / "ray", "--ray", ray_head)
     assert on_ray.returncode == 1, on_ray.stderr
     a, b = json.loads(local.stdout), json.loads(on_ray.stdout)
-    assert a["done"] == b["done"] == 5 and [Path(f["file"]).name for f in b["failed"]] == ["bad.flac"]
+    assert a["done"] == b["done"] == 8 and [Path(f["file"]).name for f in b["failed"]] == ["bad.flac"]
     outs = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.flac"))
     assert outs == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*.flac"))
-    assert len(outs) == 5
+    assert len(outs) == 8
     for rel in outs:
         x, rx = sf.read(tmp_path / "local" / rel, dtype="int32")
         y, ry = sf.read(tmp_path / "ray" / rel, dtype="int32")
@@ -76,7 +76,7 @@ def test_ray_gives_the_files_of_local_mode(tmp_path, ray_head):
         assert np.abs(x).max() > 0
         assert dict(FLAC(tmp_path / "local" / rel).tags) == dict(FLAC(tmp_path / "ray" / rel).tags)
     again = _upscale(src, tmp_path / "ray", "--ray", ray_head)
-    assert json.loads(again.stdout)["skipped"] == 5
+    assert json.loads(again.stdout)["skipped"] == 8
 
 
 def test_ray_address_errors_are_one_line(tmp_path):
