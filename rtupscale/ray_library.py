@@ -36,9 +36,10 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def connect(address: str):
+def connect(address: str, runtime_env: dict | None = None):
     """The ``ray`` module, connected to the cluster at ``address`` (checked reachable first:
-    ``ray.init`` itself retries an unreachable head for minutes)."""
+    ``ray.init`` itself retries an unreachable head for minutes). ``runtime_env``: Ray's,
+    e.g. ``{"py_modules": [folder]}`` to ship a package the nodes do not have installed."""
     host, port = parse_address(address)
     try:
         import ray
@@ -50,7 +51,7 @@ def connect(address: str):
         raise RayModeError(f"--ray {address}: no Ray head answers there ({e.strerror or e}); "
                            "start one with `ray start --head --port PORT` or give its HOST:PORT") from None
     ray.init(address=f"{host}:{port}", log_to_driver=False, logging_level=logging.WARNING,
-             configure_logging=False)
+             configure_logging=False, runtime_env=runtime_env)
     return ray
 
 

@@ -87,3 +87,22 @@ def test_ray_address_errors_are_one_line(tmp_path):
     r = _upscale(tmp_path / "src", tmp_path / "out", "--ray", f"127.0.0.1:{_free_port()}")
     assert r.returncode == 2 and "no Ray head answers there" in r.stderr
     assert not (tmp_path / "out" / "a.flac").exists()
+
+
+def test_make_dataset_on_ray_builds_the_same_clips(tmp_path, ray_head):
+    from tools.make_dataset import DEFAULT_CLIPS
+
+    args = ["--seconds", "1", "--variants-per-clip", "1", "--n-procedural", "3"]
+    args += [a for s in DEFAULT_CLIPS if s != "procedural" for a in (f"--n-{s}", "0")]
+    for where, extra in (("local", []), ("ray", ["--ray", ray_head])):
+        r = subprocess.run([sys.executable, "-m", "tools.make_dataset", "--out", str(tmp_path / where), *args, *extra],
+                           capture_output=True, text=True, env=ENV, cwd=REPO, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+    local = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.flac"))
+    assert len(local) == 8 + 2 + 2  # test clip 0: clean + the 7 conditions; train clips 1, 2: clean + 1
+    assert local == sorted(p.relative_to(tmp_path / "ray") for p in (tmp_path / "ray").rglob("*.flac"))
+    for rel in local:
+        assert np.array_equal(sf.read(tmp_path / "local" / rel, dtype="int32")[0],
+                              sf.read(tmp_path / "ray" / rel, dtype="int32")[0]), rel
+    manifest = [json.loads((tmp_path / w / "manifest.json").read_text()) for w in ("local", "ray")]
+    assert manifest[0]["clips"] == manifest[1]["clips"]
