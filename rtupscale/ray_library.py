@@ -89,7 +89,11 @@ def ray_results(address: str, todo: list[tuple[Path, Path]], fmt: str, bits: str
         n = min(len(todo), actors or max(cpus, 1))
         converter = _actor_class(ray)
         pool = [converter.remote(runner_loader, config) for _ in range(n)]
-        versions = set(ray.get([a.version.remote() for a in pool]))
+        try:
+            versions = set(ray.get([a.version.remote() for a in pool]))
+        except ray.exceptions.RayError as e:  # the model or rtupscale failed to load on a node
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            raise RayModeError(f"--ray {address}: the workers could not start: {lines[-1][:300] if lines else e!r}") from None
         if versions != {__version__}:
             raise RayModeError(f"--ray {address}: the cluster runs rtupscale {', '.join(sorted(versions))}, "
                                f"this is {__version__}: install the same version on every node")

@@ -79,6 +79,18 @@ def test_ray_gives_the_files_of_local_mode(tmp_path, ray_head):
     assert json.loads(again.stdout)["skipped"] == 8
 
 
+def test_a_model_the_workers_cannot_load_is_one_line(tmp_path, ray_head):
+    (tmp_path / "src").mkdir()
+    sf.write(tmp_path / "src" / "a.wav", np.zeros((4410, 2), np.float32), 44100)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    r = subprocess.run([sys.executable, "-m", "rtupscale.cli", "upscale", str(tmp_path / "src"), str(tmp_path / "out"),
+                        "--model", str(bad), "--provider", "cpu", "--ray", ray_head], capture_output=True, text=True,
+                       env=ENV, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "the workers could not start" in r.stderr and "bad.onnx" in r.stderr
+
+
 def test_ray_address_errors_are_one_line(tmp_path):
     (tmp_path / "src").mkdir()
     sf.write(tmp_path / "src" / "a.wav", np.zeros((4410, 2), np.float32), 44100)
