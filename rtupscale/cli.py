@@ -91,13 +91,16 @@ def cmd_check_model(args) -> int:
 
 
 def cmd_upscale(args) -> int:
-    from rtupscale.fileio import check_output, upscale_file
+    from rtupscale.fileio import FILE_BLOCK, check_output, upscale_file
 
     config = load_config_or_exit(args.config)
     if Path(args.input).is_dir():
         return _upscale_library(args, config)
+    if args.ray is not None:
+        print(f"rtupscale upscale: --ray converts folders; {args.input} is not one", file=sys.stderr)
+        return EXIT_USER
     check_output(Path(args.input), Path(args.output), args.bits, args.force)  # before the model loads
-    runner = load_runner(config, args.model, args.provider, args.block_size)
+    runner = load_runner(config, args.model, args.provider, args.block_size or FILE_BLOCK)
     result = upscale_file(
         args.input,
         args.output,
@@ -123,17 +126,24 @@ def _upscale_library(args, config) -> int:
     import functools
     import json
 
+    from rtupscale.fileio import FILE_BLOCK
     from rtupscale.library import upscale_library
 
     if args.jobs is not None and not 1 <= args.jobs <= 256:
         print(f"rtupscale upscale: --jobs must be in 1..256, got {args.jobs}", file=sys.stderr)
         return EXIT_USER
+    if args.ray is not None:
+        from rtupscale.ray_library import parse_address
+
+        parse_address(args.ray)  # a malformed address is refused before any work
     jobs = args.jobs or os.cpu_count() or 1
-    loader = functools.partial(load_runner, config, args.model, args.provider, args.block_size)
-    runner = loader() if jobs == 1 else None
+    loader = functools.partial(load_runner, config, args.model, args.provider, args.block_size or FILE_BLOCK)
+    runner = loader() if jobs == 1 and args.ray is None else None
+    progress = not (args.json or args.no_progress) and sys.stdout.isatty() and sys.stderr.isatty()
     summary = upscale_library(args.input, args.output, config, runner=runner, fmt=args.format,
                               bits=args.bits, resample=args.resample, force=args.force,
-                              copy_other=args.copy_other, jobs=jobs, runner_loader=loader)
+                              copy_other=args.copy_other, jobs=1 if args.ray else jobs, runner_loader=loader,
+                              ray_address=args.ray, ray_actors=args.jobs, progress=progress)
     if args.json:
         print(json.dumps({"done": len(summary.done), "skipped": len(summary.skipped),
                           "failed": [{"file": str(p), "error": why} for p, why in summary.failed],
@@ -174,6 +184,8 @@ def cmd_install_service(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.file:
+        return _daemon("rtupscale.bench.bench_file_command")(args)
     return _daemon("rtupscale.bench.bench_command")(args)
 
 
@@ -195,16 +207,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("output", help="output file, .flac or .wav")
     cfg(sp)
     sp.add_argument("--model", metavar="PATH", help="model file, or none (overrides model.path)")
-    sp.add_argument("--block-size", type=block_size_arg, metavar="N", help="input frames per block, 16..16384 (overrides latency.block_size)")
+    sp.add_argument("--block-size", type=block_size_arg, metavar="N", help="input frames per engine block, 16..16384 (default 16384: latency does not matter in a file)")
     sp.add_argument("--provider", choices=["auto", "cuda", "cpu"], help="overrides model.provider")
     sp.add_argument("--bits", choices=["16", "24", "float"], default="24", help="output sample format (default 24; float only for .wav)")
     sp.add_argument("--resample", action="store_true", help="resample an input at a rate the model does not accept (soxr VHQ)")
     sp.add_argument("--no-progress", action="store_true", help="no progress bar")
     sp.add_argument("--force", action="store_true", help="replace an existing OUTPUT (folders: redo up-to-date outputs)")
     sp.add_argument("--format", choices=["flac", "wav"], default="flac", help="output format when INPUT is a folder")
-    sp.add_argument("--jobs", type=int, metavar="N", help="folders: worker processes, one model each (default: cores)")
+    sp.add_argument("--jobs", type=int, metavar="N", help="folders: worker processes, one model each, 1..256 (default: cores)")
     sp.add_argument("--json", action="store_true", help="folders: print one JSON summary on stdout")
     sp.add_argument("--copy-other", action="store_true", help="folders: copy cover images and cue sheets too")
+    sp.add_argument("--ray", metavar="HOST:PORT", help="folders: convert on this Ray cluster (every node sees the paths; "
+                    "needs rtupscale[ray]); --jobs then counts actors (default: the cluster's CPUs)")
     sp.set_defaults(func=cmd_upscale)
 
     sp = sub.add_parser("check-config", help="validate a config file")
@@ -242,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--block", action="append", type=int, metavar="N", help="repeatable (default: 64 128 256 512 1024)")
     sp.add_argument("--seconds", type=float, default=3.0, help="timed run per case (default 3 s)")
     sp.add_argument("--json", action="store_true", help="print one JSON list of records")
+    sp.add_argument("--file", metavar="AUDIO", help="instead: time file mode on AUDIO (one core) next to soxr's VHQ x4")
+    sp.add_argument("--repeat", type=int, choices=range(1, 21), default=3, metavar="N",
+                    help="with --file: runs per case, the median is reported (1..20, default 3)")
     cfg(sp)
     sp.set_defaults(func=cmd_bench)
     return p

@@ -5,12 +5,14 @@ files or ONNX (a model arrives as a stream object from :mod:`rtupscale.model.run
 
 Per block::
 
-    bypass path:  Interpolator (x4 polyphase FIR) -> delay line ----------+
+    bypass path:  delay line -> Interpolator (x4 polyphase FIR) ----------+
                                                                           +-> mix -> soft clip -> out
     model path:   stream.process (state carried) -> delay line -> guard --+
 
 Both paths are delayed to the engine's latency, so they are aligned sample for sample and
-can be mixed. The mix gain ``g`` (0 = bypass, 1 = model) only ever moves along a
+can be mixed. While the model alone is heard (gain 1, no fade), the interpolator does not
+run: it only takes each block into its history, so it is ready the moment it is needed.
+The mix gain ``g`` (0 = bypass, 1 = model) only ever moves along a
 raised-cosine curve of ``crossfade_ms``: bypass on/off, a state reset and a model swap
 all fade the model out to the bypass path, do their work while ``g == 0``, let the model
 warm up on real input, and fade it back in. A reversal mid-fade just turns around on the
@@ -141,8 +143,11 @@ class Engine:
         self.latency = max(interp.LATENCY, model_latency, min_latency)
         """Latency of the engine's output, input frames (both paths are aligned to it)."""
         n_out = FACTOR * block_size
+        # The bypass path delays its input, not its output (a delay commutes with the
+        # filter: the same samples), so that while the model alone is heard the
+        # interpolator only keeps its history (Interpolator.push) instead of running.
+        self._bypass_delay = DelayLine(channels, block_size, self.latency - interp.LATENCY)
         self._interp = interp.Interpolator(channels, block_size)
-        self._bypass_delay = DelayLine(channels, n_out, FACTOR * (self.latency - interp.LATENCY))
         self._limiter = SoftClipper(ceiling_dbfs)
         # The mix gain follows gains[k], k in 0..F (0 = bypass, F = model).
         self._fade_len = max(1, round(crossfade_ms * 1e-3 * self.out_rate))
@@ -264,7 +269,7 @@ class Engine:
         view into the engine's output buffer."""
         assert block.shape == (self.channels, self.block_size), block.shape
         self._zero_nonfinite(block)
-        byp = self._bypass_delay.process(self._interp.process(block))
+        delayed = self._bypass_delay.process(block)
         mo = None
         if self._stream is not None:
             mo = self._model_delay.process(self._stream.process(block))
@@ -281,18 +286,21 @@ class Engine:
             mo is not None and not self._bypass and self._pending is None and self._warmup == 0
         )
         k0 = self._k
-        if mo is None or (k0 == 0 and not want_model):
-            np.copyto(self._out, byp)
-        elif k0 == self._fade_len and want_model:
+        if mo is not None and k0 == self._fade_len and want_model:
+            self._interp.push(delayed)  # the bypass path is unheard: keep its history only
             np.copyto(self._out, mo)
         else:
-            direction = 1 if want_model else -1
-            np.multiply(self._steps, direction, out=self._k_idx)
-            self._k_idx += k0
-            np.clip(self._k_idx, 0, self._fade_len, out=self._k_idx)
-            np.take(self._gains, self._k_idx, out=self._g)
-            self._k = int(self._k_idx[-1])
-            crossfade(byp, mo, self._g, self._out)
+            byp = self._interp.process(delayed)
+            if mo is None or (k0 == 0 and not want_model):
+                np.copyto(self._out, byp)
+            else:
+                direction = 1 if want_model else -1
+                np.multiply(self._steps, direction, out=self._k_idx)
+                self._k_idx += k0
+                np.clip(self._k_idx, 0, self._fade_len, out=self._k_idx)
+                np.take(self._gains, self._k_idx, out=self._g)
+                self._k = int(self._k_idx[-1])
+                crossfade(byp, mo, self._g, self._out)
         if mo is not None and (k0 > 0 or self._k > 0):
             self.counters.model_blocks += 1
         if self._k == 0 and self._pending is not None:

@@ -41,7 +41,22 @@ def decode_with_pyav(path: Path, wav: Path) -> None:
         [c.reshape(-1, channels).T for c in chunks], axis=1)  # planar [ch, n] or packed [1, n*ch]
     if length is not None and 0 < length <= data.shape[1]:
         data = data[:, :length]
-    sf.write(wav, data.T.astype(np.float32), rate, subtype="FLOAT")
+    data = _to_float(data)
+    sf.write(wav, data.T, rate, subtype="FLOAT")
+
+
+def _to_float(data):
+    """Samples as float32 at full scale 1.0: decoders of lossless codecs (ALAC, FLAC in
+    MP4) give integers (s16, or s32 holding 24 bits at the top), lossy ones floats."""
+    import numpy as np
+
+    if data.dtype == np.uint8:
+        return (data.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(data.dtype, np.integer):
+        return data.astype(np.float32) / float(2 ** (8 * data.dtype.itemsize - 1))
+    return data.astype(np.float32)
+
+
 OTHER_COPIED = frozenset({".jpg", ".jpeg", ".png", ".cue"})
 
 
@@ -82,8 +97,10 @@ def _init_worker(runner_loader, config) -> None:
     _worker["config"] = config
 
 
-def _convert(inp: Path, out: Path, fmt: str, bits: str, resample: bool, config=None, runner=None):
-    """(input, seconds of audio, None) when done, (input, 0.0, one-line reason) when it failed."""
+def _convert(inp: Path, out: Path, fmt: str, bits: str, resample: bool, config=None, runner=None,
+             per_file_bar: bool = False):
+    """(input, seconds of audio, None) when done, (input, 0.0, one-line reason) when it failed.
+    Without ``config``, this worker's (see :func:`_init_worker`)."""
     if config is None:
         config, runner = _worker["config"], _worker["runner"]
     try:
@@ -94,11 +111,11 @@ def _convert(inp: Path, out: Path, fmt: str, bits: str, resample: bool, config=N
             with tempfile.TemporaryDirectory() as tmp:
                 wav = Path(tmp) / "decoded.wav"
                 decode_with_pyav(inp, wav)
-                result: UpscaleResult = upscale_file(wav, out, config, runner=runner, bits=bits,
-                                                     resample=resample, progress=False, force=True)
+                result: UpscaleResult = upscale_file(wav, out, config, runner=runner, bits=bits, resample=resample,
+                                                     progress=per_file_bar, force=True, label=inp.name)
         else:
-            result = upscale_file(inp, out, config, runner=runner, bits=bits,
-                                  resample=resample, progress=False, force=True)
+            result = upscale_file(inp, out, config, runner=runner, bits=bits, resample=resample,
+                                  progress=per_file_bar, force=True, label=inp.name)
         if fmt == "flac":
             tags, pictures = read_tags(inp)
             write_flac_tags(out, tags, pictures, f"x4 by rtupscale, model {result.model}")
@@ -107,14 +124,46 @@ def _convert(inp: Path, out: Path, fmt: str, bits: str, resample: bool, config=N
     return inp, result.input_frames / result.input_rate, None
 
 
+def audio_seconds(path: Path) -> float:
+    """The duration its header gives (0.0 where none can be read): for the progress bar's ETA."""
+    import mutagen
+
+    try:
+        f = mutagen.File(path)
+        return float(f.info.length) if f is not None and f.info is not None else 0.0
+    except Exception:  # noqa: BLE001 - a damaged file is reported when it is converted
+        return 0.0
+
+
+def _local_results(todo, fmt, bits, resample, config, runner, progress):
+    for inp, out in todo:
+        if progress is not None:
+            progress.start(inp)
+        yield _convert(inp, out, fmt, bits, resample, config, runner, per_file_bar=progress is not None)
+
+
+def _pool_results(todo, fmt, bits, resample, config, jobs, runner_loader):
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(runner_loader, config)) as pool:
+        futures = [pool.submit(_convert, inp, out, fmt, bits, resample) for inp, out in todo]
+        for future in as_completed(futures):
+            yield future.result()
+
+
 def upscale_library(src, dest, config, runner=None, fmt: str = "flac", bits: str = "24",
                     resample: bool = False, force: bool = False, copy_other: bool = False,
-                    jobs: int = 1, runner_loader=None) -> LibrarySummary:
+                    jobs: int = 1, runner_loader=None, ray_address: str | None = None,
+                    ray_actors: int | None = None, progress: bool = False) -> LibrarySummary:
     """Upscale the tree ``src`` into ``dest``; never raises for one bad file (see ``failed``).
 
     With ``jobs`` > 1 the files go to a process pool whose workers each call the picklable
     ``runner_loader()`` once (one model session per worker for the whole batch); else
-    ``runner`` (a loaded ModelRunner, or None for bypass) does them all here.
+    ``runner`` (a loaded ModelRunner, or None for bypass) does them all here. With
+    ``ray_address`` (``HOST:PORT`` of a running Ray cluster) they go to Ray actors, one
+    per CPU of the cluster (or ``ray_actors``), each calling ``runner_loader()`` once;
+    every node must see ``src``, ``dest`` and the model at the same paths. ``progress``
+    shows a bar on stderr (files, hours of audio, ETA; per file too with one local job).
     """
     src, dest = Path(src), Path(dest)
     if not src.is_dir():
@@ -136,22 +185,36 @@ def upscale_library(src, dest, config, runner=None, fmt: str = "flac", bits: str
             summary.skipped.append(inp)
         else:
             todo.append((inp, out))
-    if jobs == 1:
-        results = (_convert(i, o, fmt, bits, resample, config, runner) for i, o in todo)
-    else:
-        from concurrent.futures import ProcessPoolExecutor
+    bar = None
+    if progress and todo:
+        from rtupscale.progress import LibraryProgress
 
-        pool = ProcessPoolExecutor(jobs, initializer=_init_worker, initargs=(runner_loader, config))
-        results = pool.map(_convert, *zip(*todo), *([x] * len(todo) for x in (fmt, bits, resample))) if todo else []
-    for inp, seconds, why in results:
-        if why is None:
-            summary.done.append(inp)
-            summary.audio_seconds += seconds
-        else:
-            summary.failed.append((inp, why))
-            log.error("%s: failed: %s", inp, why)
-    if jobs > 1:
-        pool.shutdown()
+        bar = LibraryProgress({inp: audio_seconds(inp) for inp, _ in todo})
+    if not todo:
+        results = iter(())
+    elif ray_address is not None:
+        from rtupscale.ray_library import ray_results
+
+        results = ray_results(ray_address, todo, fmt, bits, resample, config, ray_actors, runner_loader)
+    elif jobs == 1:
+        results = _local_results(todo, fmt, bits, resample, config, runner, bar)
+    else:
+        results = _pool_results(todo, fmt, bits, resample, config, jobs, runner_loader)
+    try:
+        for inp, seconds, why in results:
+            if why is None:
+                summary.done.append(inp)
+                summary.audio_seconds += seconds
+            else:
+                summary.failed.append((inp, why))
+                log.error("%s: failed: %s", inp, why)
+            if bar is not None:
+                bar.finished(inp, failed=why is not None)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.done.sort()
+    summary.failed.sort()
     if copy_other:
         for path in sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in OTHER_COPIED):
             target = dest / path.relative_to(src)

@@ -107,6 +107,29 @@ def test_bypass_off_returns_to_model_seamlessly(quiet_model):
     assert _max_step(y[:, 4000:]) <= STEP_MARGIN * own
 
 
+def test_bypass_after_model_only_blocks_is_the_plain_path_exactly(quiet_model, rng):
+    # While the model alone is heard the interpolator only keeps its history; bypassed,
+    # the output must be what it is when the interpolator runs on every block (through
+    # the fade too), and after the fade the bypass-only engine's, sample for sample.
+    block = 256
+    x = (0.2 * rng.standard_normal((2, 120 * block))).astype(np.float32)
+    eng, always, plain = _engine(quiet_model, block), _engine(quiet_model, block), _engine(None, block)
+    always._interp.push = always._interp.process  # the interpolator runs on every block
+    fade_blocks = -(-round(0.020 * 4 * RATE) // (4 * block))
+    for k in range(120):
+        if k == 60:
+            eng.set_bypass(True)
+            always.set_bypass(True)
+        chunk = x[:, k * block:(k + 1) * block]
+        y = eng.process(chunk.copy()).copy()
+        np.testing.assert_array_equal(y, always.process(chunk.copy()))
+        ref = plain.process(chunk.copy())
+        if k < 60:
+            assert not np.array_equal(y, ref)  # the model is heard
+        elif k > 60 + fade_blocks:
+            np.testing.assert_array_equal(y, ref)
+
+
 def test_state_reset_is_crossfaded(quiet_model):
     own, _, _ = _own_step(quiet_model)
     eng, y = _switch_run(quiet_model, lambda e: e.request_reset())

@@ -161,3 +161,22 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, fir_model):
     assert len(err) == 1 and "accepts 44100, 48000 Hz" in err[0]
     r = _cli("upscale", str(p), str(tmp_path / "o.flac"), "--model", str(tmp_path / "missing.onnx"))
     assert r.returncode == 2 and "no such model file" in r.stderr
+
+
+def test_default_file_block_matches_the_live_block_size(tmp_path):
+    """File mode runs long blocks (FILE_BLOCK); the model contract says any block size
+    gives the same output to float rounding: so must the file, against block 256."""
+    from rtupscale.fileio import FILE_BLOCK
+
+    model = Path(__file__).resolve().parents[1] / "models" / "rtupscale-restore-v2.onnx"
+    rng = np.random.default_rng(5)
+    x = (0.1 * rng.standard_normal((2, FILE_BLOCK + 5000))).astype(np.float32) + tone(3000, RATE, FILE_BLOCK + 5000, amp=0.2)
+    sf.write(tmp_path / "in.wav", x.T, RATE, subtype="FLOAT")
+    runner = ModelRunner(model)
+    res = upscale_file(tmp_path / "in.wav", tmp_path / "long.wav", Config(), runner=runner, bits="float", progress=False)
+    upscale_file(tmp_path / "in.wav", tmp_path / "live.wav", Config(), runner=runner, bits="float", block_size=256,
+                 progress=False)
+    long, live = sf.read(tmp_path / "long.wav")[0], sf.read(tmp_path / "live.wav")[0]
+    assert long.shape == live.shape == (4 * x.shape[1], 2) and res.output_frames == 4 * x.shape[1]
+    assert np.abs(long - live).max() <= 1e-4
+    assert np.abs(long).max() > 0.1

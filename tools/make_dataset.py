@@ -3,6 +3,7 @@
 Usage::
 
     nice -n 10 .venv/bin/python -m tools.make_dataset --out data/dataset [--workers 2]
+    .venv/bin/python -m tools.make_dataset --out /shared/dataset --ray HEAD:6379   # on a Ray cluster
 
 Layout under ``--out``::
 
@@ -18,6 +19,11 @@ test, index % 20 == 5 is validation, the rest train. Test and validation clips g
 evaluation condition (``EVAL_VARIANTS``: MP3 96/128/192/320 and V2, AAC 128, Opus 96), so
 that a model is tuned on validation with the same table it is judged by on test; train
 clips get ``--variants-per-clip`` variants drawn from all codecs.
+
+With ``--ray HOST:PORT`` every clip is a Ray task on that cluster (one CPU each): ``tools``
+is shipped with the tasks; the nodes need rtupscale[ray] and this builder's codecs and
+sound sources installed (``scripts/setup --test``), and ``--out`` and ``--catalog`` at the
+same paths. Being a pure function of its seed, a clip is the same wherever it is built.
 """
 
 from __future__ import annotations
@@ -156,6 +162,25 @@ def summarize(metas: list[dict]) -> dict:
     return summary
 
 
+def _build_on_ray(address: str, jobs: list[tuple[str, int]], args) -> list[dict]:
+    """``build_clip`` for every job as a Ray task (one CPU each) on the cluster at ``address``;
+    the metadata in the order of ``jobs``."""
+    from rtupscale.errors import UserError
+    from rtupscale.ray_library import connect
+
+    try:
+        ray = connect(address, runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]})
+    except UserError as e:
+        raise SystemExit(f"make_dataset: {e}") from None
+    try:
+        task = ray.remote(num_cpus=1)(build_clip)
+        out, catalog = str(Path(args.out).resolve()), str(Path(args.catalog).resolve())
+        refs = [task.remote(out, args.seed, s, i, args.seconds, args.variants_per_clip, catalog) for s, i in jobs]
+        return [ray.get(ref) for ref in tqdm(refs, desc="clips on ray", unit="clip", file=sys.stderr)]
+    finally:
+        ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="data/dataset")
@@ -163,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="clip length, s")
     parser.add_argument("--variants-per-clip", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="processes (at most 2 on this machine)")
+    parser.add_argument("--ray", metavar="HOST:PORT", help="build the clips as tasks on this Ray cluster instead")
     parser.add_argument("--catalog", default="data/real/catalog.json",
                         help="the real recordings' catalogue (python -m tools.realdata)")
     for source, n in DEFAULT_CLIPS.items():
@@ -183,13 +209,16 @@ def main(argv: list[str] | None = None) -> int:
     # Interleave sources so a partial build already covers all of them.
     jobs.sort(key=lambda j: (j[1], j[0]))
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    metas = []
-    with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(build_clip, args.out, args.seed, s, i, args.seconds, args.variants_per_clip,
-                               args.catalog)
-                   for s, i in jobs]
-        for fut in tqdm(futures, desc="clips", unit="clip", file=sys.stderr):
-            metas.append(fut.result())
+    if args.ray:
+        metas = _build_on_ray(args.ray, jobs, args)
+    else:
+        metas = []
+        with ProcessPoolExecutor(args.workers) as pool:
+            futures = [pool.submit(build_clip, args.out, args.seed, s, i, args.seconds, args.variants_per_clip,
+                                   args.catalog)
+                       for s, i in jobs]
+            for fut in tqdm(futures, desc="clips", unit="clip", file=sys.stderr):
+                metas.append(fut.result())
     manifest = {"seed": args.seed, "clip_seconds": args.seconds, "summary": summarize(metas),
                 "clips": sorted(metas, key=lambda m: m["id"])}
     (Path(args.out) / "manifest.json").write_text(json.dumps(manifest, indent=1))

@@ -109,6 +109,26 @@ class Interpolator:
         self._buf[:, :h] = self._buf[:, n:n + h]
         return out
 
+    def push(self, block: np.ndarray) -> None:
+        """Take one block into the history without interpolating it: for a block whose
+        output nobody hears. The next :meth:`process` gives exactly what it would have
+        given had this block been processed (the history is all the state there is).
+
+        Shape:
+            block ``[channels, N]`` float32, ``N <= max_frames``.
+        """
+        c, n = block.shape
+        if c != self.channels or n > self.max_frames:
+            raise ValueError(
+                f"block shape {block.shape}: expected [{self.channels}, <= {self.max_frames}]"
+            )
+        h = self._taps - 1
+        if n >= h:
+            self._buf[:, :h] = block[:, n - h:]
+        else:
+            self._buf[:, :h - n] = self._buf[:, n:h]
+            self._buf[:, h - n:h] = block
+
 
 def interpolate(x: np.ndarray) -> np.ndarray:
     """Offline x4 interpolation of a whole signal, latency removed.

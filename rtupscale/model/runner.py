@@ -163,6 +163,9 @@ class ModelRunner:
         self.path = check_model_path(path)
         self.session, self.provider, self.cuda_graph = _create_session(self.path, provider, threads, cuda_graph)
         self._graph_ids = 0
+        self._rest_states: dict[tuple[int, int], StateSnapshot] = {}
+        """Rest states already computed, by (channels, block size): file mode makes a
+        stream per file, and on the CPU the silence run gives the same state every time."""
         meta = self.session.get_modelmeta().custom_metadata_map
         try:
             self.contract: ModelContract = parse_metadata(meta)
@@ -292,12 +295,17 @@ class StatefulStream:
     def _probe(self) -> None:
         """Runs on silence from zeros, to fail now (not in the audio path) if shapes
         disagree (on CUDA with graphs this also captures both graphs), and on to the rest
-        state (:data:`REST_FRAMES`), which it keeps for :meth:`reset`."""
+        state (:data:`REST_FRAMES`), which it keeps for :meth:`reset`. On the CPU a rest
+        state this runner has computed before for this shape is reused after one block
+        (it is the same computation, so the same state)."""
         for buf in self._state[self._phase]:
             buf.zero()
         self._audio_in.host[:] = 0.0
+        key = (self.channels, self.block_size)
+        known = self.runner._rest_states.get(key) if self.runner.provider == "cpu" else None
+        blocks = 1 if known is not None else self.rest_frames // self.block_size
         try:
-            for _ in range(self.rest_frames // self.block_size):
+            for _ in range(blocks):
                 # ORT captures a CUDA graph after a few plain runs per graph id
                 self.process(self._audio_in.host)
         except Exception as e:
@@ -306,7 +314,11 @@ class StatefulStream:
                 f"{self.runner.path}: the model fails on a [{self.channels}, {self.block_size}] block "
                 f"(expected audio_out [{self.channels}, {FACTOR * self.block_size}] and states as declared): {msg[:200]}"
             ) from None
-        self._rest = self.snapshot()
+        if known is not None:
+            self.restore(known)
+            self._rest = known
+        else:
+            self._rest = self.runner._rest_states[key] = self.snapshot()
 
     def reset(self) -> None:
         """Back to the rest state (see :data:`REST_FRAMES`; the caller crossfades around it)."""
