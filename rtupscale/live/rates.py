@@ -33,20 +33,31 @@ def check_playback_rate(session, server: SoundServerClient) -> None:
     r.resampled = route.resampled
     r.playback_route = f"stream [{route.stream_spec}] -> {route.device} [{route.device_spec}], resample method {route.resample_method or 'n/a'}"
     info = session.server
+    r.advice = ""
     if info is not None and info.is_pipewire:
-        # The sink's format is not the graph's rate, and "resample method" is always
-        # "PipeWire": the graph clock says what reaches the DAC.
+        # The sink's format follows the graph, and "resample method" is always "PipeWire": the
+        # rate the DAC's node runs at says what reaches the DAC (the clock settings only say
+        # what the graph may run at).
+        try:
+            node = server.pipewire_nodes().get(route.device)
+        except server.SoundServerError as e:
+            node = None
+            r.playback_route += f"; PipeWire DAC node unknown ({e})"
         try:
             clock = server.pipewire_clock()
         except server.SoundServerError as e:
-            r.playback_route += f"; PipeWire graph rate unknown ({e})"
-        else:
-            r.dac_rate = clock.graph_rate(route.stream_spec.rate)
-            r.resampled = r.dac_rate != r.out_rate
-            r.playback_route += f"; PipeWire graph at {r.dac_rate} Hz ({clock})"
+            clock = None
+            r.playback_route += f"; PipeWire clock settings unknown ({e})"
+        rate, how, fix = server.pipewire_verdict(node, clock, r.out_rate, route.device_spec.rate)
+        if rate is not None:
+            r.dac_rate = rate
+        r.resampled = r.dac_rate != r.out_rate
+        r.playback_route += f"; {how}"
+        r.advice = fix
     if r.resampled:
-        r.advice = server.resampling_advice(info, r.out_rate, r.dac_rate) if info else ""
-        log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz. %s", r.playback_route, r.dac_rate, r.out_rate, r.advice)
+        if not r.advice:
+            r.advice = server.resampling_advice(info, r.out_rate, r.dac_rate) if info else ""
+        log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz (RESAMPLED). %s", r.playback_route, r.dac_rate, r.out_rate, r.advice)
     else:
         r.advice = ""
         log.info("rate check: %s: %d Hz reaches the DAC", r.playback_route, r.dac_rate)
