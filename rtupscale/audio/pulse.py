@@ -367,6 +367,8 @@ class PipeWireNode:
     rate: int | None  # of its negotiated Format (None: no format yet)
     driver: bool
     latency: str | None = None  # node.latency, "FRAMES/RATE", as a stream asked for it
+    pid: int | None = None  # application.process.id (a client's stream)
+    media_class: str = ""  # "Audio/Sink", "Stream/Output/Audio", ...
 
     @property
     def running(self) -> bool:
@@ -405,8 +407,21 @@ def parse_pw_dump(objects: list | str) -> dict[str, PipeWireNode]:
             id=int(o["id"]), name=str(name), state=str(info.get("state", "")),
             rate=int(rate) if isinstance(rate, int) else None,
             driver=bool(props.get("node.driver", False)), latency=props.get("node.latency"),
+            pid=int(props["application.process.id"]) if str(props.get("application.process.id", "")).isdigit() else None,
+            media_class=str(props.get("media.class", "")),
         )
     return out
+
+
+def pipewire_quantum_s(node_latency: str | None, graph_rate: int) -> float:
+    """The graph quantum a stream's ``node.latency`` ("FRAMES/RATE") gives at ``graph_rate``, s:
+    PipeWire runs the graph in the largest power of two of frames not above the smallest
+    latency its streams ask for (0 when unknown)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", node_latency or "")
+    if not m or not graph_rate or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        return 0.0
+    frames = int(m.group(1)) * graph_rate / int(m.group(2))
+    return float(1 << max(0, int(frames).bit_length() - 1)) / graph_rate
 
 
 def pipewire_nodes() -> dict[str, PipeWireNode]:

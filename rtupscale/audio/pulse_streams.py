@@ -215,6 +215,10 @@ class PulseStreams:
         self._tlength_frames = 0
         self.request_s = 0.0
         """The request size the server granted (``minreq``), s; set by :meth:`open`."""
+        self.fragment_s = 0.0
+        """The capture fragment the server granted (``fragsize``), s; set by :meth:`open`."""
+        self.queue_s = 0.0
+        """The playback queue the server granted (``tlength``), s; set by :meth:`open`."""
 
     wakes_worker = True
 
@@ -248,6 +252,8 @@ class PulseStreams:
         fb = 4 * self.channels
         self._tlength_frames = int(g[1]) // fb
         self.request_s = int(g[2]) / fb / (FACTOR * self.rate)
+        self.fragment_s = int(g[0]) / fb / self.rate
+        self.queue_s = int(g[1]) / fb / (FACTOR * self.rate)
         log.info(
             "native PulseAudio streams: capture fragment %.1f ms, playback buffer %.1f ms (request %.1f ms, start at %.2f ms)",
             1e3 * g[0] / fb / self.rate, 1e3 * g[1] / fb / (FACTOR * self.rate),

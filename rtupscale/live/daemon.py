@@ -30,6 +30,7 @@ from rtupscale.audio.devices import DeviceError
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.live import reload as reload_plan
 from rtupscale.live.rates import capture_rate_change, check_playback_rate
+from rtupscale.live.routing import REATTACH_WINDOW_S, OurApps
 from rtupscale.live.server import SoundServerClient
 from rtupscale.live.session import Backend, Session, SessionParts
 from rtupscale.live.sink import VirtualSink
@@ -101,6 +102,7 @@ class Daemon:
         self.nonfinite_reported = False
         self.gc = gcpause.GcPauses()
         self.server_events = None  # rtupscale.audio.server_events.ServerEvents, from run()
+        self.apps: OurApps | None = None  # the apps on our virtual sink (with the events)
         self.rate_checks = 0
         self.last_regraph = -REGRAPH_EVERY_S
 
@@ -198,6 +200,8 @@ class Daemon:
             log.warning("no event subscription to the sound server (%s): polling it every %g s instead", e, RATE_CHECK_EVERY_S)
             return
         self.server_events = ev
+        if self.config.audio.capture == "auto":
+            self.apps = OurApps(self.server, self.config.audio.virtual_sink)
 
     def _load_runner(self, config):
         if config.model_path() is None:
@@ -248,6 +252,7 @@ class Daemon:
         rate_checked = False
         latency_logged = False
         rate_recheck_at = 0.0
+        apps_refresh_at = reattach_until = 0.0
         while True:
             self._wake.wait(min(0.25, max(0.0, rate_recheck_at - time.monotonic())) if rate_recheck_at else 0.25)
             self._wake.clear()
@@ -280,6 +285,8 @@ class Daemon:
                     self._check_capture_rate()
             else:
                 events = self.server_events.take()
+                if self.apps is not None:
+                    apps_refresh_at, reattach_until = self._follow_apps(events, now, apps_refresh_at, reattach_until)
                 if rate_checked and any(e.facility == "source" for e in events):
                     self._check_capture_rate()
                 resampled_pw = bool(s.routing.resampled and s.server is not None and s.server.is_pipewire)
@@ -306,6 +313,28 @@ class Daemon:
             if watchdog_s and now >= next_watchdog and self.state != State.STALLED:
                 service.sd_notify("WATCHDOG=1")
                 next_watchdog = now + watchdog_s / 3
+
+    def _follow_apps(self, events, now: float, refresh_at: float, reattach_until: float) -> tuple[float, float]:
+        """Remember the apps on our sink when the server says a stream changed; after the
+        server came back (the listener reconnected), move the remembered ones back to our
+        sink for ``REATTACH_WINDOW_S``. Returns the new (refresh_at, reattach_until)."""
+        if any(e.facility == "server" and e.kind == "new" and e.index == -1 for e in events):
+            reattach_until = now + REATTACH_WINDOW_S
+            log.info("sound server back: moving the apps that played to %s before (%d) back to it",
+                     self.apps.sink, len(self.apps.remembered))
+        if reattach_until:
+            if now < reattach_until:
+                if self.apps.remembered and self.session is not None and self.session.sink_module is not None:
+                    self.apps.reattach()
+                return refresh_at, reattach_until
+            reattach_until = 0.0
+            refresh_at = now
+        if any(e.facility == "sink_input" for e in events):
+            refresh_at = refresh_at or now + RATE_RECHECK_GAP_S
+        if refresh_at and now >= refresh_at:
+            refresh_at = 0.0
+            self.apps.refresh()
+        return refresh_at, reattach_until
 
     def _report_nonfinite(self, s: Session) -> None:
         """Log once that the capture delivered NaN/Inf samples (the engine set them to 0)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from rtupscale.live.server import SoundServerClient
 
@@ -39,10 +40,12 @@ def check_playback_rate(session, server: SoundServerClient) -> None:
         # rate the DAC's node runs at says what reaches the DAC (the clock settings only say
         # what the graph may run at).
         try:
-            node = server.pipewire_nodes().get(route.device)
+            nodes = server.pipewire_nodes()
         except server.SoundServerError as e:
-            node = None
+            nodes = {}
             r.playback_route += f"; PipeWire DAC node unknown ({e})"
+        node = nodes.get(route.device)
+        _pipewire_quanta(r, nodes.values(), node.rate if node is not None and node.rate else r.out_rate, session.rate)
         try:
             clock = server.pipewire_clock()
         except server.SoundServerError as e:
@@ -61,6 +64,21 @@ def check_playback_rate(session, server: SoundServerClient) -> None:
     else:
         r.advice = ""
         log.info("rate check: %s: %d Hz reaches the DAC", r.playback_route, r.dac_rate)
+
+
+def _pipewire_quanta(r, nodes, dac_rate: int, capture_rate: int) -> None:
+    """The graph quanta our two streams ask for (their ``node.latency``), for the latency
+    report (see ``Session._pipewire_latency``)."""
+    from rtupscale.audio.pulse import pipewire_quantum_s
+
+    pid = os.getpid()
+    for n in nodes:
+        if n.pid != pid:
+            continue
+        if n.media_class == "Stream/Output/Audio":
+            r.quantum_out_s = pipewire_quantum_s(n.latency, dac_rate)
+        elif n.media_class == "Stream/Input/Audio":
+            r.quantum_in_s = pipewire_quantum_s(n.latency, capture_rate)
 
 
 def capture_rate_change(session, server: SoundServerClient, capture_setting: str) -> int | None:

@@ -82,3 +82,41 @@ def test_a_48k_stream_holding_the_dac_at_start_is_reported_as_resampled(pipewire
     st = _verdict_agrees_with_the_node(server, d, OUT_RATE, timeout=8.0)
     assert "with only our stream on it: reopening the playback" in d.log_text()
     assert st["state"] == "running" and st["recoveries"] == 1, st
+
+
+def test_an_app_on_rtupscale_is_ours_again_within_5_s_of_a_pipewire_pulse_restart(pipewire_server, make_config, daemon_factory):
+    """``pw-play --target rtupscale`` (a PipeWire-native client: it outlives pipewire-pulse).
+    When pipewire-pulse dies, the virtual sink goes with it and PipeWire moves the app to the
+    DAC, where it plays on, not upscaled. Once pipewire-pulse is back, the daemon reopens its
+    path, makes its sink again and moves the app back: within 5 s of the restart."""
+    server = pipewire_server
+    d = daemon_factory(make_config(model={"path": "none"}), keep_alive=False)
+    app = subprocess.Popen(["pw-cat", "--playback", "--rate", "44100", "--channels", "2", "--format", "f32",
+                            "--target", "rtupscale", "-"], stdin=subprocess.PIPE, env=server.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def app_sink() -> str | None:
+        try:
+            names = {s["index"]: s["name"] for s in server.sinks()}
+            return next((names.get(i["sink"]) for i in server.sink_inputs()
+                         if str(i["properties"].get("application.process.id")) == str(app.pid)), None)
+        except Exception:  # the server is restarting
+            return None
+
+    try:
+        _wait(lambda: app_sink() == "rtupscale", 5, "the app on rtupscale")
+        time.sleep(1.0)  # the daemon has seen it there (it refreshes on the server's stream events)
+        server.kill()
+        time.sleep(0.5)
+        assert app.poll() is None, "the PipeWire-native app died with pipewire-pulse"
+        server.start()
+        t_back = time.monotonic()
+        _wait(lambda: app_sink() == "rtupscale", 5.0, "the app moved back to rtupscale after the restart")
+        took = time.monotonic() - t_back
+        print(f"the app was on rtupscale again {took:.2f} s after pipewire-pulse restarted")
+        assert "back from dac to rtupscale" in d.log_text() or "back from" in d.log_text(), d.log_text()[-2000:]
+        st = d.status()
+        assert st["state"] == "running" and st["recoveries"] >= 1, st
+    finally:
+        app.kill()
+        app.wait()

@@ -59,6 +59,13 @@ def assert_unresampled(server, stream: dict) -> None:
         assert stream["resample_method"] in ("copy", "n/a", ""), stream["resample_method"]
 
 
+def tolerance_ms(server, measured_ms: float) -> float:
+    """How far ``status``'s latency may be from the measured one: 4 ms on PulseAudio, whose
+    timing reports are exact; on PipeWire, where the queue is modelled from what the server
+    granted (see ``Session._pipewire_latency``), max(5 ms, 20 %)."""
+    return max(5.0, 0.2 * measured_ms) if server.name == "pipewire" else 4.0
+
+
 def finish(p: subprocess.Popen) -> dict:
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
@@ -147,7 +154,7 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(sound_server
     reported = lat["total_ms"] - lat["sink_ms"]
     print(f"measured delay {1e3 * delay:.2f} ms (corr {corr:.4f}); status {lat}")
     assert corr > 0.95
-    assert abs(1e3 * delay - reported) <= 4.0, (1e3 * delay, lat)
+    assert abs(1e3 * delay - reported) <= tolerance_ms(sound_server, 1e3 * delay), (1e3 * delay, lat)
 
     # status and bypass from the CLI
     out = cli(sound_server, "status", "--config", str(config))
@@ -263,7 +270,7 @@ def _latency_setting(
         f"{xruns} xruns in the window ({st['xruns']}; underflow causes {st.get('output_underflow_causes')}, "
         f"last: {st.get('last_output_underflow')})"
     )
-    assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= 4.0
+    assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= tolerance_ms(sound_server, 1e3 * delay)
     assert 1e3 * delay <= target_ms
 
 
