@@ -375,10 +375,11 @@ class PipeWireNode:
         return self.state == "running"
 
 
-def parse_pw_dump(objects: list | str) -> dict[str, PipeWireNode]:
-    """The nodes of a ``pw-dump`` by ``node.name``: its JSON list, or its text, which may hold
-    several lists (pw-dump appends the changes it saw while dumping; later ones win, an
-    object with ``info: null`` is gone)."""
+def parse_pw_dump(objects: list | str) -> list[PipeWireNode]:
+    """The nodes of a ``pw-dump``: its JSON list, or its text, which may hold several lists
+    (pw-dump appends the changes it saw while dumping; later ones win, an object with
+    ``info: null`` is gone). Names are not unique: our virtual sink and both our streams
+    are all called ``rtupscale`` (see :func:`device_node`)."""
     if isinstance(objects, str):
         dec, text, pos, merged = json.JSONDecoder(), objects, 0, []
         while True:
@@ -392,7 +393,7 @@ def parse_pw_dump(objects: list | str) -> dict[str, PipeWireNode]:
     by_id: dict[int, dict] = {}
     for o in objects:
         by_id[int(o["id"])] = o
-    out = {}
+    out = []
     for o in by_id.values():
         if o.get("type") != "PipeWire:Interface:Node" or not o.get("info"):
             continue
@@ -403,14 +404,19 @@ def parse_pw_dump(objects: list | str) -> dict[str, PipeWireNode]:
             continue
         fmt = (info.get("params") or {}).get("Format") or []
         rate = fmt[0].get("rate") if fmt and isinstance(fmt[0], dict) else None
-        out[str(name)] = PipeWireNode(
+        out.append(PipeWireNode(
             id=int(o["id"]), name=str(name), state=str(info.get("state", "")),
             rate=int(rate) if isinstance(rate, int) else None,
             driver=bool(props.get("node.driver", False)), latency=props.get("node.latency"),
             pid=int(props["application.process.id"]) if str(props.get("application.process.id", "")).isdigit() else None,
             media_class=str(props.get("media.class", "")),
-        )
+        ))
     return out
+
+
+def device_node(nodes: list[PipeWireNode], name: str) -> PipeWireNode | None:
+    """The sink node called ``name`` (not a stream of that name)."""
+    return next((n for n in nodes if n.name == name and n.media_class.startswith("Audio/")), None)
 
 
 def pipewire_quantum_s(node_latency: str | None, graph_rate: int) -> float:
@@ -424,8 +430,8 @@ def pipewire_quantum_s(node_latency: str | None, graph_rate: int) -> float:
     return float(1 << max(0, int(frames).bit_length() - 1)) / graph_rate
 
 
-def pipewire_nodes() -> dict[str, PipeWireNode]:
-    """Every PipeWire node by name (``pw-dump``, once: called when the server says a sink
+def pipewire_nodes() -> list[PipeWireNode]:
+    """Every PipeWire node (``pw-dump``, once: called when the server says a sink
     changed, never on a timer). Raises SoundServerError when ``pw-dump`` is missing or fails."""
     exe = shutil.which("pw-dump")
     if exe is None:

@@ -373,6 +373,19 @@ class PulseStreams:
             sink=1e-6 * st.lat_sink_us,
         )
 
+    def playback_indexes(self) -> tuple[int, int, float, int] | None:
+        """The server's read and write index of our playback (frames), when they were
+        current (s, the server's clock) and the update's sequence number, as of the last
+        timing update (every 250 ms); None before the first. Main thread."""
+        if self._p is None:
+            return None
+        st = self._lat_stats
+        _native.lib.rtu_get_stats(self._p, st)
+        if st.lat_play_seq == 0:
+            return None
+        fb = 4 * self.channels
+        return int(st.lat_play_read_index) // fb, int(st.lat_play_write_index) // fb, 1e-6 * st.lat_play_at_us, int(st.lat_play_seq)
+
     @property
     def device_latency_s(self) -> tuple[float, float]:
         """The server's latency of our capture and playback streams (the playback's with

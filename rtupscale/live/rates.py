@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
+from rtupscale.audio.pulse import device_node as server_device_node
 from rtupscale.live.server import SoundServerClient
 
 log = logging.getLogger("rtupscale.daemon")
@@ -42,10 +43,10 @@ def check_playback_rate(session, server: SoundServerClient) -> None:
         try:
             nodes = server.pipewire_nodes()
         except server.SoundServerError as e:
-            nodes = {}
+            nodes = []
             r.playback_route += f"; PipeWire DAC node unknown ({e})"
-        node = nodes.get(route.device)
-        _pipewire_quanta(r, nodes.values(), node.rate if node is not None and node.rate else r.out_rate, session.rate)
+        node = server_device_node(nodes, route.device)
+        _pipewire_quanta(r, nodes, node.rate if node is not None and node.rate else r.out_rate, session.rate)
         try:
             clock = server.pipewire_clock()
         except server.SoundServerError as e:

@@ -244,15 +244,17 @@ class PipeWireServer:
     def sink_inputs(self) -> list[dict]:
         return json.loads(self.pactl("-f", "json", "list", "sink-inputs").stdout)
 
-    def nodes(self) -> dict:
-        """pw-dump's nodes by name (``rtupscale.audio.pulse.PipeWireNode``)."""
+    def nodes(self) -> list:
+        """pw-dump's nodes (``rtupscale.audio.pulse.PipeWireNode``)."""
         from rtupscale.audio.pulse import parse_pw_dump
 
         return parse_pw_dump(subprocess.run(["pw-dump"], env=self.env, capture_output=True, text=True, check=True, timeout=10).stdout)
 
     def node_rate(self, name: str) -> int | None:
         """The rate node ``name`` runs at (its negotiated Format), as pw-top shows it."""
-        node = self.nodes().get(name)
+        from rtupscale.audio.pulse import device_node
+
+        node = device_node(self.nodes(), name)
         return None if node is None else node.rate
 
     def metadata(self, key: str, value: str) -> None:

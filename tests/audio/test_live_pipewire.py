@@ -67,9 +67,11 @@ def test_a_48k_stream_holding_the_dac_at_start_is_reported_as_resampled(pipewire
     When the app leaves, PipeWire keeps the graph at 48000 for as long as our stream plays:
     the daemon reopens its playback and the x4 rate reaches the DAC again."""
     server = pipewire_server
+    zero = open("/dev/zero", "rb")
     other = subprocess.Popen(["pw-cat", "--playback", "--rate", "48000", "--channels", "2", "--format", "f32",
-                              "--target", "dac", "-"], stdin=subprocess.PIPE, env=server.env,
+                              "--target", "dac", "-"], stdin=zero, env=server.env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    zero.close()
     try:
         _wait(lambda: server.node_rate("dac") == 48000, 5, "the 48 kHz app driving the DAC")
         d = daemon_factory(make_config(model={"path": "none"}))
@@ -91,15 +93,18 @@ def test_an_app_on_rtupscale_is_ours_again_within_5_s_of_a_pipewire_pulse_restar
     path, makes its sink again and moves the app back: within 5 s of the restart."""
     server = pipewire_server
     d = daemon_factory(make_config(model={"path": "none"}), keep_alive=False)
+    zero = open("/dev/zero", "rb")
     app = subprocess.Popen(["pw-cat", "--playback", "--rate", "44100", "--channels", "2", "--format", "f32",
-                            "--target", "rtupscale", "-"], stdin=subprocess.PIPE, env=server.env,
+                            "--target", "rtupscale", "-"], stdin=zero, env=server.env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    zero.close()
 
     def app_sink() -> str | None:
         try:
             names = {s["index"]: s["name"] for s in server.sinks()}
+            # pipewire-pulse lists no process id for a native client: it is the only pw-cat
             return next((names.get(i["sink"]) for i in server.sink_inputs()
-                         if str(i["properties"].get("application.process.id")) == str(app.pid)), None)
+                         if i["properties"].get("application.name") == "pw-cat"), None)
         except Exception:  # the server is restarting
             return None
 
