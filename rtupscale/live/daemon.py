@@ -298,6 +298,8 @@ class Daemon:
                 if rate_recheck_at and now >= rate_recheck_at and self.session is s:
                     rate_recheck_at = 0.0
                     self.check_rates()
+            for line in s.check_dac_gaps():
+                log.warning("%s", line)
             if first_audio is not None and now - self.last_latency_probe > 1.0:
                 self.last_latency_probe = now
                 s.measure_device_latency()

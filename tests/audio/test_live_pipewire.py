@@ -4,6 +4,8 @@ what only PipeWire does. The tests meant for both servers are in test_live_pulse
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 
@@ -125,3 +127,33 @@ def test_an_app_on_rtupscale_is_ours_again_within_5_s_of_a_pipewire_pulse_restar
     finally:
         app.kill()
         app.wait()
+
+
+def test_a_stall_of_pipewire_pulse_is_counted_as_a_gap_at_the_dac(pipewire_server, make_config, daemon_factory):
+    """pipewire-pulse stopped for 80 ms (SIGSTOP): the DAC's graph runs on and plays silence
+    in our stream while the server holds our audio, and no underflow notice comes (seen: 0
+    counted in the first version of this test). The daemon finds the gap in the timing
+    updates (the read index left behind the clock) and counts it with its cause. Before
+    the stall, the default config's stream runs without one."""
+    server = pipewire_server
+    config = make_config(model={"path": "none"})
+    d = daemon_factory(config)
+    time.sleep(6.0)  # the check needs a few seconds of timing updates
+    st = d.status()
+    assert st["dac_gaps"]["checked"] is True, st["dac_gaps"]
+    assert st["xruns"]["total"] == 0 and st["xruns"]["dac_gaps"] == 0, st["xruns"]
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    time.sleep(0.080)
+    os.kill(server.proc.pid, signal.SIGCONT)
+    st = _wait(lambda: (s := d.status())["xruns"]["total"] > 0 and s, 6.0, "the stall counted")
+    x, g = st["xruns"], st["dac_gaps"]
+    print("after the stall:", x, g)
+    if x["dac_gaps"]:
+        assert g["causes"].get("server_late", 0) >= 1 and 60.0 <= g["ms"] <= 120.0, g
+        assert "its data thread missed the DAC's graph cycles" in g["last"], g
+        out = cli(server, "status", "--config", str(config)).stdout
+        assert "gaps at the DAC no underflow notice reported (PipeWire): 1" in out, out
+        _wait(lambda: "gap at the DAC: the DAC played" in d.log_text(), 3, "the log line")
+    else:  # the server noticed it itself this time: an underflow, counted once, not twice
+        assert x["output_underflows"] >= 1 and x["dac_gaps"] == 0, x
+    assert d.status()["state"] == "running"
