@@ -31,11 +31,12 @@ def check_playback_rate(session, server: SoundServerClient) -> None:
     if route is None:
         log.warning("rate check: our playback stream is not listed by the server")
         return
-    r.dac_rate = route.device_spec.rate
-    r.resampled = route.resampled
-    r.playback_route = f"stream [{route.stream_spec}] -> {route.device} [{route.device_spec}], resample method {route.resample_method or 'n/a'}"
+    # worked out in locals and set together at the end: status reads them from another
+    # thread, and must not see a new rate with the old (or no) advice
+    dac_rate, resampled = route.device_spec.rate, route.resampled
+    text = f"stream [{route.stream_spec}] -> {route.device} [{route.device_spec}], resample method {route.resample_method or 'n/a'}"
     info = session.server
-    r.advice = ""
+    advice = ""
     if info is not None and info.is_pipewire:
         # The sink's format follows the graph, and "resample method" is always "PipeWire": the
         # rate the DAC's node runs at says what reaches the DAC (the clock settings only say
@@ -44,27 +45,28 @@ def check_playback_rate(session, server: SoundServerClient) -> None:
             nodes = server.pipewire_nodes()
         except server.SoundServerError as e:
             nodes = []
-            r.playback_route += f"; PipeWire DAC node unknown ({e})"
+            text += f"; PipeWire DAC node unknown ({e})"
         node = server_device_node(nodes, route.device)
         _pipewire_quanta(r, nodes, node.rate if node is not None and node.rate else r.out_rate, session.rate)
         try:
             clock = server.pipewire_clock()
         except server.SoundServerError as e:
             clock = None
-            r.playback_route += f"; PipeWire clock settings unknown ({e})"
-        rate, how, fix = server.pipewire_verdict(node, clock, r.out_rate, route.device_spec.rate)
+            text += f"; PipeWire clock settings unknown ({e})"
+        rate, how, advice = server.pipewire_verdict(node, clock, r.out_rate, route.device_spec.rate)
         if rate is not None:
-            r.dac_rate = rate
-        r.resampled = r.dac_rate != r.out_rate
-        r.playback_route += f"; {how}"
-        r.advice = fix
-    if r.resampled:
-        if not r.advice:
-            r.advice = server.resampling_advice(info, r.out_rate, r.dac_rate) if info else ""
-        log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz (RESAMPLED). %s", r.playback_route, r.dac_rate, r.out_rate, r.advice)
+            dac_rate = rate
+        resampled = dac_rate != r.out_rate
+        text += f"; {how}"
+    if resampled and not advice:
+        advice = server.resampling_advice(info, r.out_rate, dac_rate) if info else ""
+    if not resampled:
+        advice = ""
+    r.playback_route, r.advice, r.dac_rate, r.resampled = text, advice, dac_rate, resampled
+    if resampled:
+        log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz (RESAMPLED). %s", text, dac_rate, r.out_rate, advice)
     else:
-        r.advice = ""
-        log.info("rate check: %s: %d Hz reaches the DAC", r.playback_route, r.dac_rate)
+        log.info("rate check: %s: %d Hz reaches the DAC", text, dac_rate)
 
 
 def _pipewire_quanta(r, nodes, dac_rate: int, capture_rate: int) -> None:

@@ -28,11 +28,13 @@ def _wait(cond, timeout: float, what: str):
 
 
 def _verdict_agrees_with_the_node(server, d, rate: int, timeout: float = 5.0) -> dict:
-    """``status`` says ``rate`` reaches the DAC, and so does the DAC node itself (pw-dump)."""
+    """``status`` says ``rate`` reaches the DAC (with a fix where it is not the 4x rate), and
+    so does the DAC node itself (pw-dump)."""
     def agree():
         st = d.status()
         pb = st["playback"]
-        return st if pb["dac_rate"] == rate and pb["resampled"] == (rate != OUT_RATE) else None
+        ok = pb["dac_rate"] == rate and pb["resampled"] == (rate != OUT_RATE) and bool(pb["advice"]) == (rate != OUT_RATE)
+        return st if ok else None
 
     st = _wait(agree, timeout, f"status saying {rate} Hz reaches the DAC")
     assert server.node_rate("dac") == rate, "the DAC node (pw-dump) runs at another rate than status says"
