@@ -242,6 +242,41 @@ def capture_route(pid: int | None = None) -> StreamRoute | None:
 
 
 @dataclass(frozen=True)
+class AppStream:
+    """An app's playback stream (a sink input): where it plays, and who it is."""
+
+    index: int
+    sink: str  # the sink's name
+    app: str  # application.name (else the binary's name)
+    pid: int | None
+    media: str  # media.name
+    node: str  # node.name on PipeWire (pw-cat's, pipewire-pulse's), else ""
+
+
+def list_app_streams() -> list[AppStream]:
+    """Every playback stream on the server, with the name of the sink it plays to."""
+    rows = _pactl("list", "sink-inputs")
+    assert isinstance(rows, list)
+    sinks = {str(s.index): s.name for s in list_sinks()}
+    out = []
+    for r in rows:
+        p = r.get("properties", {}) or {}
+        pid = p.get("application.process.id")
+        out.append(AppStream(
+            index=int(r["index"]), sink=sinks.get(str(r.get("sink")), ""),
+            app=str(p.get("application.name") or p.get("application.process.binary") or ""),
+            pid=int(pid) if str(pid or "").isdigit() else None,
+            media=str(p.get("media.name", "")), node=str(p.get("node.name", "")),
+        ))
+    return out
+
+
+def move_app_stream(index: int, sink: str) -> None:
+    """Move playback stream ``index`` to sink ``sink``."""
+    _pactl("move-sink-input", str(index), sink, json_out=False)
+
+
+@dataclass(frozen=True)
 class StreamLatency:
     """The server's own account of our streams' latencies, s (None: no such stream)."""
 
@@ -314,6 +349,133 @@ def pipewire_clock() -> PipeWireClock:
     except subprocess.TimeoutExpired as exc:
         raise SoundServerError(f"pw-metadata did not answer in {PACTL_TIMEOUT_S:g} s") from exc
     return PipeWireClock.parse(proc.stdout)
+
+
+@dataclass(frozen=True)
+class PipeWireNode:
+    """A PipeWire node as ``pw-dump`` shows it: the rate it really runs at.
+
+    A device node (a sound card's sink, or a null sink) drives its own graph: the rate of its
+    negotiated ``Format`` is the rate that reaches the DAC, whatever ``clock.allowed-rates``
+    would allow (the graph switches only while nothing else holds it, and ``clock.force-rate``
+    pins it). ``pactl`` shows the same rate in the sink's sample spec, but only this says
+    whether it is running."""
+
+    id: int
+    name: str
+    state: str  # "running", "idle", "suspended", ...
+    rate: int | None  # of its negotiated Format (None: no format yet)
+    driver: bool
+    latency: str | None = None  # node.latency, "FRAMES/RATE", as a stream asked for it
+    pid: int | None = None  # application.process.id (a client's stream)
+    media_class: str = ""  # "Audio/Sink", "Stream/Output/Audio", ...
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+def parse_pw_dump(objects: list | str) -> list[PipeWireNode]:
+    """The nodes of a ``pw-dump``: its JSON list, or its text, which may hold several lists
+    (pw-dump appends the changes it saw while dumping; later ones win, an object with
+    ``info: null`` is gone). Names are not unique: our virtual sink and both our streams
+    are all called ``rtupscale`` (see :func:`device_node`)."""
+    if isinstance(objects, str):
+        dec, text, pos, merged = json.JSONDecoder(), objects, 0, []
+        while True:
+            while pos < len(text) and text[pos].isspace():
+                pos += 1
+            if pos >= len(text):
+                break
+            chunk, pos = dec.raw_decode(text, pos)
+            merged.extend(chunk)
+        objects = merged
+    by_id: dict[int, dict] = {}
+    for o in objects:
+        by_id[int(o["id"])] = o
+    out = []
+    for o in by_id.values():
+        if o.get("type") != "PipeWire:Interface:Node" or not o.get("info"):
+            continue
+        info = o["info"]
+        props = info.get("props") or {}
+        name = props.get("node.name")
+        if not name:
+            continue
+        fmt = (info.get("params") or {}).get("Format") or []
+        rate = fmt[0].get("rate") if fmt and isinstance(fmt[0], dict) else None
+        out.append(PipeWireNode(
+            id=int(o["id"]), name=str(name), state=str(info.get("state", "")),
+            rate=int(rate) if isinstance(rate, int) else None,
+            driver=bool(props.get("node.driver", False)), latency=props.get("node.latency"),
+            pid=int(props["application.process.id"]) if str(props.get("application.process.id", "")).isdigit() else None,
+            media_class=str(props.get("media.class", "")),
+        ))
+    return out
+
+
+def device_node(nodes: list[PipeWireNode], name: str) -> PipeWireNode | None:
+    """The sink node called ``name`` (not a stream of that name)."""
+    return next((n for n in nodes if n.name == name and n.media_class.startswith("Audio/")), None)
+
+
+def pipewire_quantum_s(node_latency: str | None, graph_rate: int) -> float:
+    """The graph quantum a stream's ``node.latency`` ("FRAMES/RATE") gives at ``graph_rate``, s:
+    PipeWire runs the graph in the largest power of two of frames not above the smallest
+    latency its streams ask for (0 when unknown)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", node_latency or "")
+    if not m or not graph_rate or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
+        return 0.0
+    frames = int(m.group(1)) * graph_rate / int(m.group(2))
+    return float(1 << max(0, int(frames).bit_length() - 1)) / graph_rate
+
+
+def pipewire_nodes() -> list[PipeWireNode]:
+    """Every PipeWire node (``pw-dump``, once: called when the server says a sink
+    changed, never on a timer). Raises SoundServerError when ``pw-dump`` is missing or fails."""
+    exe = shutil.which("pw-dump")
+    if exe is None:
+        raise SoundServerError("pw-dump not found (install pipewire-bin) to read the rate PipeWire's DAC node runs at")
+    try:
+        proc = subprocess.run([exe], capture_output=True, text=True, timeout=PACTL_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise SoundServerError(f"pw-dump did not answer in {PACTL_TIMEOUT_S:g} s") from exc
+    if proc.returncode != 0:
+        raise SoundServerError(f"pw-dump failed: {(proc.stderr or '').strip()[-200:]}")
+    try:
+        return parse_pw_dump(proc.stdout)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise SoundServerError(f"pw-dump: unexpected output ({exc})") from exc
+
+
+def pipewire_verdict(node: PipeWireNode | None, clock: PipeWireClock | None, wanted_rate: int,
+                     sink_rate: int | None = None) -> tuple[int | None, str, str]:
+    """What reaches a PipeWire DAC node: ``(rate, how it was found, fix)``; ``fix`` is empty
+    when ``wanted_rate`` reaches it. The node's running rate decides; without the node
+    (pw-dump failed), the sink's format as pipewire-pulse reports it (``sink_rate``: it
+    follows the node's); only a node that does not run falls back to what the clock settings
+    predict."""
+    if node is not None and node.running and node.rate:
+        rate, how = node.rate, f"DAC node {node.name} runs at {node.rate} Hz"
+    elif node is None and sink_rate:
+        rate, how = sink_rate, f"the DAC sink's format says {sink_rate} Hz"
+    elif clock is not None:
+        rate, how = clock.graph_rate(wanted_rate), f"DAC node not running; the clock settings predict {clock.graph_rate(wanted_rate)} Hz"
+    else:
+        return None, "DAC node not running and the clock settings unknown", ""
+    if clock is not None:
+        how += f" ({clock})"
+    if rate == wanted_rate:
+        return rate, how, ""
+    if clock is not None and clock.force_rate and clock.force_rate != wanted_rate:
+        fix = (f"PipeWire's clock.force-rate pins the graph at {clock.force_rate} Hz: "
+               f"`pw-metadata -n settings 0 clock.force-rate 0` lets it run at {wanted_rate} Hz")
+    elif clock is not None and wanted_rate in clock.allowed:
+        fix = (f"another stream holds the DAC's graph at {rate} Hz (PipeWire switches the graph rate only while "
+               f"nothing else plays on it): stop it or send it to the rtupscale sink; the graph then runs at {wanted_rate} Hz")
+    else:
+        fix = ""
+    return rate, how, fix
 
 
 def resampling_advice(info: ServerInfo, wanted_rate: int, device_rate: int) -> str:

@@ -215,6 +215,10 @@ class PulseStreams:
         self._tlength_frames = 0
         self.request_s = 0.0
         """The request size the server granted (``minreq``), s; set by :meth:`open`."""
+        self.fragment_s = 0.0
+        """The capture fragment the server granted (``fragsize``), s; set by :meth:`open`."""
+        self.queue_s = 0.0
+        """The playback queue the server granted (``tlength``), s; set by :meth:`open`."""
 
     wakes_worker = True
 
@@ -248,6 +252,8 @@ class PulseStreams:
         fb = 4 * self.channels
         self._tlength_frames = int(g[1]) // fb
         self.request_s = int(g[2]) / fb / (FACTOR * self.rate)
+        self.fragment_s = int(g[0]) / fb / self.rate
+        self.queue_s = int(g[1]) / fb / (FACTOR * self.rate)
         log.info(
             "native PulseAudio streams: capture fragment %.1f ms, playback buffer %.1f ms (request %.1f ms, start at %.2f ms)",
             1e3 * g[0] / fb / self.rate, 1e3 * g[1] / fb / (FACTOR * self.rate),
@@ -366,6 +372,19 @@ class PulseStreams:
             playback_buffer=1e-6 * st.lat_playback_buffer_us,
             sink=1e-6 * st.lat_sink_us,
         )
+
+    def playback_indexes(self) -> tuple[int, int, float, int] | None:
+        """The server's read and write index of our playback (frames), when they were
+        current (s, the server's clock) and the update's sequence number, as of the last
+        timing update (every 250 ms); None before the first. Main thread."""
+        if self._p is None:
+            return None
+        st = self._lat_stats
+        _native.lib.rtu_get_stats(self._p, st)
+        if st.lat_play_seq == 0:
+            return None
+        fb = 4 * self.channels
+        return int(st.lat_play_read_index) // fb, int(st.lat_play_write_index) // fb, 1e-6 * st.lat_play_at_us, int(st.lat_play_seq)
 
     @property
     def device_latency_s(self) -> tuple[float, float]:

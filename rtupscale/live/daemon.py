@@ -30,6 +30,7 @@ from rtupscale.audio.devices import DeviceError
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.live import reload as reload_plan
 from rtupscale.live.rates import capture_rate_change, check_playback_rate
+from rtupscale.live.routing import REATTACH_WINDOW_S, OurApps
 from rtupscale.live.server import SoundServerClient
 from rtupscale.live.session import Backend, Session, SessionParts
 from rtupscale.live.sink import VirtualSink
@@ -40,6 +41,15 @@ from rtupscale.live.worker import STALL_S
 log = logging.getLogger("rtupscale.daemon")
 
 RATE_CHECK_EVERY_S = 2.0
+"""Without the server's events (pulsectl missing): how often the capture rate is polled."""
+RATE_RECHECK_GAP_S = 0.3
+"""A burst of the server's sink events re-checks the rate once, this long after the first."""
+RESAMPLED_RECHECK_S = 3.0
+"""While PipeWire's DAC runs at another rate, the rate is checked again this often: lifting
+``clock.force-rate`` or ``allowed-rates`` shows in no event of the PulseAudio protocol."""
+REGRAPH_EVERY_S = 10.0
+"""At most this often the daemon reopens its playback stream to let a PipeWire graph that
+only our stream holds at another rate switch to the x4 rate."""
 SHUTDOWN_LIMIT_S = 8.0
 """After TERM/INT the daemon exits within this long, cleaned up or not."""
 GIL_SWITCH_S = 0.0005
@@ -91,6 +101,10 @@ class Daemon:
         self.sink = VirtualSink(server)
         self.nonfinite_reported = False
         self.gc = gcpause.GcPauses()
+        self.server_events = None  # rtupscale.audio.server_events.ServerEvents, from run()
+        self.apps: OurApps | None = None  # the apps on our virtual sink (with the events)
+        self.rate_checks = 0
+        self.last_regraph = -REGRAPH_EVERY_S
 
     # -- parts ----------------------------------------------------------------------
     def build_engine(self, config, runner, rate: int):
@@ -144,6 +158,7 @@ class Daemon:
         self.control = control.ControlServer(self, self.config.control)
         self.control.start()  # refuses to start if another daemon answers on the socket
         self.sink.lock_folder = self.control.path.parent
+        self._watch_server()
         try:
             self._set_cpus_awake(self.config.latency.keep_cpus_awake)
             self.runner = self._load_runner(self.config)
@@ -163,10 +178,30 @@ class Daemon:
                 self.session.close()
             self.sink.remove()  # also one kept by a recovery that then gave up
             self.control.stop()
+            if self.server_events is not None:
+                self.server_events.stop()
             self.gc.uninstall()
             cpuawake.stop()
         log.info("stopped: %s", self.stop_reason)
         return code
+
+    def _watch_server(self) -> None:
+        """Listen to the sound server's events (the real server only; tests with a fake
+        server pass none): a sink or source that changed is checked when it changes, not
+        polled."""
+        if self.server is not pulse:
+            return
+        from rtupscale.audio.server_events import ServerEvents
+
+        try:
+            ev = ServerEvents(self._wake.set)
+            ev.start()
+        except ImportError as e:
+            log.warning("no event subscription to the sound server (%s): polling it every %g s instead", e, RATE_CHECK_EVERY_S)
+            return
+        self.server_events = ev
+        if self.config.audio.capture == "auto":
+            self.apps = OurApps(self.server, self.config.audio.virtual_sink)
 
     def _load_runner(self, config):
         if config.model_path() is None:
@@ -216,8 +251,10 @@ class Daemon:
         next_watchdog = 0.0
         rate_checked = False
         latency_logged = False
+        rate_recheck_at = 0.0
+        apps_refresh_at = reattach_until = 0.0
         while True:
-            self._wake.wait(0.25)
+            self._wake.wait(min(0.25, max(0.0, rate_recheck_at - time.monotonic())) if rate_recheck_at else 0.25)
             self._wake.clear()
             self._drain_events()
             if self._stop.is_set():
@@ -243,8 +280,26 @@ class Daemon:
             if not rate_checked and first_audio is not None and now - first_audio > 0.5:
                 rate_checked = True
                 self.check_rates()
-            if now - self.last_rate_check > RATE_CHECK_EVERY_S and rate_checked:
-                self._check_capture_rate()
+            if self.server_events is None:
+                if now - self.last_rate_check > RATE_CHECK_EVERY_S and rate_checked:
+                    self._check_capture_rate()
+            else:
+                events = self.server_events.take()
+                if self.apps is not None:
+                    apps_refresh_at, reattach_until = self._follow_apps(events, now, apps_refresh_at, reattach_until)
+                if rate_checked and any(e.facility == "source" for e in events):
+                    self._check_capture_rate()
+                resampled_pw = bool(s.routing.resampled and s.server is not None and s.server.is_pipewire)
+                if rate_checked and (
+                    any(e.facility in ("sink", "server") or (resampled_pw and e.kind == "remove") for e in events)
+                    or (resampled_pw and now - self.last_rate_check > RESAMPLED_RECHECK_S)
+                ):
+                    rate_recheck_at = rate_recheck_at or now + RATE_RECHECK_GAP_S
+                if rate_recheck_at and now >= rate_recheck_at and self.session is s:
+                    rate_recheck_at = 0.0
+                    self.check_rates()
+            for line in s.check_dac_gaps():
+                log.warning("%s", line)
             if first_audio is not None and now - self.last_latency_probe > 1.0:
                 self.last_latency_probe = now
                 s.measure_device_latency()
@@ -260,6 +315,28 @@ class Daemon:
             if watchdog_s and now >= next_watchdog and self.state != State.STALLED:
                 service.sd_notify("WATCHDOG=1")
                 next_watchdog = now + watchdog_s / 3
+
+    def _follow_apps(self, events, now: float, refresh_at: float, reattach_until: float) -> tuple[float, float]:
+        """Remember the apps on our sink when the server says a stream changed; after the
+        server came back (the listener reconnected), move the remembered ones back to our
+        sink for ``REATTACH_WINDOW_S``. Returns the new (refresh_at, reattach_until)."""
+        if any(e.facility == "server" and e.kind == "new" and e.index == -1 for e in events):
+            reattach_until = now + REATTACH_WINDOW_S
+            log.info("sound server back: moving the apps that played to %s before (%d) back to it",
+                     self.apps.sink, len(self.apps.remembered))
+        if reattach_until:
+            if now < reattach_until:
+                if self.apps.remembered and self.session is not None and self.session.sink_module is not None:
+                    self.apps.reattach()
+                return refresh_at, reattach_until
+            reattach_until = 0.0
+            refresh_at = now
+        if any(e.facility == "sink_input" for e in events):
+            refresh_at = refresh_at or now + RATE_RECHECK_GAP_S
+        if refresh_at and now >= refresh_at:
+            refresh_at = 0.0
+            self.apps.refresh()
+        return refresh_at, reattach_until
 
     def _report_nonfinite(self, s: Session) -> None:
         """Log once that the capture delivered NaN/Inf samples (the engine set them to 0)."""
@@ -308,7 +385,26 @@ class Daemon:
     def check_rates(self) -> None:
         """Log (and keep for ``status``) the rate that really reaches the DAC."""
         self.last_rate_check = time.monotonic()
-        check_playback_rate(self.session, self.server)
+        self.rate_checks += 1
+        s = self.session
+        check_playback_rate(s, self.server)
+        r = s.routing
+        if not (r.resampled and s.server is not None and s.server.is_pipewire and r.advice.startswith("another stream holds")):
+            return
+        # PipeWire switches a graph's rate only while nothing runs on it: if the stream that
+        # held it at another rate has gone and ours alone keeps it there, a new stream of ours
+        # lets it switch (a reopen of the audio path, keeping the virtual sink).
+        try:
+            others = [a for a in self.server.list_app_streams()
+                      if a.sink == s.playback_ep.server_name and a.pid != os.getpid()]
+        except self.server.SoundServerError:
+            return
+        if others:
+            log.info("rate check: the DAC's graph is held by %s", ", ".join(f"{a.app or a.node} (stream {a.index})" for a in others))
+        elif time.monotonic() - self.last_regraph > REGRAPH_EVERY_S:
+            self.last_regraph = time.monotonic()
+            s.fail(f"the DAC's graph runs at {r.dac_rate} Hz with only our stream on it: reopening the playback "
+                   f"so that it switches to {r.out_rate} Hz")
 
     def _check_capture_rate(self) -> None:
         """A capture source that switched between 44.1 and 48 kHz: reopen at its new rate."""

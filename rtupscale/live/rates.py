@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 
+from rtupscale.audio.pulse import device_node as server_device_node
 from rtupscale.live.server import SoundServerClient
 
 log = logging.getLogger("rtupscale.daemon")
@@ -29,27 +31,57 @@ def check_playback_rate(session, server: SoundServerClient) -> None:
     if route is None:
         log.warning("rate check: our playback stream is not listed by the server")
         return
-    r.dac_rate = route.device_spec.rate
-    r.resampled = route.resampled
-    r.playback_route = f"stream [{route.stream_spec}] -> {route.device} [{route.device_spec}], resample method {route.resample_method or 'n/a'}"
+    # worked out in locals and set together at the end: status reads them from another
+    # thread, and must not see a new rate with the old (or no) advice
+    dac_rate, resampled = route.device_spec.rate, route.resampled
+    text = f"stream [{route.stream_spec}] -> {route.device} [{route.device_spec}], resample method {route.resample_method or 'n/a'}"
     info = session.server
+    advice = ""
     if info is not None and info.is_pipewire:
-        # The sink's format is not the graph's rate, and "resample method" is always
-        # "PipeWire": the graph clock says what reaches the DAC.
+        # The sink's format follows the graph, and "resample method" is always "PipeWire": the
+        # rate the DAC's node runs at says what reaches the DAC (the clock settings only say
+        # what the graph may run at).
+        try:
+            nodes = server.pipewire_nodes()
+        except server.SoundServerError as e:
+            nodes = []
+            text += f"; PipeWire DAC node unknown ({e})"
+        node = server_device_node(nodes, route.device)
+        _pipewire_quanta(r, nodes, node.rate if node is not None and node.rate else r.out_rate, session.rate)
         try:
             clock = server.pipewire_clock()
         except server.SoundServerError as e:
-            r.playback_route += f"; PipeWire graph rate unknown ({e})"
-        else:
-            r.dac_rate = clock.graph_rate(route.stream_spec.rate)
-            r.resampled = r.dac_rate != r.out_rate
-            r.playback_route += f"; PipeWire graph at {r.dac_rate} Hz ({clock})"
-    if r.resampled:
-        r.advice = server.resampling_advice(info, r.out_rate, r.dac_rate) if info else ""
-        log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz. %s", r.playback_route, r.dac_rate, r.out_rate, r.advice)
+            clock = None
+            text += f"; PipeWire clock settings unknown ({e})"
+        rate, how, advice = server.pipewire_verdict(node, clock, r.out_rate, route.device_spec.rate)
+        if rate is not None:
+            dac_rate = rate
+        resampled = dac_rate != r.out_rate
+        text += f"; {how}"
+    if resampled and not advice:
+        advice = server.resampling_advice(info, r.out_rate, dac_rate) if info else ""
+    if not resampled:
+        advice = ""
+    r.playback_route, r.advice, r.dac_rate, r.resampled = text, advice, dac_rate, resampled
+    if resampled:
+        log.warning("rate check: %s: the DAC gets %d Hz, not %d Hz (RESAMPLED). %s", text, dac_rate, r.out_rate, advice)
     else:
-        r.advice = ""
-        log.info("rate check: %s: %d Hz reaches the DAC", r.playback_route, r.dac_rate)
+        log.info("rate check: %s: %d Hz reaches the DAC", text, dac_rate)
+
+
+def _pipewire_quanta(r, nodes, dac_rate: int, capture_rate: int) -> None:
+    """The graph quanta our two streams ask for (their ``node.latency``), for the latency
+    report (see ``Session._pipewire_latency``)."""
+    from rtupscale.audio.pulse import pipewire_quantum_s
+
+    pid = os.getpid()
+    for n in nodes:
+        if n.pid != pid:
+            continue
+        if n.media_class == "Stream/Output/Audio":
+            r.quantum_out_s = pipewire_quantum_s(n.latency, dac_rate)
+        elif n.media_class == "Stream/Input/Audio":
+            r.quantum_in_s = pipewire_quantum_s(n.latency, capture_rate)
 
 
 def capture_rate_change(session, server: SoundServerClient, capture_setting: str) -> int | None:

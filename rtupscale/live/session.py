@@ -8,6 +8,7 @@ runs it.
 
 from __future__ import annotations
 
+import collections
 import enum
 import logging
 import math
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rtupscale import FACTOR
+from rtupscale.audio.dac_gaps import DacGapDetector
 from rtupscale.audio.devices import Endpoint, resolve_capture, resolve_playback
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.audio.rings import FrameRing
@@ -88,6 +90,61 @@ class Routing:
     resampled: bool | None = None
     advice: str = ""
     backend: str = ""
+    quantum_in_s: float = 0.0
+    """PipeWire: the graph quantum of the virtual sink (capture side) and of the DAC, s."""
+    quantum_out_s: float = 0.0
+
+
+GAP_UNDERFLOW_S = 5.0
+"""A gap found within this long of an underflow notice is that underflow (counted once)."""
+
+
+class DacGaps:
+    """The DAC gap check of a session on PipeWire (:mod:`rtupscale.audio.dac_gaps`), fed from
+    the main thread with the playback's timing updates; counts the gaps and their causes."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self.detector = DacGapDetector(rate)
+        self.count = 0
+        self.frames = 0
+        self.causes: collections.Counter = collections.Counter()
+        self.last = ""
+        self._seq = -1
+        self._underflows = 0
+        self._underflow_at = -1e9
+
+    def check(self, streams) -> list[str]:
+        """Look at the newest timing update; returns a log line per gap found."""
+        x = streams.playback_indexes()
+        now = time.monotonic()
+        if streams.xruns.output_underflows != self._underflows:
+            self._underflows, self._underflow_at = streams.xruns.output_underflows, now
+        if x is None or x[3] == self._seq:
+            return []
+        self._seq = x[3]
+        if not streams.playing:  # corked or disarmed: the sink takes nothing, and knows it
+            self.detector.reset()
+            return []
+        lines = []
+        for g in self.detector.add(x[0], x[1], x[2]):
+            if now - self._underflow_at < GAP_UNDERFLOW_S:
+                continue  # the server reported it: counted as an output underflow
+            q = self.detector.quantum
+            cause = "server_late" if g.queued_frames >= max(q, 1) else "queue_short"
+            self.count += 1
+            self.frames += g.frames
+            self.causes[cause] += 1
+            ms, held = 1e3 * g.frames / self.rate, 1e3 * g.queued_frames / self.rate
+            if cause == "server_late":
+                self.last = (f"the DAC played {ms:.1f} ms of silence in our stream while the server held {held:.1f} ms of it: "
+                             f"its data thread missed the DAC's graph cycles (quantum {1e3 * q / self.rate:.1f} ms; "
+                             "a stall of the server or of the machine)")
+            else:
+                self.last = (f"the DAC played {ms:.1f} ms of silence in our stream: the server's queue for it was short "
+                             f"({held:.1f} ms); raise latency.playback_buffer_ms")
+            lines.append(f"gap at the DAC: {self.last}")
+        return lines
 
 
 @dataclass
@@ -165,6 +222,8 @@ class Session:
         self.started_at = time.monotonic()
         # device latencies, s: the server's figures (averaged) where it has them, else the streams'
         self.dev_latency: dict[str, float] | None = None
+        # PipeWire: the gaps the DAC played in our stream that no underflow notice reports
+        self.dac_gaps = DacGaps(FACTOR * rate) if self._pipewire_native() else None
         # the backends start their callback threads in open(): those are promoted in start()
         from rtupscale.audio import priority
 
@@ -221,7 +280,10 @@ class Session:
         streams' own timing updates."""
         sample = None
         server = self.parts.server
-        if self.capture_ep.server_name or self.playback_ep.server_name:
+        if self._pipewire_native():
+            sample = self._pipewire_latency()
+        elif (self.capture_ep.server_name or self.playback_ep.server_name) and not (self.server is not None and self.server.is_pipewire):
+            # (pipewire-pulse lists zeros for these: PortAudio's own figures below serve better)
             try:
                 sl = server.stream_latencies()
             except server.SoundServerError:
@@ -251,6 +313,37 @@ class Session:
         else:
             for k, v in sample.items():
                 self.dev_latency[k] += 0.2 * (v - self.dev_latency[k])
+
+    def check_dac_gaps(self) -> list[str]:
+        """PipeWire: count the gaps the DAC played in our stream (main thread, often: it
+        reads the C side's last timing update, no call to the server)."""
+        if self.dac_gaps is None or self.streams is None:
+            return []
+        return self.dac_gaps.check(self.streams)
+
+    def _pipewire_native(self) -> bool:
+        return bool(self.server is not None and self.server.is_pipewire and self.routing.backend == Backend.PULSE)
+
+    def _pipewire_latency(self) -> dict[str, float]:
+        """Our streams' latencies on pipewire-pulse, s. ``pactl`` lists zeros for them there
+        (0.3.65), so they come from the streams' own timing updates: our queue in the server
+        (write index less read index: all of it ahead of the DAC) and the capture waiting in
+        it; before the first update, the queue the server granted (``tlength``, kept full
+        less what it is owed). On top, a quantum of each graph: pipewire-pulse hands the DAC
+        one quantum per cycle from the front of our queue, and the virtual sink's monitor
+        reaches our capture a quantum at a time. The quanta follow from the streams'
+        ``node.latency`` (``rates.check_playback_rate`` reads them from pw-dump)."""
+        st = self.streams
+        sl = st.server_latencies()
+        if sl is not None:
+            dev_in, dev_out, sink = sl.capture_buffer + sl.source, sl.playback_buffer, sl.sink
+        else:
+            dev_in, dev_out, sink = 0.0, max(0.0, getattr(st, "queue_s", 0.0) - self.pipeline.owed / self.pipeline.out_rate), 0.0
+        return {
+            "device_in": dev_in + self.routing.quantum_in_s,
+            "device_out": dev_out + self.routing.quantum_out_s,
+            "sink": sink,
+        }
 
     def latency_report(self) -> dict:
         """Where a sample's time goes, ms. The two rings (Little's law on their time-averaged

@@ -23,6 +23,9 @@ class XrunBank:
         self.ring_short = 0
         self.underflow_causes: collections.Counter = collections.Counter()
         self.last_underflow = ""
+        self.dac_gap_frames = 0
+        self.dac_gap_causes: collections.Counter = collections.Counter()
+        self.last_dac_gap = ""
 
     def bank(self, s) -> None:
         """Add closed session ``s``'s counts."""
@@ -32,6 +35,11 @@ class XrunBank:
         self.ring_short += x.ring_short
         self.underflow_causes.update(x.underflow_causes)
         self.last_underflow = x.last_underflow or self.last_underflow
+        g = getattr(s, "dac_gaps", None)
+        if g is not None:
+            self.dac_gap_frames += g.frames
+            self.dac_gap_causes.update(g.causes)
+            self.last_dac_gap = g.last or self.last_dac_gap
 
 
 def session_xruns(s) -> dict[str, int]:
@@ -44,6 +52,8 @@ def session_xruns(s) -> dict[str, int]:
         "playback_ring_empty": x.playback_ring_empty,
         "late_skips": c.late_skips,
         "drops": c.drops,
+        # PipeWire: silence the DAC played in our stream that no underflow notice reported
+        "dac_gaps": s.dac_gaps.count if getattr(s, "dac_gaps", None) is not None else 0,
     }
 
 
@@ -114,10 +124,23 @@ def build_status(d) -> dict:
             "playback_ring_short": ring_short,
             "output_underflow_causes": causes,
             "last_output_underflow": s.streams.xruns.last_underflow or bank.last_underflow or None,
+            "dac_gaps": _dac_gaps(s, bank),
             "engine": s.engine.counters.snapshot(),
         }
     )
     return out
+
+
+def _dac_gaps(s, bank: XrunBank) -> dict:
+    g = getattr(s, "dac_gaps", None)
+    frames = bank.dac_gap_frames + (g.frames if g else 0)
+    rate = g.rate if g else 0
+    return {
+        "checked": g is not None,
+        "ms": round(1e3 * frames / rate, 2) if rate else 0.0,
+        "causes": dict(bank.dac_gap_causes + (g.causes if g else collections.Counter())),
+        "last": (g.last if g else "") or bank.last_dac_gap or None,
+    }
 
 
 # ----------------------------------------------------------------------------- commands
@@ -180,7 +203,8 @@ def format_status(st: dict) -> list[str]:
     e = st["engine"]
     lines.append(
         f"xruns: {x['total']} (input overflows {x['input_overflows']}, output underflows {x['output_underflows']}, "
-        f"capture ring full {x['capture_ring_full']}, playback ring empty {x['playback_ring_empty']}, late skips {x['late_skips']}, drops {x.get('drops', 0)})"
+        f"capture ring full {x['capture_ring_full']}, playback ring empty {x['playback_ring_empty']}, late skips {x['late_skips']}, drops {x.get('drops', 0)}"
+        + (f", gaps at the DAC {x['dac_gaps']}" if "dac_gaps" in x else "") + ")"
     )
     pc = st.get("pipeline")
     if pc and any(pc.values()):
@@ -191,6 +215,14 @@ def format_status(st: dict) -> list[str]:
         lines.append("output underflows by cause: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(c.items())))
     if st.get("last_output_underflow"):
         lines.append(f"last output underflow: {st['last_output_underflow']}")
+    g = st.get("dac_gaps") or {}
+    if g.get("checked") or x.get("dac_gaps"):
+        lines.append(
+            f"gaps at the DAC no underflow notice reported (PipeWire): {x.get('dac_gaps', 0)}, {g.get('ms', 0.0):.1f} ms in all"
+            + ("; by cause: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in sorted(g["causes"].items())) if g.get("causes") else "")
+        )
+        if g.get("last"):
+            lines.append(f"last gap at the DAC: {g['last']}")
     if st.get("playback_ring_short"):
         lines.append(f"playback ring short: {st['playback_ring_short']} (requests topped up a millisecond later while the server's queue played on; not gaps)")
     lines.append(

@@ -1,4 +1,9 @@
-"""The live tests' sound server: one private PulseAudio per session (see pulse_harness)."""
+"""The live tests' sound servers: one private PulseAudio and one private PipeWire (with
+WirePlumber and pipewire-pulse) per session (see pulse_harness).
+
+``pulse_server`` is PulseAudio (tests of what only PulseAudio does); ``sound_server`` runs a
+test once on each server (``[pulseaudio]``, ``[pipewire]``). ``make_config`` and
+``daemon_factory`` use whichever of the two the test asks for."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.audio.pulse_harness import REPO, Daemon, PulseServer
+from tests.audio.pulse_harness import REPO, Daemon, PipeWireServer, PulseServer
 
 
 @pytest.fixture(scope="session")
@@ -21,15 +26,46 @@ def pulse_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def pipewire_server(tmp_path_factory):
+    """PipeWire, or a skip that says why it cannot run here (the live tests on PulseAudio
+    still run)."""
+    why = PipeWireServer.missing()
+    if why:
+        pytest.skip(f"PipeWire: {why}")
+    server = PipeWireServer(tmp_path_factory.mktemp("pipewire"))
+    try:
+        server.start()
+    except RuntimeError as e:
+        server.stop()
+        pytest.skip(f"PipeWire does not start here: {e}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=["pulseaudio", "pipewire"])
+def sound_server(request):
+    """Each server in turn: the test runs once on PulseAudio, once on PipeWire."""
+    return request.getfixturevalue("pulse_server" if request.param == "pulseaudio" else "pipewire_server")
+
+
+def _server(request):
+    """The server the test asked for (``sound_server``, ``pipewire_server`` or ``pulse_server``)."""
+    for name in ("sound_server", "pipewire_server", "pulse_server"):
+        if name in request.fixturenames:
+            return request.getfixturevalue(name)
+    return request.getfixturevalue("pulse_server")
+
+
 @pytest.fixture(autouse=True)
 def live_server(request):
     """Each live test starts with the session's server running: one that died after an
     earlier test's checks (a death during them fails that test) is started again, with the
     reason printed."""
-    if "pulse_server" not in request.fixturenames:
+    if not {"pulse_server", "sound_server", "pipewire_server"} & set(request.fixturenames):
         yield
         return
-    server = request.getfixturevalue("pulse_server")
+    server = _server(request)
     why = server.died()
     if why:
         print(f"restarting the test sound server: {why}")
@@ -38,15 +74,17 @@ def live_server(request):
 
 
 @pytest.fixture
-def make_config(pulse_server, tmp_path):
+def make_config(request, tmp_path):
     """Write a daemon config: the shipped config.yaml with the given overrides."""
+
+    server = _server(request)
 
     def make(name: str = "config.yaml", **sections) -> object:
         cfg = yaml.safe_load((REPO / "config.yaml").read_text())
         model = cfg.setdefault("model", {})
         if model.get("path", "none") != "none":  # relative to config.yaml, which stays in the repo
             model["path"] = str((REPO / model["path"]).resolve())
-        cfg.setdefault("control", {})["socket"] = str(pulse_server.runtime / f"rtupscale-{tmp_path.name}.sock")
+        cfg.setdefault("control", {})["socket"] = str(server.runtime / f"rtupscale-{tmp_path.name}.sock")
         for section, values in sections.items():
             cfg.setdefault(section, {}).update(values)
         path = tmp_path / name
@@ -57,8 +95,9 @@ def make_config(pulse_server, tmp_path):
 
 
 @pytest.fixture
-def daemon_factory(pulse_server, tmp_path):
+def daemon_factory(request, tmp_path):
     """Start daemons (stopped, with their logs printed on failure, at the end of the test)."""
+    pulse_server = _server(request)
     started: list[Daemon] = []
     keepalive: list[subprocess.Popen] = []
     zero = open("/dev/zero", "rb")

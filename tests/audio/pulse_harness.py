@@ -1,5 +1,11 @@
-"""A private PulseAudio server, the daemon as a subprocess, and the measurements the live
-tests share (delay between two monitors, alignment of a recording with the file-mode output).
+"""The live tests' sound servers (a private PulseAudio, or a private PipeWire + WirePlumber +
+pipewire-pulse), the daemon as a subprocess, and the measurements the live tests share (delay
+between two monitors, alignment of a recording with the file-mode output).
+
+Both servers speak the PulseAudio protocol to the daemon and to the tests (``pactl``,
+``pacat``, the recorder), and offer the same methods: ``start``, ``stop``, ``kill`` (as a
+crash), ``died``, ``pactl``, ``sinks``, ``sink_inputs``, ``env`` and ``proc`` (the process
+that serves the PulseAudio protocol: ``pulseaudio``, or ``pipewire-pulse``).
 """
 
 from __future__ import annotations
@@ -18,11 +24,14 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PA_FILE = HERE / "null-sinks.pa"
+PW_CONF = HERE / "pipewire"  # pipewire/pipewire.conf.d/: the x4 rates and the null DACs
 PYTHON = sys.executable
 
 
 class PulseServer:
     """``pulseaudio -n -F null-sinks.pa`` with a private XDG_RUNTIME_DIR (no session bus)."""
+
+    name = "pulseaudio"
 
     def __init__(self, root: Path):
         self.root = root
@@ -113,10 +122,151 @@ class PulseServer:
         return json.loads(self.pactl("-f", "json", "list", "sink-inputs").stdout)
 
 
+class PipeWireServer:
+    """PipeWire + WirePlumber + pipewire-pulse, headless, with a private runtime dir, config,
+    state and session bus (``dbus-daemon --session``), and the null DACs ``dac`` and ``dac192``
+    of ``pipewire/pipewire.conf.d`` (see ../shared/audio/README.md, "PipeWire").
+
+    ``proc`` is pipewire-pulse: ``kill`` kills only it (as a crash of the PulseAudio-protocol
+    server: the graph, the DAC nodes and PipeWire-native clients stay), ``start`` starts
+    whatever part is not running."""
+
+    name = "pipewire"
+    PARTS = ("dbus", "pipewire", "wireplumber", "pipewire-pulse")
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.runtime = root / "run"
+        self.log = root / "pipewire-pulse.log"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    @staticmethod
+    def missing() -> str | None:
+        """What this machine lacks to run the server, or None."""
+        need = ["pipewire", "wireplumber", "pipewire-pulse", "dbus-daemon", "pactl", "pw-dump", "pw-metadata", "pw-cat"]
+        lack = [n for n in need if shutil.which(n) is None]
+        return ("missing " + ", ".join(lack) + " (apt: pipewire pipewire-pulse wireplumber pipewire-bin dbus "
+                "pulseaudio-utils; scripts/setup --test installs them)") if lack else None
+
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self.procs.get("pipewire-pulse")
+
+    @property
+    def env(self) -> dict:
+        e = dict(os.environ)
+        run = str(self.runtime)
+        e.update({
+            "XDG_RUNTIME_DIR": run, "PIPEWIRE_RUNTIME_DIR": run, "HOME": str(self.root),
+            "XDG_CONFIG_HOME": str(self.root / "config"), "XDG_STATE_HOME": str(self.root / "state"),
+            "XDG_DATA_HOME": str(self.root / "data"), "PULSE_RUNTIME_PATH": f"{run}/pulse",
+            "PULSE_SERVER": f"unix:{run}/pulse/native", "DBUS_SESSION_BUS_ADDRESS": f"unix:path={run}/bus",
+        })
+        e.pop("PIPEWIRE_REMOTE", None)
+        return e
+
+    def _spawn(self, part: str) -> None:
+        cmd = {
+            "dbus": ["dbus-daemon", "--session", f"--address=unix:path={self.runtime}/bus", "--nofork", "--nopidfile"],
+            "pipewire": ["pipewire"], "wireplumber": ["wireplumber"], "pipewire-pulse": ["pipewire-pulse"],
+        }[part]
+        log = open(self.root / f"{part}.log", "ab")
+        self.procs[part] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def start(self) -> None:
+        why = self.missing()
+        if why:
+            raise RuntimeError(why)
+        self.runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.runtime, 0o700)
+        conf = self.root / "config" / "pipewire" / "pipewire.conf.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        for f in (PW_CONF / "pipewire.conf.d").iterdir():
+            shutil.copy(f, conf / f.name)
+        for d in ("state", "data"):
+            (self.root / d).mkdir(exist_ok=True)
+        for part in self.PARTS:
+            p = self.procs.get(part)
+            if p is not None and p.poll() is None:
+                continue
+            if part == "pipewire-pulse":
+                sock = self.runtime / "pulse" / "native"
+                if sock.exists():
+                    sock.unlink()
+            self._spawn(part)
+            if part == "dbus":
+                self._wait(lambda: (self.runtime / "bus").exists(), "dbus-daemon", 5)
+            elif part == "pipewire":
+                self._wait(lambda: (self.runtime / "pipewire-0").exists(), "pipewire", 5)
+        # the PulseAudio protocol answers, and WirePlumber has made `dac` the default sink
+        self._wait(lambda: "Default Sink: dac\n" in self.pactl("info", check=False).stdout, "pipewire-pulse", 10)
+
+    def _wait(self, ready, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for part, p in self.procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{part} exited with {p.returncode}; logs in {self.root}")
+            if ready():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{what} not ready within {timeout:g} s; logs in {self.root}")
+
+    def died(self) -> str | None:
+        gone = [f"{part} exited with {p.returncode}" for part, p in self.procs.items() if p.poll() is not None]
+        return "; ".join(gone) or None
+
+    def _end(self, part: str, sig: int = signal.SIGTERM) -> None:
+        p = self.procs.pop(part, None)
+        if p is not None and p.poll() is None:
+            p.send_signal(sig)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def stop(self) -> None:
+        for part in reversed(self.PARTS):
+            self._end(part)
+
+    def kill(self) -> None:
+        """As a crash of pipewire-pulse: SIGKILL, no cleanup (the graph runs on)."""
+        self._end("pipewire-pulse", signal.SIGKILL)
+
+    def pactl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, check=check, timeout=10)
+
+    def sinks(self) -> list[dict]:
+        return json.loads(self.pactl("-f", "json", "list", "sinks").stdout)
+
+    def sink_inputs(self) -> list[dict]:
+        return json.loads(self.pactl("-f", "json", "list", "sink-inputs").stdout)
+
+    def nodes(self) -> list:
+        """pw-dump's nodes (``rtupscale.audio.pulse.PipeWireNode``)."""
+        from rtupscale.audio.pulse import parse_pw_dump
+
+        return parse_pw_dump(subprocess.run(["pw-dump"], env=self.env, capture_output=True, text=True, check=True, timeout=10).stdout)
+
+    def node_rate(self, name: str) -> int | None:
+        """The rate node ``name`` runs at (its negotiated Format), as pw-top shows it."""
+        from rtupscale.audio.pulse import device_node
+
+        node = device_node(self.nodes(), name)
+        return None if node is None else node.rate
+
+    def metadata(self, key: str, value: str) -> None:
+        """``pw-metadata -n settings 0 KEY VALUE`` (e.g. clock.force-rate 48000)."""
+        subprocess.run(["pw-metadata", "-n", "settings", "0", key, value], env=self.env, capture_output=True,
+                       check=True, timeout=10)
+
+
 class Daemon:
     """``rtupscale run --config CONFIG`` as a child process with the server's environment."""
 
-    def __init__(self, server: PulseServer, config: Path, log: Path):
+    def __init__(self, server: "PulseServer | PipeWireServer", config: Path, log: Path):
         self.server, self.config, self.logpath = server, config, log
         self.proc: subprocess.Popen | None = None
         self._log = None

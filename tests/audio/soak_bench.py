@@ -1,15 +1,19 @@
-"""Soak benchmark (a report, not a test): the daemon through PulseAudio for minutes, with a
-CPU hog keeping another core busy.
+"""Soak benchmark (a report, not a test): the daemon through PulseAudio or PipeWire for
+minutes, with a CPU hog keeping another core busy.
 
     python tests/audio/soak_bench.py --minutes 10 --block 256 --prefill 20 [--out soak.json]
+    python tests/audio/soak_bench.py --minutes 10 --server pipewire      # PipeWire + pipewire-pulse
     python tests/audio/soak_bench.py --minutes 1 --server-stalls 12,300   # injected stalls
 
-Starts a private PulseAudio (tests/audio/null-sinks.pa), the daemon with the shipped
+Starts a private PulseAudio (tests/audio/null-sinks.pa) or PipeWire (tests/audio/pipewire/), the daemon with the shipped
 config.yaml plus the given block size and pre-fill, a busy-loop process, and an app
 (pacat) playing band-limited noise into the virtual sink for the whole run. Every 10 s it
 reads ``status``; at the end it measures the end-to-end delay (monitor to monitor) and
 prints xruns, processing time per block (median, p99, max), the playback level band,
-drift correction and the daemon's RSS at start and end.
+drift correction, the daemon's CPU use and RSS at start and end, xruns by cause (on
+PipeWire also the gaps the DAC played that no underflow notice reported), and the gaps
+found in the final recording of the DAC's monitor (runs of 32 or more zero frames in the
+noise).
 """
 
 from __future__ import annotations
@@ -29,9 +33,25 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.audio.pulse_harness import HERE, PYTHON, REPO, Daemon, PulseServer, monitor_delay, noise_signal  # noqa: E402
+from tests.audio.pulse_harness import (  # noqa: E402
+    HERE, PYTHON, REPO, Daemon, PipeWireServer, PulseServer, monitor_delay, noise_signal,
+)
 
 RATE = 44100
+
+
+def cpu_s(pid: int) -> float:
+    """The process's CPU time so far (user + system), s."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def zero_runs(x: np.ndarray, min_frames: int = 32) -> list[int]:
+    """Lengths of the runs of at least ``min_frames`` all-zero frames in ``x [frames, ch]``."""
+    z = np.all(x == 0, axis=1).astype(np.int8)
+    edges = np.diff(np.concatenate([[0], z, [0]]))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    return [int(e - s) for s, e in zip(starts, ends) if e - s >= min_frames]
 
 
 def rss_kib(pid: int) -> int:
@@ -74,6 +94,7 @@ def start_server_stalls(server: PulseServer, stall_ms: float, every_ms: float) -
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--server", choices=("pulseaudio", "pipewire"), default="pulseaudio")
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--prefill", type=float, default=None, help="latency.prefill_ms (default: config.yaml's)")
     ap.add_argument("--playback-buffer", type=float, default=None, help="latency.playback_buffer_ms (default: config.yaml's)")
@@ -89,7 +110,7 @@ def main() -> int:
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="rtupscale-soak-"))
-    server = PulseServer(root)
+    server = PipeWireServer(root) if args.server == "pipewire" else PulseServer(root)
     server.start()
     cfg = yaml.safe_load((REPO / "config.yaml").read_text())
     model = cfg.setdefault("model", {})
@@ -118,6 +139,7 @@ def main() -> int:
         d.start()
         d.wait_running()
         rss_start = rss_kib(d.proc.pid)
+        cpu0, t0 = cpu_s(d.proc.pid), time.monotonic()
         if not args.no_hog:
             hog = subprocess.Popen([PYTHON, "-c", "while True: pass"])
         if args.server_stalls:
@@ -163,11 +185,17 @@ def main() -> int:
             env=server.env, stdout=subprocess.PIPE, text=True,
         )
         rec.communicate(timeout=60)
-        delay, corr = monitor_delay(dict(np.load(rec_path)))
+        recording = dict(np.load(rec_path))
+        delay, corr = monitor_delay(recording)
+        b = recording["b"]
+        on = np.flatnonzero(np.abs(b[:, 0]) > 0.01)
+        dac_zero_runs = zero_runs(b[on[0]:on[-1]]) if len(on) else []
         st = d.status()
+        cpu_percent = 100 * (cpu_s(d.proc.pid) - cpu0) / (time.monotonic() - t0)
         stop.set()
         levels = [s["level"] for s in samples]
         report = {
+            "server": st.get("server"),
             "minutes": args.minutes,
             "block": args.block,
             "model": model.get("path", "none"),
@@ -182,6 +210,9 @@ def main() -> int:
             "xruns_during_soak": st["xruns"]["total"] - st0["xruns"]["total"],
             "output_underflow_causes": st.get("output_underflow_causes"),
             "last_output_underflow": st.get("last_output_underflow"),
+            "dac_gaps": st.get("dac_gaps"),
+            "zero_runs_at_the_dac_in_the_final_recording": dac_zero_runs,
+            "daemon_cpu_percent_of_one_core": round(cpu_percent, 1),
             "processing_ms": st["processing_ms"],
             "playback_level_frames": {"target": st["rings"]["playback_target"], "min": min(levels), "max": max(levels),
                                       "ema_band_since_start": st["rings"]["playback_level_band"]},

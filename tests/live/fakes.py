@@ -55,6 +55,17 @@ class FakeServer:
     def pipewire_clock(self):
         raise self.SoundServerError("no PipeWire")
 
+    def pipewire_nodes(self):
+        raise self.SoundServerError("no PipeWire")
+
+    pipewire_verdict = staticmethod(pulse.pipewire_verdict)
+
+    def list_app_streams(self):
+        return []
+
+    def move_app_stream(self, index, sink):
+        raise self.SoundServerError("no such stream")
+
     def resampling_advice(self, info, wanted_rate, device_rate):
         return ""
 

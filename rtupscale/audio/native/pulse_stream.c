@@ -304,6 +304,13 @@ static void timing_cb(pa_stream *s, int success, void *u) {
     if (!success || !(ti = pa_stream_get_timing_info(s)))
         return;
     if (s == p->play) {
+        if (!ti->read_index_corrupt && !ti->write_index_corrupt) {
+            __atomic_fetch_add(&p->st.lat_play_seq, 1, __ATOMIC_ACQ_REL);
+            STORE(p->st.lat_play_read_index, ti->read_index);
+            STORE(p->st.lat_play_write_index, ti->write_index);
+            STORE(p->st.lat_play_at_us, (uint64_t)pa_timeval_load(&ti->timestamp));
+            __atomic_fetch_add(&p->st.lat_play_seq, 1, __ATOMIC_RELEASE);
+        }
         STORE(p->st.lat_playback_buffer_us, queued_us(ti, p->out_fb, p->out_rate));
         STORE(p->st.lat_sink_us, (uint64_t)ti->sink_usec);
         INC(p->st.lat_samples);
@@ -466,8 +473,16 @@ rtu_pulse *rtu_open(const char *client_name, const char *source, const char *sin
      * cover; see pulse_streams.py). rtu_arm() uncorks it. */
     pa_stream_flags_t play_flags = (flags & ~PA_STREAM_ADJUST_LATENCY) | PA_STREAM_EARLY_REQUESTS | PA_STREAM_START_CORKED;
 
-    p->rec = pa_stream_new(p->ctx, "rtupscale capture", &in_ss, &map);
-    p->play = pa_stream_new(p->ctx, "rtupscale playback", &out_ss, &map);
+    /* Node names of their own on PipeWire (pipewire-pulse names a stream's node after the
+     * client otherwise): `pw-play --target rtupscale` must find the virtual sink, not one of
+     * our streams, which would also be called "rtupscale". */
+    pa_proplist *pl_rec = pa_proplist_new(), *pl_play = pa_proplist_new();
+    pa_proplist_sets(pl_rec, "node.name", "rtupscale-capture");
+    pa_proplist_sets(pl_play, "node.name", "rtupscale-playback");
+    p->rec = pa_stream_new_with_proplist(p->ctx, "rtupscale capture", &in_ss, &map, pl_rec);
+    p->play = pa_stream_new_with_proplist(p->ctx, "rtupscale playback", &out_ss, &map, pl_play);
+    pa_proplist_free(pl_rec);
+    pa_proplist_free(pl_play);
     if (!p->rec || !p->play) {
         snprintf(err, errlen, "cannot create the streams: %s", pa_strerror(pa_context_errno(p->ctx)));
         pa_threaded_mainloop_unlock(p->ml);
@@ -571,6 +586,19 @@ void rtu_get_stats(rtu_pulse *p, rtu_stats *o) {
     o->lat_source_us = LOAD(p->st.lat_source_us);
     o->lat_playback_buffer_us = LOAD(p->st.lat_playback_buffer_us);
     o->lat_sink_us = LOAD(p->st.lat_sink_us);
+    for (int tries = 0; tries < 100; tries++) {
+        uint64_t seq = __atomic_load_n(&p->st.lat_play_seq, __ATOMIC_ACQUIRE);
+        if (seq & 1)
+            continue;
+        o->lat_play_read_index = LOAD(p->st.lat_play_read_index);
+        o->lat_play_write_index = LOAD(p->st.lat_play_write_index);
+        o->lat_play_at_us = LOAD(p->st.lat_play_at_us);
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&p->st.lat_play_seq, __ATOMIC_RELAXED) == seq) {
+            o->lat_play_seq = seq;
+            break;
+        }
+    }
 }
 
 void rtu_close(rtu_pulse *p) {

@@ -58,6 +58,14 @@ typedef struct {
     uint64_t lat_source_us;          /* the source's own latency */
     uint64_t lat_playback_buffer_us; /* our queue in the server, ahead of the sink */
     uint64_t lat_sink_us;            /* the sink's own latency */
+    /* The playback stream's indexes (bytes) at the last timing update and when it was
+     * current (us, pa_timing_info.timestamp): how much the sink has taken from our queue
+     * over time (the DAC gap check, see PulseStreams.dac_consumed). lat_play_seq is odd
+     * while they are written: rtu_get_stats reads them whole. */
+    int64_t lat_play_read_index;
+    int64_t lat_play_write_index;
+    uint64_t lat_play_at_us;
+    uint64_t lat_play_seq;
     int32_t playing;           /* armed, and not starved since */
     int32_t failed;            /* the context or a stream failed (server gone, device gone) */
 } rtu_stats;

@@ -1,0 +1,161 @@
+"""The daemon on PipeWire (PipeWire + WirePlumber + pipewire-pulse, started by the fixture):
+what only PipeWire does. The tests meant for both servers are in test_live_pulse.py
+(``sound_server``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.audio.test_live_pulse import OUT_RATE, cli
+
+pytestmark = pytest.mark.pulse
+
+
+def _wait(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout:g} s (last: {last})")
+
+
+def _verdict_agrees_with_the_node(server, d, rate: int, timeout: float = 5.0) -> dict:
+    """``status`` says ``rate`` reaches the DAC (with a fix where it is not the 4x rate), and
+    so does the DAC node itself (pw-dump)."""
+    def agree():
+        st = d.status()
+        pb = st["playback"]
+        ok = pb["dac_rate"] == rate and pb["resampled"] == (rate != OUT_RATE) and bool(pb["advice"]) == (rate != OUT_RATE)
+        return st if ok else None
+
+    st = _wait(agree, timeout, f"status saying {rate} Hz reaches the DAC")
+    assert server.node_rate("dac") == rate, "the DAC node (pw-dump) runs at another rate than status says"
+    return st
+
+
+def test_the_rate_verdict_follows_the_graph_when_it_is_forced_to_48k(pipewire_server, make_config, daemon_factory):
+    """With the graph free, 176400 Hz reaches the DAC; ``clock.force-rate 48000`` pins it at
+    48000 under the running daemon: status turns to RESAMPLED with the command that lifts it
+    (the check runs when the server says the sink changed), and back when it is lifted."""
+    server = pipewire_server
+    config = make_config(model={"path": "none"})
+    d = daemon_factory(config)
+    try:
+        _verdict_agrees_with_the_node(server, d, OUT_RATE)
+        checks = d.status()
+        server.metadata("clock.force-rate", "48000")
+        st = _verdict_agrees_with_the_node(server, d, 48000)
+        assert "clock.force-rate 0" in st["playback"]["advice"], st["playback"]
+        assert "DAC node dac runs at 48000 Hz" in st["playback"]["route"], st["playback"]
+        out = cli(server, "status", "--config", str(config)).stdout
+        assert "48000 Hz reaches the DAC (RESAMPLED)" in out and "fix: PipeWire's clock.force-rate" in out, out
+        assert "RESAMPLED" in d.log_text()
+    finally:
+        server.metadata("clock.force-rate", "0")
+    st = _verdict_agrees_with_the_node(server, d, OUT_RATE)
+    assert st["playback"]["advice"] == ""
+    assert checks["state"] == "running"
+
+
+def test_a_48k_stream_holding_the_dac_at_start_is_reported_as_resampled(pipewire_server, make_config, daemon_factory):
+    """Another app plays to the DAC at 48 kHz when the daemon starts: the graph runs at 48000
+    (the old check read 176400 off ``clock.allowed-rates``). Status says RESAMPLED and why.
+    When the app leaves, PipeWire keeps the graph at 48000 for as long as our stream plays:
+    the daemon reopens its playback and the x4 rate reaches the DAC again."""
+    server = pipewire_server
+    zero = open("/dev/zero", "rb")
+    other = subprocess.Popen(["pw-cat", "--playback", "--rate", "48000", "--channels", "2", "--format", "f32",
+                              "--target", "dac", "-"], stdin=zero, env=server.env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    zero.close()
+    try:
+        _wait(lambda: server.node_rate("dac") == 48000, 5, "the 48 kHz app driving the DAC")
+        d = daemon_factory(make_config(model={"path": "none"}))
+        st = _verdict_agrees_with_the_node(server, d, 48000)
+        assert "another stream holds the DAC's graph at 48000 Hz" in st["playback"]["advice"], st["playback"]
+        assert "the DAC's graph is held by pw-cat" in d.log_text()
+    finally:
+        other.kill()
+        other.wait()
+    st = _verdict_agrees_with_the_node(server, d, OUT_RATE, timeout=8.0)
+    assert "with only our stream on it: reopening the playback" in d.log_text()
+    assert st["state"] == "running" and st["recoveries"] == 1, st
+
+
+def test_an_app_on_rtupscale_is_ours_again_within_5_s_of_a_pipewire_pulse_restart(pipewire_server, make_config, daemon_factory):
+    """``pw-play --target rtupscale`` (a PipeWire-native client: it outlives pipewire-pulse).
+    When pipewire-pulse dies, the virtual sink goes with it and PipeWire moves the app to the
+    DAC, where it plays on, not upscaled. Once pipewire-pulse is back, the daemon reopens its
+    path, makes its sink again and moves the app back: within 5 s of the restart."""
+    server = pipewire_server
+    d = daemon_factory(make_config(model={"path": "none"}), keep_alive=False)
+    zero = open("/dev/zero", "rb")
+    app = subprocess.Popen(["pw-cat", "--playback", "--rate", "44100", "--channels", "2", "--format", "f32",
+                            "--target", "rtupscale", "-"], stdin=zero, env=server.env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    zero.close()
+
+    def app_sink() -> str | None:
+        try:
+            names = {s["index"]: s["name"] for s in server.sinks()}
+            # pipewire-pulse lists no process id for a native client: it is the only pw-cat
+            return next((names.get(i["sink"]) for i in server.sink_inputs()
+                         if i["properties"].get("application.name") == "pw-cat"), None)
+        except Exception:  # the server is restarting
+            return None
+
+    try:
+        _wait(lambda: app_sink() == "rtupscale", 5, "the app on rtupscale")
+        time.sleep(1.0)  # the daemon has seen it there (it refreshes on the server's stream events)
+        server.kill()
+        time.sleep(0.5)
+        assert app.poll() is None, "the PipeWire-native app died with pipewire-pulse"
+        server.start()
+        t_back = time.monotonic()
+        _wait(lambda: app_sink() == "rtupscale", 5.0, "the app moved back to rtupscale after the restart")
+        took = time.monotonic() - t_back
+        print(f"the app was on rtupscale again {took:.2f} s after pipewire-pulse restarted")
+        assert "back from dac to rtupscale" in d.log_text() or "back from" in d.log_text(), d.log_text()[-2000:]
+        st = d.status()
+        assert st["state"] == "running" and st["recoveries"] >= 1, st
+    finally:
+        app.kill()
+        app.wait()
+
+
+def test_a_stall_of_pipewire_pulse_is_counted_as_a_gap_at_the_dac(pipewire_server, make_config, daemon_factory):
+    """pipewire-pulse stopped for 80 ms (SIGSTOP): the DAC's graph runs on and plays silence
+    in our stream while the server holds our audio, and no underflow notice comes (seen: 0
+    counted in the first version of this test). The daemon finds the gap in the timing
+    updates (the read index left behind the clock) and counts it with its cause. Before
+    the stall, the default config's stream runs without one."""
+    server = pipewire_server
+    config = make_config(model={"path": "none"})
+    d = daemon_factory(config)
+    time.sleep(6.0)  # the check needs a few seconds of timing updates
+    st = d.status()
+    assert st["dac_gaps"]["checked"] is True, st["dac_gaps"]
+    assert st["xruns"]["total"] == 0 and st["xruns"]["dac_gaps"] == 0, st["xruns"]
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    time.sleep(0.080)
+    os.kill(server.proc.pid, signal.SIGCONT)
+    st = _wait(lambda: (s := d.status())["xruns"]["total"] > 0 and s, 6.0, "the stall counted")
+    x, g = st["xruns"], st["dac_gaps"]
+    print("after the stall:", x, g)
+    if x["dac_gaps"]:
+        assert g["causes"].get("server_late", 0) >= 1 and 60.0 <= g["ms"] <= 120.0, g
+        assert "its data thread missed the DAC's graph cycles" in g["last"], g
+        out = cli(server, "status", "--config", str(config)).stdout
+        assert "gaps at the DAC no underflow notice reported (PipeWire): 1" in out, out
+        _wait(lambda: "gap at the DAC: the DAC played" in d.log_text(), 3, "the log line")
+    else:  # the server noticed it itself this time: an underflow, counted once, not twice
+        assert x["output_underflows"] >= 1 and x["dac_gaps"] == 0, x
+    assert d.status()["state"] == "running"

@@ -1,0 +1,51 @@
+"""The apps on our virtual sink are remembered and put back after a server restart."""
+
+from __future__ import annotations
+
+import os
+
+from rtupscale.audio.pulse import AppStream
+from rtupscale.live.routing import OurApps
+from tests.live.fakes import FakeServer
+
+
+class Server(FakeServer):
+    def __init__(self, streams):
+        super().__init__()
+        self.streams = streams
+        self.moves = []
+
+    def list_app_streams(self):
+        return list(self.streams)
+
+    def move_app_stream(self, index, sink):
+        self.moves.append((index, sink))
+        self.streams = [AppStream(a.index, sink, a.app, a.pid, a.media, a.node) if a.index == index else a for a in self.streams]
+
+
+def test_a_stream_that_was_ours_goes_back_after_the_restart_and_others_stay():
+    music = AppStream(7, "rtupscale", "pw-play", 4242, "song.flac", "pw-play")
+    chat = AppStream(8, "dac", "chat", 5151, "call", "chat")
+    own = AppStream(9, "rtupscale", "rtupscale", os.getpid(), "ours", "rtupscale")
+    server = Server([music, chat, own])
+    apps = OurApps(server, "rtupscale")
+    apps.refresh()
+    assert list(apps.remembered.values()) == [music]  # not the chat on the DAC, not our own stream
+    # the server restarted: new indices, the music was moved to the DAC
+    server.streams = [AppStream(31, "dac", "pw-play", 4242, "song.flac", "pw-play"), AppStream(32, "dac", "chat", 5151, "call", "chat")]
+    moved = apps.reattach()
+    assert [a.index for a in moved] == [31] and server.moves == [(31, "rtupscale")]
+    assert apps.reattach() == []  # already back: nothing more to move
+
+
+def test_a_server_that_is_not_back_keeps_the_memory():
+    server = Server([AppStream(7, "rtupscale", "pw-play", 4242, "song.flac", "pw-play")])
+    apps = OurApps(server, "rtupscale")
+    apps.refresh()
+
+    def down():
+        raise server.SoundServerError("connection refused")
+
+    server.list_app_streams = down
+    apps.refresh()
+    assert apps.reattach() == [] and len(apps.remembered) == 1
