@@ -136,7 +136,8 @@ def test_a_stall_of_pipewire_pulse_is_counted_as_a_gap_at_the_dac(pipewire_serve
     in our stream while the server holds our audio, and no underflow notice comes (seen: 0
     counted in the first version of this test). The daemon finds the gap in the timing
     updates (the read index left behind the clock) and counts it with its cause. Before
-    the stall, the default config's stream runs without one."""
+    the stall, the default config's stream runs without one. Whichever way it is counted,
+    it is counted, once."""
     server = pipewire_server
     config = make_config(model={"path": "none"})
     d = daemon_factory(config)
@@ -156,6 +157,9 @@ def test_a_stall_of_pipewire_pulse_is_counted_as_a_gap_at_the_dac(pipewire_serve
         out = cli(server, "status", "--config", str(config)).stdout
         assert "gaps at the DAC no underflow notice reported (PipeWire): 1" in out, out
         _wait(lambda: "gap at the DAC: the DAC played" in d.log_text(), 3, "the log line")
-    else:  # the server noticed it itself this time: an underflow, counted once, not twice
-        assert x["output_underflows"] >= 1 and x["dac_gaps"] == 0, x
+    else:
+        # counted another way, once: the server noticed it itself (an underflow), or it asked
+        # for the held-back audio at once after the stall and emptied our playback ring
+        # (seen in CI: "playback ring ran dry", playback_ring_empty 1)
+        assert x["output_underflows"] + x["playback_ring_empty"] >= 1 and x["dac_gaps"] == 0, x
     assert d.status()["state"] == "running"

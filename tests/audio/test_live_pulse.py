@@ -303,9 +303,13 @@ def _latency_setting(
                                        st.get("last_output_underflow"))
     if sound_server.name != "pipewire":
         no_xruns()
-    # (on PipeWire a gap of the DAC's graph leaves our rings and the server's queue as they
-    # were: the latency is checked first there, the gaps after)
+    # On PipeWire the delay is checked against status first, the gaps after: a gap of the
+    # DAC's graph delays everything behind it by its length (seen: 2.9 ms, 33.25 ms measured
+    # against a 33 ms target), so a window over the target with such a gap is the known
+    # gap, not a latency setting that misses its target.
     assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= tolerance_ms(sound_server, 1e3 * delay)
+    if 1e3 * delay > target_ms:
+        no_xruns()
     assert 1e3 * delay <= target_ms
     no_xruns()
 
