@@ -579,8 +579,11 @@ def test_13_terminating_signal_during_upscale_leaves_nothing(tmp_path, sig):
     sf.write(src, (0.3 * np.random.default_rng(0).standard_normal((120 * RATE, 2))).astype(np.float32), RATE)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
+    # A shell starts a background job with SIGINT ignored, and Python keeps an inherited
+    # SIG_IGN (then Ctrl-C is not asked of it): the upscale gets the default, as from a terminal.
     p = subprocess.Popen([sys.executable, "-m", "rtupscale.cli", "upscale", str(src), str(out_dir / "o.flac"),
-                          "--model", "none", "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                          "--model", "none", "--no-progress"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     while not any(out_dir.iterdir()) and time.monotonic() < deadline and p.poll() is None:
         time.sleep(0.02)
