@@ -122,6 +122,32 @@ def through_file_mode(x: np.ndarray, sr: int, runner, config, tmp: Path) -> np.n
     return y.T
 
 
+OWN = tuple(f"own_{b}" for b in metrics.BANDS)  # the row keys of the own-cut scores
+
+
+def reference_edges(clean: np.ndarray, sr: int) -> np.ndarray:
+    """Per LSD frame of ``clean`` (``metrics.frame_centres``), the reference's own low-pass
+    in Hz: the lowest that :func:`tools.realdata.frame_cutoffs` finds in the frames (4096
+    samples, hop 2048) that overlap it; ``sr / 2`` where none has a cliff."""
+    n = clean.shape[-1]
+    cut, _ = realdata.frame_cutoffs(clean, sr)
+    n_fft_c, hop_c = 4096, 2048
+    centres = metrics.frame_centres(n, sr)
+    half = metrics.stft_params(sr)[0] // 2
+    first = np.clip((centres - half - n_fft_c) // hop_c + 1, 0, len(cut) - 1)
+    last = np.clip((centres + half - 1) // hop_c, 0, len(cut) - 1)
+    first = np.minimum(first, last)
+    return np.array([cut[a:b + 1].min() for a, b in zip(first, last)], np.float64)
+
+
+def score(clean: np.ndarray, y: np.ndarray, sr: int, edges: np.ndarray) -> dict:
+    """LSD of ``y`` against ``clean`` per band, plain and (``own_*``) left out above the
+    reference's own low-pass per frame (``edges``, from :func:`reference_edges`)."""
+    plain = metrics.lsd(clean, y, sr)
+    own = metrics.lsd(clean, y, sr, top_hz=edges)
+    return {**plain, **{f"own_{b}": v for b, v in own.items()}}
+
+
 def _clip_rows(args: tuple) -> tuple[list[dict], dict, dict]:
     """Score one clip under every condition: ``(rows, guarded blocks per condition, kept
     signals for plots)``. Runs in a worker process."""
@@ -140,6 +166,8 @@ def _clip_rows(args: tuple) -> tuple[list[dict], dict, dict]:
     clean = clean[:, :n]
     source = meta["source"]
     kind = source[len(REAL_PREFIX):] if source.startswith(REAL_PREFIX) else "synthetic"
+    edges = reference_edges(clean, sr)
+    cut_share = float(np.mean(edges < metrics.TOP_FRACTION * sr / 2))
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         for cond in conditions:
@@ -159,17 +187,19 @@ def _clip_rows(args: tuple) -> tuple[list[dict], dict, dict]:
                 outs[name] = through_file_mode(x, sr, runner, config, tmp)
                 guarded[f"{name}/{cond}"] = guard.blocks - before
             for system, y in outs.items():
-                score = metrics.lsd(clean, y[:, ::FACTOR], sr)
                 rows.append({"clip": meta["id"], "source": source, "kind": kind, "real": kind != "synthetic",
-                             "sr": sr, "condition": cond, "system": system, **score})
+                             "sr": sr, "condition": cond, "system": system, "own_cut_share": cut_share,
+                             **score(clean, y[:, ::FACTOR], sr, edges)})
             if keep_it and cond in ("mp3_128", "lossless"):
                 kept[cond] = {"sr": sr, "clean": clean, "degraded": x, **outs}
     logging.getLogger("rtupscale.file").removeHandler(guard)
     return rows, guarded, kept
 
 
-def summarize(rows: list[dict], systems: tuple[str, ...], conditions: tuple[str, ...]) -> dict:
-    """``{condition: {system: {band: mean LSD, "clips": n}}}`` over ``rows``."""
+def summarize(rows: list[dict], systems: tuple[str, ...], conditions: tuple[str, ...], own: bool = False) -> dict:
+    """``{condition: {system: {band: mean LSD, "clips": n}}}`` over ``rows``; with ``own``,
+    of the own-cut scores (``own_*``), each band's mean over the clips that have frames in
+    it, and ``"clips_hf"``, how many have."""
     table: dict = {}
     for cond in conditions:
         sub = [r for r in rows if r["condition"] == cond]
@@ -178,8 +208,13 @@ def summarize(rows: list[dict], systems: tuple[str, ...], conditions: tuple[str,
         table[cond] = {}
         for system in systems:
             sel = [r for r in sub if r["system"] == system]
-            table[cond][system] = {b: float(np.mean([r[b] for r in sel])) for b in metrics.BANDS}
-            table[cond][system]["clips"] = len(sel)
+            if own:
+                t = {b: float(np.nanmean([r[f"own_{b}"] for r in sel])) for b in metrics.BANDS}
+                t["clips_hf"] = int(np.sum([not np.isnan(r["own_hf"]) for r in sel]))
+            else:
+                t = {b: float(np.mean([r[b] for r in sel])) for b in metrics.BANDS}
+            t["clips"] = len(sel)
+            table[cond][system] = t
     return table
 
 
@@ -211,8 +246,15 @@ def evaluate(model_path: str, data_dir: str, max_clips: int | None, seconds: flo
     synthetic = [r for r in rows if not r["real"]]
     by_kind = {kind: summarize([r for r in real if r["kind"] == kind], systems, conditions)
                for kind in sorted({r["kind"] for r in real})}
+    own_by_kind = {kind: summarize([r for r in real if r["kind"] == kind], systems, conditions, own=True)
+                   for kind in sorted({r["kind"] for r in real})}
+    cut_share = {kind: float(np.mean([r["own_cut_share"] for r in real if r["kind"] == kind and r["system"] == "resampler"
+                                      and r["condition"] == conditions[0]]))
+                 for kind in sorted({r["kind"] for r in real})}
     return {"table": summarize(real, systems, conditions), "synthetic": summarize(synthetic, systems, conditions),
-            "by_kind": by_kind, "systems": list(systems), "guard_blocks": guarded, "rows": rows}
+            "by_kind": by_kind, "own_table": summarize(real, systems, conditions, own=True),
+            "own_by_kind": own_by_kind, "own_cut_share": cut_share,
+            "systems": list(systems), "guard_blocks": guarded, "rows": rows}
 
 
 def measure_cost(model_path: str, blocks: int = 3000) -> dict:
@@ -234,7 +276,8 @@ def markdown_table(table: dict, systems: tuple[str, ...] | list[str] = SYSTEMS) 
     for cond in table:
         for system in systems:
             t = table[cond][system]
-            lines.append(f"| {cond} | {system} | {t['all']:.3f} | {t['hf']:.3f} | {t['lf']:.3f} | {t['clips']} |")
+            clips = f"{t['clips']} (HF {t['clips_hf']})" if "clips_hf" in t else f"{t['clips']}"
+            lines.append(f"| {cond} | {system} | {t['all']:.3f} | {t['hf']:.3f} | {t['lf']:.3f} | {clips} |")
     return "\n".join(lines)
 
 
@@ -373,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                       args.split)
     result["cost"] = measure_cost(args.model, args.cost_blocks)
     result["targets"] = targets(result["table"])
+    result["own_targets"] = targets(result["own_table"])
     for sr in (44100, 48000):
         frac = result["cost"][f"p99_fraction_{sr}"]
         result["targets"][f"cost p99 <= 0.10 x block at {sr} Hz"] = {"value": float(f"{frac:.4g}"), "limit": 0.10,
@@ -387,6 +431,11 @@ def main(argv: list[str] | None = None) -> int:
     n_syn = len({r["clip"] for r in result["rows"] if not r["real"]})
     md = f"## Real music ({n_real} {args.split} clips)\n\n" + markdown_table(result["table"], systems)
     md += "\n\n## Real music per content type (LSD all / HF)\n\n" + kind_table(result["by_kind"], systems)
+    shares = ", ".join(f"{k} {100 * v:.1f} %" for k, v in result["own_cut_share"].items())
+    md += (f"\n\n## Real music, own cut (LSD where the reference has its band)\n\nBins above the reference's own "
+           f"low-pass per frame left out (`reference_edges`); share of frames with a cut: {shares}\n\n"
+           + markdown_table(result["own_table"], systems)
+           + "\n\n### Own cut per content type (LSD all / HF)\n\n" + kind_table(result["own_by_kind"], systems))
     md += f"\n\n## Synthetic (smoke test: {n_syn} clips)\n\n" + markdown_table(result["synthetic"], systems)
     cost = result["cost"]
     md += (f"\n\nCost (block {BLOCK} stereo, 1 ORT thread, {cost['blocks']} blocks): median {cost['median_ms']:.3f} ms, "
@@ -395,6 +444,8 @@ def main(argv: list[str] | None = None) -> int:
            f"{ {k: v for k, v in result['guard_blocks'].items() if v} }\n\nTargets (real music):\n")
     md += "\n".join(f"- {k}: {v['value']} (limit {v['limit']}): {'met' if v['met'] else 'NOT met'}"
                     for k, v in result["targets"].items())
+    md += "\n\nTargets (real music, own cut):\n" + "\n".join(
+        f"- {k}: {v['value']} (limit {v['limit']}): {'met' if v['met'] else 'NOT met'}" for k, v in result["own_targets"].items())
     (out / "eval.md").write_text(md + "\n")
     print(md)
     return 0

@@ -14,6 +14,12 @@ and the mean over frames. ``T`` is the reference (target), ``E`` the estimate. T
 
 The 0.95 x Nyquist edge keeps out the last bins, which every x4 resampler (ours has its
 pass band to 0.45 x rate) attenuates, and is applied to ``hf`` as to ``all``.
+
+Where the reference is itself a lossy decode, its codec emptied the bins above its own
+low-pass in some frames, and there it is no target. ``lsd(..., top_hz=...)`` takes a
+per-frame upper edge (see :func:`frame_centres`): bins at or above it are left out of that
+frame, and a frame left with fewer than ``MIN_BINS`` bins in a band is left out of that
+band's mean.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ BANDS = ("all", "hf", "lf")
 HF_EDGE_HZ = 16000.0
 LF_EDGE_HZ = 15000.0
 TOP_FRACTION = 0.95
+MIN_BINS = 2
 
 
 def stft_params(sr: int) -> tuple[int, int]:
@@ -64,27 +71,49 @@ def band_mask(sr: int, band: str) -> np.ndarray:
     raise ValueError(f"unknown band {band!r}; allowed: {BANDS}")
 
 
+def frame_centres(n_samples: int, sr: int) -> np.ndarray:
+    """The centre sample of each frame :func:`magnitude` makes of ``n_samples`` samples."""
+    n_fft, hop = stft_params(sr)
+    n_frames = 1 + max(0, n_samples + 2 * (n_fft // 2) - n_fft) // hop
+    return hop * np.arange(n_frames)
+
+
 def lsd_from_magnitudes(target: np.ndarray, estimate: np.ndarray, mask: np.ndarray) -> float:
-    """LSD between two ``[n_frames, bins]`` magnitude arrays over the bins in ``mask``."""
+    """LSD between two ``[n_frames, bins]`` magnitude arrays over the bins in ``mask``:
+    ``[bins]`` for every frame alike, or ``[n_frames, bins]`` per frame. With a per-frame
+    mask, frames with fewer than ``MIN_BINS`` bins in it are left out; NaN if none is left."""
     if target.shape != estimate.shape:
         raise ValueError(f"shapes differ: target {target.shape}, estimate {estimate.shape}")
-    t = target[:, mask]
-    e = estimate[:, mask]
-    per_bin = np.log10(t**2 / (e + EPS) ** 2 + EPS) ** 2
-    return float(np.mean(np.sqrt(np.mean(per_bin, axis=1))))
+    if mask.ndim == 1:
+        t = target[:, mask]
+        e = estimate[:, mask]
+        per_bin = np.log10(t**2 / (e + EPS) ** 2 + EPS) ** 2
+        return float(np.mean(np.sqrt(np.mean(per_bin, axis=1))))
+    if mask.shape != target.shape:
+        raise ValueError(f"a per-frame mask must have the magnitudes' shape {target.shape}, got {mask.shape}")
+    count = mask.sum(axis=1)
+    keep = count >= MIN_BINS
+    if not keep.any():
+        return float("nan")
+    per_bin = np.log10(target[keep] ** 2 / (estimate[keep] + EPS) ** 2 + EPS) ** 2
+    per_frame = np.sqrt((per_bin * mask[keep]).sum(axis=1) / count[keep])
+    return float(np.mean(per_frame))
 
 
 def lsd(reference: np.ndarray, estimate: np.ndarray, sr: int,
-        bands: tuple[str, ...] = BANDS) -> dict[str, float]:
+        bands: tuple[str, ...] = BANDS, top_hz: np.ndarray | None = None) -> dict[str, float]:
     """LSD of ``estimate`` against ``reference`` in each band.
 
     Args:
         reference, estimate: ``[frames]`` or ``[channels, frames]`` at ``sr`` Hz, same
             shape. Channels are scored separately and averaged.
         sr: sample rate in Hz.
+        top_hz: optional upper edge per STFT frame (``[len(frame_centres(frames, sr))]``,
+            Hz): bins at or above it are left out of that frame (see the module's notes).
 
     Returns:
-        ``{band: lsd}``, dimensionless (log10 units), lower is better.
+        ``{band: lsd}``, dimensionless (log10 units), lower is better; NaN for a band that
+        ``top_hz`` leaves no frame in.
     """
     ref = np.asarray(reference)
     est = np.asarray(estimate)
@@ -94,9 +123,18 @@ def lsd(reference: np.ndarray, estimate: np.ndarray, sr: int,
         ref, est = ref[None], est[None]
     if ref.ndim != 2:
         raise ValueError(f"expected [frames] or [channels, frames], got shape {ref.shape}")
+    masks = {b: band_mask(sr, b) for b in bands}
+    if top_hz is not None:
+        top = np.asarray(top_hz, np.float64)
+        n_frames = len(frame_centres(ref.shape[1], sr))
+        if top.shape != (n_frames,):
+            raise ValueError(f"top_hz must give one edge per frame, shape ({n_frames},), got {top.shape}")
+        f = np.fft.rfftfreq(stft_params(sr)[0], 1.0 / sr)
+        below = f[None, :] < top[:, None]
+        masks = {b: m[None, :] & below for b, m in masks.items()}
     out = {b: 0.0 for b in bands}
     for r, e in zip(ref, est):
         t_mag, e_mag = magnitude(r, sr), magnitude(e, sr)
         for b in bands:
-            out[b] += lsd_from_magnitudes(t_mag, e_mag, band_mask(sr, b)) / len(ref)
+            out[b] += lsd_from_magnitudes(t_mag, e_mag, masks[b]) / len(ref)
     return out

@@ -83,3 +83,42 @@ def test_bad_shapes_raise():
         metrics.lsd(np.zeros(100), np.zeros(101), 44100)
     with pytest.raises(ValueError, match="positive"):
         metrics.stft_params(0)
+
+
+def test_frame_centres_count_the_frames_magnitude_makes():
+    for sr, n in ((44100, 44100), (48000, 12345), (44100, 100)):
+        assert len(metrics.frame_centres(n, sr)) == metrics.magnitude(np.zeros(n), sr).shape[0]
+
+
+def test_per_frame_mask_hand_computed():
+    target = np.ones((3, 4))
+    estimate = np.array([[1, 1, 10, 10], [10, 1, 1, 1], [1, 10, 10, 10]], float)
+    mask = np.array([[True, True, True, True], [True, True, False, False], [True, False, False, False]])
+    # frame 0: sqrt(mean(0, 0, 4, 4)) = sqrt 2; frame 1: sqrt(mean(4, 0)) = sqrt 2;
+    # frame 2 has 1 bin < MIN_BINS: left out
+    assert metrics.lsd_from_magnitudes(target, estimate, mask) == pytest.approx(np.sqrt(2), rel=1e-9)
+    assert np.isnan(metrics.lsd_from_magnitudes(target, estimate, np.zeros((3, 4), bool)))
+    with pytest.raises(ValueError, match="per-frame mask"):
+        metrics.lsd_from_magnitudes(target, estimate, np.ones((2, 4), bool))
+
+
+def test_top_hz_leaves_out_what_the_reference_never_had():
+    """A reference cut at 16.5 kHz in its second half (as a lossy source's quiet frames):
+    an estimate that carries the full band there is penalised without ``top_hz`` and scored
+    only where the reference has content with it; a top at Nyquist changes nothing."""
+    sr = 44100
+    rng = np.random.default_rng(3)
+    full = rng.standard_normal(2 * sr) * 0.1
+    spec = np.fft.rfft(full[sr:])
+    spec[np.fft.rfftfreq(sr, 1 / sr) > 16500] = 0.0
+    ref = np.concatenate([full[:sr], np.fft.irfft(spec, sr)])
+    centres = metrics.frame_centres(len(ref), sr)
+    top = np.where(centres + metrics.stft_params(sr)[0] // 2 <= sr, sr / 2, 16500.0)
+    plain = metrics.lsd(ref, full, sr)
+    own = metrics.lsd(ref, full, sr, top_hz=top)
+    assert plain["hf"] > 3.0  # the empty reference bins against full ones
+    assert own["hf"] < 0.1 and own["lf"] == pytest.approx(plain["lf"], abs=1e-9)
+    assert metrics.lsd(ref, full, sr, top_hz=np.full(len(centres), sr / 2)) == pytest.approx(plain, rel=1e-12)
+    assert np.isnan(metrics.lsd(ref, full, sr, top_hz=np.full(len(centres), 15000.0))["hf"])
+    with pytest.raises(ValueError, match="one edge per frame"):
+        metrics.lsd(ref, full, sr, top_hz=top[:-1])

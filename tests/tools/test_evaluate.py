@@ -78,3 +78,28 @@ def test_the_split_is_chosen_among_the_held_out_ones(tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate.main(["--model", "m.onnx", "--split", "train"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_reference_edges_find_the_references_own_cut_per_frame():
+    """A reference whose codec cut it at 16.5 kHz in its second half (as a Vorbis source does
+    in quiet frames): the LSD frames there get that edge, the full-band half keeps Nyquist,
+    and a full-band estimate is scored only where the reference has content."""
+    import numpy as np
+
+    from rtupscale.dsp import metrics
+
+    sr = 44100
+    rng = np.random.default_rng(4)
+    full = rng.standard_normal((2, 4 * sr)) * 0.1
+    spec = np.fft.rfft(full[:, 2 * sr:], axis=1)
+    spec[:, np.fft.rfftfreq(2 * sr, 1 / sr) > 16500] *= 10 ** (-60 / 20)
+    ref = np.concatenate([full[:, :2 * sr], np.fft.irfft(spec, 2 * sr, axis=1)], axis=1)
+    edges = evaluate.reference_edges(ref, sr)
+    centres = metrics.frame_centres(ref.shape[1], sr)
+    assert edges.shape == centres.shape
+    first, second = centres < 2 * sr - 8192, centres > 2 * sr + 8192
+    assert np.all(edges[first] == sr / 2)
+    assert np.all(np.abs(edges[second] - 16500) < 700)
+    assert np.all(evaluate.reference_edges(full, sr) == sr / 2)  # no cliff in full-band noise
+    s = evaluate.score(ref, full, sr, edges)
+    assert s["hf"] > 2.0 and s["own_hf"] < 0.3 and s["own_lf"] == s["lf"]
