@@ -180,7 +180,7 @@ def cmd_devices(args) -> int:
 
 
 def cmd_install_service(args) -> int:
-    return _daemon("rtupscale.service.install_service_command")(args.config, args.force)
+    return _daemon("rtupscale.service.install_service_command")(args.config, args.force, args.pipewire_rates)
 
 
 def cmd_bench(args) -> int:
@@ -247,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("install-service", help="write a systemd user unit for the daemon")
     cfg(sp)
-    sp.add_argument("--force", action="store_true", help="overwrite an existing unit")
+    sp.add_argument("--force", action="store_true", help="overwrite an existing unit (and drop-in)")
+    sp.add_argument("--pipewire-rates", action="store_true",
+                    help="also write ~/.config/pipewire/pipewire.conf.d/50-rtupscale-rates.conf, which lets "
+                    "PipeWire's graph run at the x4 rates (default.clock.allowed-rates)")
     sp.set_defaults(func=cmd_install_service)
 
     sp = sub.add_parser("bench", help="time the model per block (providers x models x block sizes)")

@@ -1,4 +1,5 @@
-"""systemd: the user unit (``rtupscale install-service``) and sd_notify (READY, WATCHDOG).
+"""systemd: the user unit (``rtupscale install-service``) and sd_notify (READY, WATCHDOG);
+PipeWire: the drop-in that lets the graph run at the x4 rates (``--pipewire-rates``).
 
 sd_notify is a datagram to ``$NOTIFY_SOCKET``; no libsystemd needed.
 """
@@ -13,6 +14,10 @@ from pathlib import Path
 
 UNIT_NAME = "rtupscale.service"
 WATCHDOG_SEC = 10
+PIPEWIRE_DROPIN = "50-rtupscale-rates.conf"
+# The base rates, their doubles, and the x4 output rates: without the last two in
+# default.clock.allowed-rates, PipeWire runs its graph at 48 kHz and resamples our stream down.
+PIPEWIRE_RATES = (44100, 48000, 88200, 96000, 176400, 192000)
 
 
 def sd_notify(message: str) -> bool:
@@ -75,8 +80,38 @@ def unit_path() -> Path:
     return base / "systemd" / "user" / UNIT_NAME
 
 
-def install_service_command(config_path: str | None, force: bool) -> int:
-    """Write the user unit; exit 2 (one line) if it exists and ``force`` is not given."""
+def pipewire_dropin_path() -> Path:
+    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    return base / "pipewire" / "pipewire.conf.d" / PIPEWIRE_DROPIN
+
+
+def pipewire_dropin_text(rates: tuple[int, ...] = PIPEWIRE_RATES) -> str:
+    """A ``pipewire.conf.d`` drop-in that sets ``default.clock.allowed-rates``."""
+    return ("# Written by `rtupscale install-service --pipewire-rates`: let PipeWire's graph run at\n"
+            "# rtupscale's x4 output rates instead of resampling them to 48 kHz.\n"
+            "context.properties = {\n"
+            f"    default.clock.allowed-rates = [ {' '.join(str(r) for r in rates)} ]\n"
+            "}\n")
+
+
+def install_pipewire_dropin(force: bool) -> int:
+    """Write the rates drop-in; exit 2 (one line) if another file of that name is there and
+    ``force`` is not given."""
+    path, text = pipewire_dropin_path(), pipewire_dropin_text()
+    if path.exists() and path.read_text() != text and not force:
+        print(f"rtupscale install-service: {path} exists with other content; add --force to overwrite it",
+              file=sys.stderr)
+        return 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path} (default.clock.allowed-rates = {' '.join(map(str, PIPEWIRE_RATES))})")
+    print("PipeWire reads it when it starts: systemctl --user restart pipewire pipewire-pulse wireplumber")
+    return 0
+
+
+def install_service_command(config_path: str | None, force: bool, pipewire_rates: bool = False) -> int:
+    """Write the user unit and, with ``pipewire_rates``, the PipeWire rates drop-in; exit 2
+    (one line) if either exists (the drop-in: with other content) and ``force`` is not given."""
     from rtupscale.app import default_config_path, load_config_or_exit
 
     cfg_path = config_path or default_config_path()
@@ -89,6 +124,8 @@ def install_service_command(config_path: str | None, force: bool) -> int:
     if path.exists() and not force:
         print(f"rtupscale install-service: {path} exists; add --force to overwrite it", file=sys.stderr)
         return 2
+    if pipewire_rates and install_pipewire_dropin(force) != 0:
+        return 2
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(unit_text(exe))
     print(f"wrote {path}")
@@ -96,4 +133,7 @@ def install_service_command(config_path: str | None, force: bool) -> int:
     print("  systemctl --user daemon-reload")
     print(f"  systemctl --user enable --now {UNIT_NAME}")
     print(f"logs: journalctl --user -u {UNIT_NAME} -f; reload the config: systemctl --user reload {UNIT_NAME}")
+    if not pipewire_rates and not pipewire_dropin_path().exists():
+        print(f"on PipeWire: add --pipewire-rates to also write {pipewire_dropin_path()}, which lets the graph run "
+              "at 176.4/192 kHz (without default.clock.allowed-rates holding them, PipeWire resamples to 48 kHz)")
     return 0

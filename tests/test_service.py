@@ -64,3 +64,25 @@ def test_watchdog_interval(monkeypatch):
     assert service.watchdog_interval_s() == 10.0
     monkeypatch.setenv("WATCHDOG_PID", "1")
     assert service.watchdog_interval_s() is None
+
+
+def test_pipewire_rates_dropin_is_offered_then_written_and_kept(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    dropin = tmp_path / "cfg" / "pipewire" / "pipewire.conf.d" / service.PIPEWIRE_DROPIN
+    assert service.install_service_command(None, force=False) == 0
+    assert not dropin.exists()
+    assert "add --pipewire-rates to also write" in capsys.readouterr().out  # offered, not done
+    assert service.install_service_command(None, force=True, pipewire_rates=True) == 0
+    text = dropin.read_text()
+    assert "default.clock.allowed-rates = [ 44100 48000 88200 96000 176400 192000 ]" in text
+    out = capsys.readouterr().out
+    assert "systemctl --user restart pipewire" in out and "add --pipewire-rates" not in out
+    # the same file again is fine; a user's own file of that name is kept without --force
+    assert service.install_service_command(None, force=True, pipewire_rates=True) == 0
+    dropin.write_text("context.properties = { default.clock.allowed-rates = [ 48000 ] }\n")
+    (tmp_path / "cfg" / "systemd" / "user" / service.UNIT_NAME).unlink()
+    assert service.install_service_command(None, force=False, pipewire_rates=True) == 2
+    assert "exists with other content; add --force" in capsys.readouterr().err
+    assert "48000 ]" in dropin.read_text()
+    assert service.install_service_command(None, force=True, pipewire_rates=True) == 0
+    assert dropin.read_text() == text

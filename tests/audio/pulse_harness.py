@@ -134,11 +134,14 @@ class PipeWireServer:
     name = "pipewire"
     PARTS = ("dbus", "pipewire", "wireplumber", "pipewire-pulse")
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, dropins: tuple[str, ...] | None = None):
+        """``dropins``: the names of ``pipewire/pipewire.conf.d``'s files to install (all by
+        default); what ``root / "config"`` already holds is kept."""
         self.root = root
         self.runtime = root / "run"
         self.log = root / "pipewire-pulse.log"
         self.procs: dict[str, subprocess.Popen] = {}
+        self.dropins = dropins
 
     @staticmethod
     def missing() -> str | None:
@@ -183,7 +186,8 @@ class PipeWireServer:
         conf = self.root / "config" / "pipewire" / "pipewire.conf.d"
         conf.mkdir(parents=True, exist_ok=True)
         for f in (PW_CONF / "pipewire.conf.d").iterdir():
-            shutil.copy(f, conf / f.name)
+            if self.dropins is None or f.name in self.dropins:
+                shutil.copy(f, conf / f.name)
         for d in ("state", "data"):
             (self.root / d).mkdir(exist_ok=True)
         for part in self.PARTS:
