@@ -36,7 +36,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from tools.model import FACTOR, HOP, CutoffRestorer, Restorer, build_model, count_parameters, load_weights
+from tools.model import FACTOR, GAIN_MAX, HOP, CutoffRestorer, Geometry, Restorer, build_model, count_parameters, load_weights
 
 IR_VERSION = 10
 OPSET = 17
@@ -49,7 +49,7 @@ class ExportError(RuntimeError):
     """The exported model does not match PyTorch or the contract."""
 
 
-RULES = ("hold_ms", "cliff_db", "cliff_gate", "high_cutoff_hz")  # a cutoff model's weightless gating rules
+RULES = ("hold_ms", "cliff_db", "cliff_gate", "high_cutoff_hz", "hold_share")  # a cutoff model's weightless gating rules
 
 
 def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> tuple[Restorer, dict]:
@@ -69,10 +69,100 @@ def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> 
     model = build_model(config.get("arch", "gru"), config.get("hidden", 192), config.get("layers", 2),
                         config.get("hop", HOP), config.get("hold_ms", 0.0), config.get("over", True),
                         config.get("cliff_db", 0.0), bool(config.get("cliff_gate", False)),
-                        config.get("high_cutoff_hz", CutoffRestorer.HIGH_CUTOFF_HZ))
+                        config.get("high_cutoff_hz", CutoffRestorer.HIGH_CUTOFF_HZ), config.get("hold_share", 1.0))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
+
+
+def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None) -> dict:
+    """A ``tools.train`` checkpoint (``{"model", "config", "step"}``) holding the weights of an
+    exported ``--arch cutoff`` model, so that a shipped model can be fine-tuned after its
+    training run is gone (``tools.train --init model.onnx``).
+
+    The architecture is read from the file: ``hidden`` from the layer sizes, ``hop`` from the
+    block multiple, the hold from its state's shape, ``over`` from the output layer's width,
+    the cliff rule and ``high_cutoff_hz`` from the description ``main`` writes (``rules``
+    overrides them). The result is proved, not trusted: PyTorch with these weights must give
+    the file's output over the parity signal (:func:`check_parity`), or ``ExportError``.
+    """
+    import re
+
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    if "mid.bias" not in inits or "inp.bias" not in inits:
+        raise ExportError(f"{path}: not an --arch cutoff model (no inp/mid layers)")
+    hidden = int(inits["mid.bias"].shape[0])
+    hop = int(meta.get("rtupscale.block_multiple", HOP))
+    geo = Geometry(hop)
+    n_shifts, n_band = len(geo.shifts), geo.n_band
+    n_shift_band = n_shifts * n_band
+    states = {s["in"].removeprefix("state_in_"): s["shape"] for s in json.loads(meta["rtupscale.state"])}
+    description = meta.get("rtupscale.description", "")
+    config = {"arch": "cutoff", "hidden": hidden, "hop": hop, "layers": 0, "cliff_gate": False,
+              "hold_ms": 0.0, "cliff_db": 0.0, "high_cutoff_hz": CutoffRestorer.HIGH_CUTOFF_HZ, "hold_share": 1.0}
+    if "hold" in states:
+        config["hold_ms"] = (states["hold"][1] + 1) * hop * 1000.0 / 44100
+        config["cliff_gate"] = states["hold"][2] == 2 * n_band  # has content | cliff under it
+    cliff = re.search(r"above a ([0-9.]+) dB cliff", description)
+    config["cliff_db"] = float(cliff.group(1)) if cliff else 0.0
+    share = re.search(r"empty in ([0-9.]+) % of ([0-9.]+) ms", description)
+    if share:
+        config["hold_share"] = float(share.group(1)) / 100.0
+    high = re.search(r"cut-off below ([0-9.]+) kHz", description)
+    if high:
+        config["high_cutoff_hz"] = float(high.group(1)) * 1000.0
+    config.update(rules or {})
+    weights = {}  # MatMul weights in graph order: inp, the three mixes, mid; then out
+    for node in proto.graph.node:
+        if node.op_type == "MatMul" and node.input[1] in inits:
+            w = inits[node.input[1]]
+            if w.ndim == 2 and w.shape[0] == hidden and w.shape[1] in (n_shift_band, 2 * n_shift_band):
+                weights["out"] = w
+            elif w.ndim == 2 and w.shape[1] == hidden:
+                weights.setdefault("hidden", []).append(w)
+    if len(weights.get("hidden", [])) != 5 or "out" not in weights:
+        raise ExportError(f"{path}: expected 5 hidden-layer MatMul weights and an output layer, "
+                          f"found {len(weights.get('hidden', []))} and {'out' in weights}")
+    config["over"] = weights["out"].shape[1] == 2 * n_shift_band
+    # the whole output layer keeps its bias's name; the fill half alone (over off) is a slice
+    biases = [inits["out.bias"]] if "out.bias" in inits else [
+        v for k, v in inits.items() if v.shape == (weights["out"].shape[1],) and not k.endswith(".bias")]
+    gates = [v.reshape(-1) for v in inits.values() if v.ndim == 2 and v.shape[1] == 1
+             and v.shape[0] == n_shifts]
+    if len(biases) != 1 or len(gates) != (2 if config["over"] else 1):
+        raise ExportError(f"{path}: could not find the output bias and gate constants")
+    model = build_model("cutoff", hidden, 0, hop, config["hold_ms"], config["over"], config["cliff_db"],
+                        bool(config["cliff_gate"]), config["high_cutoff_hz"], config["hold_share"])
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    names = ["inp.weight", "mixes.0.lin.weight", "mixes.1.lin.weight", "mixes.2.lin.weight", "mid.weight"]
+    for name, w in zip(names, weights["hidden"]):
+        state[name] = torch.from_numpy(w.T.copy())
+    for name in ("inp.bias", "mixes.0.lin.bias", "mixes.1.lin.bias", "mixes.2.lin.bias", "mid.bias"):
+        state[name] = torch.from_numpy(inits[name].copy())
+    out_w, out_b = torch.from_numpy(weights["out"].T.copy()), torch.from_numpy(biases[0].copy())
+    state["out.weight"][: out_w.shape[0]] = out_w
+    state["out.bias"][: out_b.shape[0]] = out_b
+    # the graph holds 10 / GAIN_MAX * gate; with over, try both orders of the two gates
+    orders = [gates] if len(gates) == 1 else [gates, gates[::-1]]
+    last_error = None
+    for order in orders:
+        state["gate"] = torch.from_numpy(order[0] * GAIN_MAX / 10.0)
+        if len(order) > 1:
+            state["gate_over"] = torch.from_numpy(order[1] * GAIN_MAX / 10.0)
+        load_weights(model, state)
+        model.eval()
+        try:
+            check_parity(model, path)
+        except Exception as e:  # a mismatch, or rules whose state shapes the file does not take
+            last_error = e
+            continue
+        return {"model": model.state_dict(), "config": config, "step": 0, "from_onnx": str(path)}
+    raise ExportError(f"{path}: the recovered weights do not reproduce the file ({last_error}); "
+                      f"pass its rules ({', '.join(RULES)}) explicitly")
 
 
 def metadata(model: Restorer, name: str, description: str) -> dict[str, str]:
@@ -251,6 +341,29 @@ def export_and_check(model: Restorer, path: str | Path, name: str, description: 
     return report
 
 
+def describe(model: Restorer, config: dict) -> str:
+    """The metadata description ``main`` writes: design, gating rules (which
+    :func:`checkpoint_from_onnx` reads back), size and training."""
+    init = f" from {Path(config['init']).name}" if config.get("init") else ""
+    if model.arch == "cutoff":
+        gating = ("fills empty bins" if model.hold <= 1 else f"fills bins empty for {model.hold_ms:g} ms"
+                  if model.hold_share >= 1 else
+                  f"fills empty bins that were empty in {100 * model.hold_share:g} % of {model.hold_ms:g} ms") + (
+            " under a cliff seen in that time" if model.cliff_gate else "") + (
+            f" or above a {model.cliff_db:g} dB cliff" if model.cliff_db else "") + (
+            "" if model.over else ", writes nothing over content") + (
+            f", only under a cut-off below {model.high_cutoff_hz / 1000:g} kHz")
+        design = (f"cut-off-aware STFT-domain spectral folding ({gating}), finite memory "
+                  f"({count_parameters(model)} parameters, hidden {model.hidden}, hop {model.hop})")
+        data = "real recordings (game soundtracks, band stems, drum kits, organ, speech) and synthetic audio"
+    else:
+        design = (f"STFT-domain spectral folding with a GRU envelope ({count_parameters(model)} parameters, "
+                  f"hidden {model.hidden} x {model.layers})")
+        data = "procedural, fluidsynth GM and espeak-ng audio"
+    return (
+        f"{design}; trained {config.get('step')} steps{init} on {data} through MP3/AAC/Opus")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", help="a tools.train checkpoint (.pt)")
@@ -263,6 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cliff-db", type=float, default=None, help="override a cutoff model's cliff rule (dB; 0: off)")
     parser.add_argument("--cliff-gate", type=int, choices=(0, 1), default=None,
                         help="override whether a cutoff model's hold fills only under a cliff seen in the hold")
+    parser.add_argument("--hold-share", type=float, default=None,
+                        help="override a cutoff model's hold share (fill a bin empty now that was empty in "
+                        "this share of the hold; 1: in all of it)")
     parser.add_argument("--high-cutoff-hz", type=float, default=None,
                         help="override the frequency a cutoff model's empty top band must reach down to "
                         "before anything is filled (Hz at 44.1 kHz)")
@@ -274,22 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         model, config = load_checkpoint(args.checkpoint, rules)
     except ValueError as e:
         parser.error(str(e))
-    init = f" from {Path(config['init']).name}" if config.get("init") else ""
-    if model.arch == "cutoff":
-        gating = (f"fills bins empty for {model.hold_ms:g} ms" if model.hold > 1 else "fills empty bins") + (
-            " under a cliff seen in that time" if model.cliff_gate else "") + (
-            f" or above a {model.cliff_db:g} dB cliff" if model.cliff_db else "") + (
-            "" if model.over else ", writes nothing over content") + (
-            f", only under a cut-off below {model.high_cutoff_hz / 1000:g} kHz")
-        design = (f"cut-off-aware STFT-domain spectral folding ({gating}), finite memory "
-                  f"({count_parameters(model)} parameters, hidden {model.hidden}, hop {model.hop})")
-        data = "real recordings (game soundtracks, band stems, drum kits, organ, speech) and synthetic audio"
-    else:
-        design = (f"STFT-domain spectral folding with a GRU envelope ({count_parameters(model)} parameters, "
-                  f"hidden {model.hidden} x {model.layers})")
-        data = "procedural, fluidsynth GM and espeak-ng audio"
-    description = args.description or (
-        f"{design}; trained {config.get('step')} steps{init} on {data} through MP3/AAC/Opus")
+    description = args.description or describe(model, config)
     try:
         report = export_and_check(model, args.output, name, description, args.fp16_weights)
     except Exception as e:

@@ -274,7 +274,11 @@ class CutoffRestorer(nn.Module):
        ``1 - mask`` over ``hold`` frames (one MaxPool over the frames of the block and the
        ``hold - 1`` before it, carried as state). A codec's low-pass empties its bins in
        every frame; the gaps between a cymbal's hits, a decay into a quiet passage or a
-       sound that lacks a top for a moment do not, and are left alone. With ``over`` False
+       sound that lacks a top for a moment do not, and are left alone. With ``hold_share`` < 1,
+       a bin is filled when it is empty now and was empty in at least that share of the
+       hold's frames (a mean over them instead of the maximum): the bins just under a 128 kbps
+       or VBR MP3's cut-off, which the encoder keeps in some frames only, are filled in the
+       frames it dropped them, while a bin with content most of the time is not. With ``over`` False
        the over gains are not used: nothing is ever written over content the input has.
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
@@ -305,10 +309,16 @@ class CutoffRestorer(nn.Module):
     K = 4
     CLIFF_BELOW = (3, 6)  # the bins under an empty run's lowest bin that must stand over it
     CLIFF_WIDTH_DB = 1.5
+    SHARE_WIDTH = 0.02  # the hold_share rule's soft step, in shares of the hold (about 2 frames)
 
     def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True,
-                 cliff_db: float = 0.0, cliff_gate: bool = False, high_cutoff_hz: float = HIGH_CUTOFF_HZ):
+                 cliff_db: float = 0.0, cliff_gate: bool = False, high_cutoff_hz: float = HIGH_CUTOFF_HZ,
+                 hold_share: float = 1.0):
         super().__init__()
+        if not 0.1 <= hold_share <= 1.0:
+            raise ValueError(f"hold_share must be in 0.1..1 (1: empty in every frame of the hold), got {hold_share}")
+        if hold_share < 1.0 and (hold_ms <= 0 or cliff_gate):
+            raise ValueError("hold_share < 1 needs a hold (hold_ms > 0) and no cliff_gate")
         if hidden < 8:
             raise ValueError(f"hidden must be >= 8, got {hidden}")
         if not 0.0 <= hold_ms <= 400.0:
@@ -323,6 +333,7 @@ class CutoffRestorer(nn.Module):
         # Frames (at 44.1 kHz) a band bin must have been empty for before it is filled.
         self.hold = int(round(hold_ms * 1e-3 * 44100 / hop))
         self.hold_ms, self.over, self.cliff_db, self.cliff_gate = hold_ms, over, cliff_db, cliff_gate
+        self.hold_share = hold_share
         self.state_names = ("frames", "ctx1", "ctx2", "ctx3", "ola") + (("hold",) if self.hold > 1 else ()) + ("interp",)
         self.geometry, self.hop, self.latency, self.hidden, self.layers = geo, hop, geo.latency, hidden, 0
         for name, value in dsp_matrices(geo).items():
@@ -464,9 +475,13 @@ class CutoffRestorer(nn.Module):
             if self.cliff_gate:  # and the running max of "a cliff lies under it"
                 content = torch.cat([content, reach], dim=2)
             seq = torch.cat([hold, content], dim=1)  # [C, hold - 1 + M, width]
-            had = F.max_pool1d(seq.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, width]
-            fill_mask = 1.0 - had[..., :n_band]
-            if self.cliff_gate:
+            if self.hold_share < 1.0:  # empty now, and in at least hold_share of the hold's frames
+                share = F.avg_pool1d(seq.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, n_band]
+                fill_mask = (1.0 - content) * torch.sigmoid(((1.0 - share) - self.hold_share) / self.SHARE_WIDTH)
+            else:
+                had = F.max_pool1d(seq.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, width]
+                fill_mask = 1.0 - had[..., :n_band]
+            if self.cliff_gate:  # (hold_share is 1 with a cliff gate)
                 fill_mask = fill_mask * had[..., n_band:]
             new_hold = [seq[:, -(self.hold - 1):]]
         else:
@@ -499,14 +514,14 @@ class CutoffRestorer(nn.Module):
 
 def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int = HOP,
                 hold_ms: float = 0.0, over: bool = True, cliff_db: float = 0.0, cliff_gate: bool = False,
-                high_cutoff_hz: float = CutoffRestorer.HIGH_CUTOFF_HZ) -> nn.Module:
+                high_cutoff_hz: float = CutoffRestorer.HIGH_CUTOFF_HZ, hold_share: float = 1.0) -> nn.Module:
     """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only,
-    ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate`` and ``high_cutoff_hz`` to ``cutoff`` only (see
-    :class:`CutoffRestorer`)."""
+    ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate``, ``high_cutoff_hz`` and ``hold_share`` to
+    ``cutoff`` only (see :class:`CutoffRestorer`)."""
     if arch == "gru":
         return Restorer(hidden, layers, hop)
     if arch == "cutoff":
-        return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate, high_cutoff_hz)
+        return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate, high_cutoff_hz, hold_share)
     raise ValueError(f"unknown arch {arch!r}; allowed: {ARCHS}")
 
 

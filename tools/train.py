@@ -339,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-ms", type=float, default=0.0,
                         help="cutoff arch: fill a band bin only once it has been empty this long (0: every "
                         "frame decides alone); a codec's low-pass is empty in every frame, a natural decay is not")
+    parser.add_argument("--hold-share", type=float, default=1.0,
+                        help="cutoff arch, with --hold-ms: fill a bin that is empty now and was empty in at least "
+                        "this share of the hold (1: in every frame); the bins a codec keeps only in some frames")
     parser.add_argument("--cliff-db", type=float, default=0.0,
                         help="cutoff arch: also fill at once above an empty top band that begins at a cliff "
                         "this many dB high (a codec dropping its top bands in some frames; 0: off)")
@@ -366,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="score each frame only below where the reference's own top is cut in that frame "
                         "(a Vorbis source lowers its low-pass in quiet frames; see band_lsd)")
     parser.add_argument("--init", default=None,
-                        help="start from this checkpoint's weights (a fresh optimizer and schedule); "
+                        help="start from this checkpoint's weights (a fresh optimizer and schedule), or from an "
+                        "exported --arch cutoff model's (.onnx; tools.export.checkpoint_from_onnx); "
                         "a narrower checkpoint with the same layers is widened to --hidden, computing the same "
                         "function at step 0 (tools.model.load_widened)")
     parser.add_argument("--carry-prob", type=float, default=0.0,
@@ -408,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--carry-prob applies to --arch gru only (a cutoff model's memory is finite)")
     try:  # the model checks its own options (hold_ms, cliff_db, cliff_gate, hidden)
         model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over,
-                            args.cliff_db, args.cliff_gate, args.high_cutoff_hz).to(device)
+                            args.cliff_db, args.cliff_gate, args.high_cutoff_hz, args.hold_share).to(device)
     except ValueError as e:
         parser.error(str(e))
     run = Path(args.run)
@@ -433,7 +437,14 @@ def main(argv: list[str] | None = None) -> int:
         carry = {k: (v.to(device) if v is not None else None) for k, v in ckpt.get("carry", {}).items()}
         print(f"resumed from {ckpt_path} at step {step}", flush=True)
     elif args.init:
-        init_ckpt = torch.load(args.init, weights_only=False, map_location=device)
+        if args.init.endswith(".onnx"):  # a shipped cutoff model: its weights, proved by parity
+            from tools.export import ExportError, checkpoint_from_onnx
+            try:
+                init_ckpt = checkpoint_from_onnx(args.init)
+            except (ExportError, KeyError, ValueError) as e:
+                parser.error(f"--init {args.init}: {e}")
+        else:
+            init_ckpt = torch.load(args.init, weights_only=False, map_location=device)
         init, init_hop = init_ckpt["model"], init_ckpt.get("config", {}).get("hop", HOP)
         init_arch = init_ckpt.get("config", {}).get("arch", "gru")
         if init_arch != args.arch:

@@ -132,3 +132,38 @@ def test_a_checkpoint_is_loaded_under_other_gating_rules(tmp_path):
     torch.save({"model": Restorer(hidden=16).state_dict(), "config": {"arch": "gru", "hidden": 16}}, gru)
     with pytest.raises(ValueError, match="cutoff checkpoints only"):
         export.load_checkpoint(gru, {"cliff_db": 24.0})
+
+
+@pytest.mark.parametrize("over, cliff_db, hold_ms", [(False, 0.0, 300.0), (True, 24.0, 300.0), (False, 24.0, 0.0)])
+def test_an_exported_cutoff_model_gives_back_its_weights(tmp_path, over, cliff_db, hold_ms):
+    """``checkpoint_from_onnx`` reads a cutoff model's weights and rules back out of its file
+    (the weights of every layer, both gates) and proves them by parity; a file whose weights
+    were changed after export no longer matches its rules' reading and fails."""
+    from tools.model import build_model
+
+    torch.manual_seed(3)
+    model = build_model("cutoff", hidden=16, hop=HOP, hold_ms=hold_ms, over=over, cliff_db=cliff_db)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))  # gates and gains away from their zero start
+    model.eval()
+    path = tmp_path / "c.onnx"
+    export.export_onnx(model, path, "c", export.describe(model, {"step": 5}))
+    ckpt = export.checkpoint_from_onnx(path)
+    assert ckpt["config"]["over"] is over
+    assert ckpt["config"]["cliff_db"] == cliff_db
+    assert ckpt["config"]["hidden"] == 16
+    back = build_model("cutoff", 16, 0, HOP, ckpt["config"]["hold_ms"], over, cliff_db)
+    back.load_state_dict(ckpt["model"])
+    assert back.hold == model.hold
+    used = [n for n in model.state_dict() if n.startswith(("inp", "mixes", "mid", "gate"))
+            and (over or n != "gate_over")]
+    for name in used + (["out.weight", "out.bias"] if over else []):
+        assert torch.allclose(back.state_dict()[name], model.state_dict()[name], atol=1e-6), name
+    if not over:  # only the fill half is in the file
+        n = back.out.bias.shape[0] // 2
+        assert torch.allclose(back.out.weight[:n], model.out.weight[:n], atol=1e-6)
+    # the same file read under another hold does not reproduce it
+    if hold_ms:
+        with pytest.raises(export.ExportError, match="do not reproduce"):
+            export.checkpoint_from_onnx(path, {"hold_ms": 100.0})
