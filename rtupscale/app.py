@@ -90,8 +90,11 @@ def check_config_model(path: str, cfg) -> str | None:
     except ModelError as e:
         return f"{path}: latency.block_size: {e}"
     if cfg.audio.capture == "auto":
-        try:
-            runner.contract.check_rate(cfg.audio.rate)
+        from rtupscale.config import BASE_RATES
+
+        try:  # auto may open at either rate
+            for rate in (BASE_RATES if cfg.audio.follows_rate else (cfg.audio.base_rate,)):
+                runner.contract.check_rate(rate)
         except ModelError as e:
             return f"{path}: audio.rate: {e}"
     return None

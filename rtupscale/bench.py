@@ -91,7 +91,7 @@ def bench_command(args) -> int:
         models = [str(mp)]
     providers = args.provider or (["cpu"] + (["cuda"] if cuda_unavailable_reason() is None else []))
     blocks = args.block or list(DEFAULT_BLOCKS)
-    rate = config.audio.rate
+    rate = config.audio.base_rate
     records = []
     for provider in providers:
         if provider == "cuda" and (why := cuda_unavailable_reason()) is not None:

@@ -21,6 +21,7 @@ import yaml
 from rtupscale.errors import UserError
 
 BASE_RATES = (44100, 48000)
+RATE_AUTO = "auto"
 BLOCK_SIZE_RANGE = (16, 16384)
 """Allowed input frames per block (``latency.block_size`` and ``--block-size``)."""
 MAX_CONFIG_BYTES = 1 << 20
@@ -50,13 +51,24 @@ class AudioConfig:
     """``default``: the sound server's default sink; else a device name substring or index."""
     virtual_sink: str = "rtupscale"
     """Name of the virtual sink the daemon creates for ``capture: auto``."""
-    rate: int = 44100
-    """Base rate of the virtual sink, Hz (44100 or 48000). Playback runs at 4x."""
+    rate: int | str = 44100
+    """Base rate of the virtual sink, Hz (44100 or 48000; playback runs at 4x), or ``auto``:
+    the virtual sink follows the rate its apps play at (it starts at 44100)."""
     channels: int = 2
     backend: str = "auto"
     """How the streams reach the devices: ``pulse`` (native libpulse streams, for devices on
     a PulseAudio or pipewire-pulse server), ``portaudio`` (PortAudio, through ALSA's pulse
     plugin for server devices), ``auto`` (``pulse`` where both devices are on the server)."""
+
+    @property
+    def follows_rate(self) -> bool:
+        """``rate: auto``: the virtual sink follows its apps' rate."""
+        return self.rate == RATE_AUTO
+
+    @property
+    def base_rate(self) -> int:
+        """The rate to open at: ``rate``, or 44100 for ``auto`` (until an app says otherwise)."""
+        return BASE_RATES[0] if self.rate == RATE_AUTO else int(self.rate)
 
 
 @dataclass(frozen=True)
@@ -132,7 +144,7 @@ class Config:
 
 # Range checks: key -> (predicate, description of what is allowed).
 _CHECKS: dict[str, tuple[Any, str]] = {
-    "audio.rate": (lambda v: v in BASE_RATES, f"one of {', '.join(map(str, BASE_RATES))}"),
+    "audio.rate": (lambda v: v in BASE_RATES or v == RATE_AUTO, f"one of {', '.join(map(str, BASE_RATES))}, {RATE_AUTO}"),
     "audio.channels": (lambda v: 1 <= v <= 32, "an integer from 1 to 32"),
     "audio.capture": (lambda v: v.strip() != "", "a non-empty string"),
     "audio.playback": (lambda v: v.strip() != "", "a non-empty string"),
@@ -157,7 +169,8 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "control.socket": (lambda v: v.strip() != "", "auto, or a path"),
 }
 
-_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+               int | str: "an integer or a keyword"}
 
 
 def short_repr(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
@@ -180,6 +193,8 @@ def _coerce(key: str, value: Any, typ: type, errors: list[str]) -> Any:
     elif typ is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
+    elif typ == int | str:  # a number or a keyword (audio.rate: auto)
+        ok = isinstance(value, (int, str)) and not isinstance(value, bool)
     elif typ is str:
         # YAML reads a bare index (playback: 3) as an int; a device index is allowed.
         ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))

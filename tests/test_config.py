@@ -59,7 +59,9 @@ def test_file_without_keys_is_refused(tmp_path, text):
         ({"model": {"path": ""}}, "model.path: '' is not allowed"),
         ({"output": {"ceiling_dbfs": 3}}, "output.ceiling_dbfs: 3.0 is not allowed; expected a number from -40 to 0"),
         ({"output": {"dither": "yes"}}, "output.dither: expected true or false"),
-        ({"audio": {"rate": 44000}}, "audio.rate: 44000 is not allowed; expected one of 44100, 48000"),
+        ({"audio": {"rate": 44000}}, "audio.rate: 44000 is not allowed; expected one of 44100, 48000, auto"),
+        ({"audio": {"rate": "fast"}}, "audio.rate: 'fast' is not allowed; expected one of 44100, 48000, auto"),
+        ({"audio": {"rate": True}}, "audio.rate: expected an integer or a keyword, got True"),
         ({"audio": {"channels": 0}}, "audio.channels: 0 is not allowed"),
         ({"audio": {"virtual_sink": "my sink"}}, "audio.virtual_sink: 'my sink' is not allowed"),
         ({"audio": "loud"}, "audio: expected a mapping of keys, got str"),
@@ -76,6 +78,13 @@ def test_each_error_names_the_key(data, expected):
 def test_all_errors_reported_at_once():
     errors = _errors({"latency": {"blok_size": 1, "crossfade_ms": -5}, "model": {"provider": "x"}})
     assert len(errors) == 3
+
+
+def test_rate_auto_follows_the_apps_and_opens_at_44100():
+    cfg = parse_config({"audio": {"rate": "auto"}})
+    assert cfg.audio.follows_rate and cfg.audio.base_rate == 44100
+    cfg = parse_config({"audio": {"rate": 48000}})
+    assert not cfg.audio.follows_rate and cfg.audio.base_rate == 48000
 
 
 def test_device_index_allowed_as_int():

@@ -243,7 +243,7 @@ def devices_command(config_path: str | None) -> int:
     from rtupscale.app import load_config_or_exit
 
     cfg = load_config_or_exit(config_path)
-    for line in devices_report(cfg.audio.rate, cfg.audio.channels, cfg.audio.virtual_sink):
+    for line in devices_report(cfg.audio.base_rate, cfg.audio.channels, cfg.audio.virtual_sink):
         print(line)
     return 0
 

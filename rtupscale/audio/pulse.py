@@ -251,6 +251,15 @@ class AppStream:
     pid: int | None
     media: str  # media.name
     node: str  # node.name on PipeWire (pw-cat's, pipewire-pulse's), else ""
+    rate: int = 0  # the app's own rate (its stream's sample spec; 0: not listed)
+    corked: bool = False  # paused by the app
+
+
+def _spec_rate(text) -> int:
+    try:
+        return SampleSpec.parse(str(text)).rate
+    except SoundServerError:
+        return 0
 
 
 def list_app_streams() -> list[AppStream]:
@@ -267,6 +276,7 @@ def list_app_streams() -> list[AppStream]:
             app=str(p.get("application.name") or p.get("application.process.binary") or ""),
             pid=int(pid) if str(pid or "").isdigit() else None,
             media=str(p.get("media.name", "")), node=str(p.get("node.name", "")),
+            rate=_spec_rate(r.get("sample_specification")), corked=bool(r.get("corked", False)),
         ))
     return out
 

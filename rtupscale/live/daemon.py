@@ -50,6 +50,11 @@ RESAMPLED_RECHECK_S = 3.0
 REGRAPH_EVERY_S = 10.0
 """At most this often the daemon reopens its playback stream to let a PipeWire graph that
 only our stream holds at another rate switch to the x4 rate."""
+RATE_SWITCH_MIN_S = 2.0
+"""``audio.rate: auto``: the virtual sink changes its rate at most this often."""
+PARK_SUFFIX = "switching"
+"""``audio.rate: auto``: while the virtual sink is remade at a new rate, its apps wait on a
+silent sink of this name (after the virtual sink's and a dash), not on the DAC un-upscaled."""
 SHUTDOWN_LIMIT_S = 8.0
 """After TERM/INT the daemon exits within this long, cleaned up or not."""
 GIL_SWITCH_S = 0.0005
@@ -105,6 +110,8 @@ class Daemon:
         self.apps: OurApps | None = None  # the apps on our virtual sink (with the events)
         self.rate_checks = 0
         self.last_regraph = -REGRAPH_EVERY_S
+        self.rate_switches = 0
+        self.last_rate_switch = -RATE_SWITCH_MIN_S
 
     # -- parts ----------------------------------------------------------------------
     def build_engine(self, config, runner, rate: int):
@@ -203,6 +210,9 @@ class Daemon:
         if self.config.audio.capture == "auto":
             self.apps = OurApps(self.server, self.config.audio.virtual_sink)
 
+    def _follows_rate(self) -> bool:
+        return self.config.audio.follows_rate and self.config.audio.capture == "auto"
+
     def _load_runner(self, config):
         if config.model_path() is None:
             log.info("model: none (model.path) - the plain x4 upsampler")
@@ -253,6 +263,10 @@ class Daemon:
         latency_logged = False
         rate_recheck_at = 0.0
         apps_refresh_at = reattach_until = 0.0
+        follow_at = time.monotonic() if self._follows_rate() else 0.0  # apps already on a kept sink
+        if self._follows_rate() and self.apps is None:
+            log.warning("audio.rate: auto needs the sound server's events (pulsectl): the virtual sink stays at %d Hz",
+                        self.session.rate)
         while True:
             self._wake.wait(min(0.25, max(0.0, rate_recheck_at - time.monotonic())) if rate_recheck_at else 0.25)
             self._wake.clear()
@@ -287,6 +301,13 @@ class Daemon:
                 events = self.server_events.take()
                 if self.apps is not None:
                     apps_refresh_at, reattach_until = self._follow_apps(events, now, apps_refresh_at, reattach_until)
+                    if self._follows_rate() and any(e.facility == "sink_input" for e in events):
+                        follow_at = follow_at or now + RATE_RECHECK_GAP_S
+                if follow_at and now >= follow_at and self.apps is not None and not reattach_until:
+                    follow_at = self._follow_rate(now)
+                    if self.session is not s:
+                        rate_checked = latency_logged = False
+                        continue
                 if rate_checked and any(e.facility == "source" for e in events):
                     self._check_capture_rate()
                 resampled_pw = bool(s.routing.resampled and s.server is not None and s.server.is_pipewire)
@@ -337,6 +358,53 @@ class Daemon:
             refresh_at = 0.0
             self.apps.refresh()
         return refresh_at, reattach_until
+
+    def _follow_rate(self, now: float) -> float:
+        """``audio.rate: auto``: when the apps on our sink all play at one base rate that is
+        not the sink's, remake the sink and the audio path at that rate (playback at 4x); the
+        apps wait on a silent sink meanwhile and come back. Returns when to look again (0:
+        at the next app event)."""
+        from rtupscale.config import BASE_RATES
+
+        s = self.session
+        rate = self.apps.rate(BASE_RATES)
+        if rate is None or rate == s.rate:
+            return 0.0
+        if now - self.last_rate_switch < RATE_SWITCH_MIN_S:
+            return self.last_rate_switch + RATE_SWITCH_MIN_S
+        self.last_rate_switch = now
+        a = self.config.audio
+        park = f"{a.virtual_sink}-{PARK_SUFFIX}"
+        log.info("the apps on %s play at %d Hz: remaking it at %d Hz (playback at %d Hz)", a.virtual_sink, rate, rate, FACTOR * rate)
+        park_module = None
+        try:
+            park_module = self.server.load_null_sink(park, rate, a.channels)
+            self.apps.park(park)
+        except self.server.SoundServerError as e:
+            log.warning("could not hold the apps on a silent sink while %s is remade (%s): they play on the "
+                        "server's fallback sink meanwhile", a.virtual_sink, e)
+        try:
+            self._fade_out()
+            self._close_session(keep_sink=False)
+            self.session = None
+            self.session = self._start_session(self.config, rate)
+            self.rate_switches += 1
+        except (DeviceError, StopDaemon, RuntimeError, self.server.SoundServerError) as e:
+            log.warning("could not reopen at %d Hz (%s): reopening at %d Hz", rate, e, a.base_rate)
+        finally:
+            if park_module is not None:
+                if self.session is not None:
+                    self.apps.unpark(park)
+                try:  # what is still parked goes to the fallback sink
+                    self.server.unload_module(park_module)
+                except self.server.SoundServerError as e:
+                    log.warning("could not remove the sink %s (module %d): %s", park, park_module, e)
+        if self.session is None:
+            self._recover(f"the audio path did not reopen at {rate} Hz")
+        else:
+            self.apps.refresh()
+            self._log_start()
+        return 0.0
 
     def _report_nonfinite(self, s: Session) -> None:
         """Log once that the capture delivered NaN/Inf samples (the engine set them to 0)."""
@@ -480,7 +548,8 @@ class Daemon:
             self._close_session(keep_sink=plan.keep_sink)
             old_runner, self.runner = self.runner, runner
             try:
-                self.session = self._open_session(new, None)
+                # rate: auto kept: stay at the rate the apps play at
+                self.session = self._open_session(new, s.rate if new.audio.follows_rate and plan.keep_sink else None)
             except Exception:
                 log.error("reload: the new audio devices do not open: back to the running ones")
                 self.runner = old_runner

@@ -22,6 +22,16 @@ REATTACH_WINDOW_S = 10.0
 a stream the user moved elsewhere stays where it is."""
 
 
+def shared_rate(streams: list[AppStream], sink: str, rates: tuple[int, ...]) -> int | None:
+    """The one rate of ``rates`` that every app playing to ``sink`` plays at (paused ones
+    aside), or None: no app plays there, one plays at a rate not in ``rates`` or not listed,
+    or they play at different rates (then the sink stays where it is)."""
+    playing = {a.rate for a in streams if a.sink == sink and not a.corked}
+    if len(playing) == 1 and (rate := playing.pop()) in rates:
+        return rate
+    return None
+
+
 def stream_key(a: AppStream) -> tuple:
     """Who a stream is across a server restart (its index changes): the process, the app's
     name and the stream's name."""
@@ -45,6 +55,40 @@ class OurApps:
     def _streams(self) -> list[AppStream]:
         pid = os.getpid()
         return [a for a in self.server.list_app_streams() if a.pid != pid]
+
+    def rate(self, rates: tuple[int, ...]) -> int | None:
+        """:func:`shared_rate` of the apps on our sink now (None when the server is away)."""
+        try:
+            return shared_rate(self._streams(), self.sink, rates)
+        except self.server.SoundServerError:
+            return None
+
+    def park(self, sink: str) -> list[AppStream]:
+        """Move every app on our sink to ``sink`` (another sink, while ours is remade);
+        returns those moved."""
+        moved = []
+        for a in self._streams():
+            if a.sink != self.sink:
+                continue
+            try:
+                self.server.move_app_stream(a.index, sink)
+                moved.append(a)
+            except self.server.SoundServerError as e:
+                log.info("could not move %s (stream %d) to %s: %s", a.app or a.node, a.index, sink, e)
+        return moved
+
+    def unpark(self, sink: str) -> int:
+        """Move every app on ``sink`` back to our sink; returns how many moved."""
+        n = 0
+        for a in self._streams():
+            if a.sink != sink:
+                continue
+            try:
+                self.server.move_app_stream(a.index, self.sink)
+                n += 1
+            except self.server.SoundServerError as e:
+                log.warning("could not move %s (stream %d) back to %s: %s", a.app or a.node, a.index, self.sink, e)
+        return n
 
     def refresh(self) -> None:
         """Remember the streams on our sink now (and forget the ones that left it)."""

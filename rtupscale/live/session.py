@@ -160,7 +160,8 @@ class WorkerState:
 
 class Session:
     """The audio path from ``config``, running ``runner`` (or none), at ``rate`` (default:
-    ``audio.rate``, or a chosen capture source's own 44.1/48 kHz rate).
+    ``audio.rate``, or a chosen capture source's own 44.1/48 kHz rate; the virtual sink is
+    made at ``rate`` too).
 
     Raises:
         DeviceError: a device or the virtual sink cannot be had (a user error).
@@ -186,14 +187,14 @@ class Session:
         try:
             playback = parts.resolve_playback(a.playback, a.virtual_sink, server)
             if a.capture == "auto":
-                self.sink_module = parts.sink.ensure(a.virtual_sink, a.rate, a.channels)
+                self.sink_module = parts.sink.ensure(a.virtual_sink, rate or a.base_rate, a.channels)
             capture = parts.resolve_capture(a.capture, a.virtual_sink, server)
         except Exception:
             self.sink_module = None  # the daemon removes the sink when it stops
             raise
         self.capture_ep, self.playback_ep = capture, playback
         if rate is None:
-            rate = a.rate
+            rate = a.base_rate
             if capture.server_name and a.capture != "auto" and capture.device_rate in (44100, 48000):
                 rate = capture.device_rate  # a source at 48 kHz is captured at 48 kHz
         self.rate = rate

@@ -94,7 +94,9 @@ def build_status(d) -> dict:
         {
             "server": r.server,
             "backend": r.backend,
-            "capture": {"device": r.capture, "rate": r.rate, "route": r.capture_route},
+            "capture": {"device": r.capture, "rate": r.rate, "route": r.capture_route,
+                        "follows_apps": bool(d.config.audio.follows_rate and d.config.audio.capture == "auto"),
+                        "rate_switches": d.rate_switches},
             "playback": {"device": r.playback, "rate": r.out_rate, "route": r.playback_route, "dac_rate": r.dac_rate, "resampled": r.resampled, "advice": r.advice},
             "block_size": p.block_size,
             "channels": s.channels,
@@ -159,7 +161,8 @@ def format_status(st: dict) -> list[str]:
     cap, pb = st["capture"], st["playback"]
     streams = {"pulse": "native PulseAudio streams", "portaudio": "PortAudio"}.get(st.get("backend", ""), st.get("backend", ""))
     lines.append(f"sound server: {st['server']}" + (f"; streams: {streams}" if streams else ""))
-    lines.append(f"capture: {cap['device']} at {cap['rate']} Hz" + (f"  [{cap['route']}]" if cap.get("route") else ""))
+    follows = f" (rate: auto, follows the apps; {cap.get('rate_switches', 0)} switches)" if cap.get("follows_apps") else ""
+    lines.append(f"capture: {cap['device']} at {cap['rate']} Hz{follows}" + (f"  [{cap['route']}]" if cap.get("route") else ""))
     dac = pb.get("dac_rate")
     reach = "not checked yet" if dac is None else (f"{dac} Hz reaches the DAC" + (" (RESAMPLED)" if pb.get("resampled") else ""))
     lines.append(f"playback: {pb['device']} at {pb['rate']} Hz: {reach}" + (f"  [{pb['route']}]" if pb.get("route") else ""))

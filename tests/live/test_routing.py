@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from rtupscale.audio.pulse import AppStream
-from rtupscale.live.routing import OurApps
+from rtupscale.live.routing import OurApps, shared_rate
 from tests.live.fakes import FakeServer
 
 
@@ -49,3 +49,38 @@ def test_a_server_that_is_not_back_keeps_the_memory():
     server.list_app_streams = down
     apps.refresh()
     assert apps.reattach() == [] and len(apps.remembered) == 1
+
+
+def _app(index, sink, rate, corked=False, pid=4242):
+    return AppStream(index, sink, "player", pid, f"track {index}", "", rate, corked)
+
+
+def test_the_shared_rate_is_the_one_rate_of_the_apps_playing_on_the_sink():
+    rates = (44100, 48000)
+    assert shared_rate([_app(1, "rtupscale", 48000), _app(2, "dac", 44100)], "rtupscale", rates) == 48000
+    assert shared_rate([_app(1, "rtupscale", 48000), _app(2, "rtupscale", 48000)], "rtupscale", rates) == 48000
+    # paused apps do not count; apps at two rates, at an unknown or unsupported rate, or none: no verdict
+    assert shared_rate([_app(1, "rtupscale", 48000), _app(2, "rtupscale", 44100, corked=True)], "rtupscale", rates) == 48000
+    assert shared_rate([_app(1, "rtupscale", 48000), _app(2, "rtupscale", 44100)], "rtupscale", rates) is None
+    assert shared_rate([_app(1, "rtupscale", 96000)], "rtupscale", rates) is None
+    assert shared_rate([_app(1, "rtupscale", 0)], "rtupscale", rates) is None
+    assert shared_rate([_app(2, "dac", 48000)], "rtupscale", rates) is None
+
+
+class RateServer(Server):
+    def move_app_stream(self, index, sink):
+        self.moves.append((index, sink))
+        self.streams = [AppStream(a.index, sink, a.app, a.pid, a.media, a.node, a.rate, a.corked)
+                        if a.index == index else a for a in self.streams]
+
+
+def test_apps_are_parked_on_another_sink_and_come_back():
+    server = RateServer([_app(1, "rtupscale", 48000), _app(2, "dac", 44100, pid=5151),
+                         _app(3, "rtupscale", 44100, pid=os.getpid())])
+    apps = OurApps(server, "rtupscale")
+    assert apps.rate((44100, 48000)) == 48000  # our own stream (pid) does not count
+    assert [a.index for a in apps.park("rtupscale-switching")] == [1]
+    assert server.moves == [(1, "rtupscale-switching")]
+    assert apps.rate((44100, 48000)) is None  # nothing on our sink now
+    assert apps.unpark("rtupscale-switching") == 1
+    assert [a.sink for a in server.streams] == ["rtupscale", "dac", "rtupscale"]

@@ -156,3 +156,60 @@ def test_the_worker_loop_allocates_nothing_per_block(tmp_path):
     assert s.failure is None
     assert peak - before < 4096, f"peak {peak - before} bytes"
     assert current - before < 2048, f"{current - before} bytes left behind"
+
+
+def test_rate_auto_remakes_the_sink_at_the_apps_rate_and_brings_them_back(tmp_path):
+    """``audio.rate: auto``: the apps on our sink all play at 48 kHz, so the sink is made again
+    at 48000 and the path reopens at 48000 in / 192000 out; meanwhile the apps wait on a
+    silent sink and come back. Apps at two rates leave it where it is."""
+    import dataclasses
+
+    from rtupscale.audio.pulse import AppStream
+    from rtupscale.config import AudioConfig
+    from rtupscale.live.daemon import PARK_SUFFIX
+    from rtupscale.live.routing import OurApps
+
+    class Server(FakeServer):
+        streams: list = []
+        moves: list = []
+
+        def list_app_streams(self):
+            return list(self.streams)
+
+        def move_app_stream(self, index, sink):
+            self.moves.append((index, sink))
+            self.streams = [dataclasses.replace(a, sink=sink) if a.index == index else a for a in self.streams]
+
+    server = Server()
+    server.streams = [AppStream(5, "rtupscale", "player", 4242, "song", "", 48000)]
+    config = dataclasses.replace(Config(), audio=AudioConfig(rate="auto"))
+    d = Daemon(config, None, server=server, parts={
+        "open_streams": FakeStreams, "resolve_capture": resolve_capture, "resolve_playback": resolve_playback,
+        "choose_backend": lambda setting, c, p: "pulse",
+    })
+    d.control = type("Ctl", (), {"path": tmp_path / "c.sock"})()
+    d.apps = OurApps(server, "rtupscale")
+    d.session = d._start_session(d.config)
+    first = d.session
+    try:
+        assert first.rate == 44100 and server.modules[first.sink_module][1] == 44100
+        d._follow_rate(time.monotonic())
+        s = d.session
+        assert s is not first and first.streams.closed
+        assert (s.rate, s.pipeline.out_rate, d.rate_switches) == (48000, 192000, 1)
+        assert [v for v in server.modules.values()] == [("rtupscale", 48000, 2)]  # the park sink is gone
+        assert server.moves == [(5, f"rtupscale-{PARK_SUFFIX}"), (5, "rtupscale")]
+        st = d.status()
+        assert st["capture"]["follows_apps"] and st["capture"]["rate"] == 48000
+        # a second app at 44.1 kHz: two rates, the sink stays (and within RATE_SWITCH_MIN_S anyway)
+        server.streams = server.streams + [AppStream(6, "rtupscale", "other", 5151, "x", "", 44100)]
+        assert d._follow_rate(time.monotonic() + 60) == 0.0 and d.session is s
+        # the 48 kHz app leaves: the sink follows the one left, but not sooner than RATE_SWITCH_MIN_S
+        server.streams = server.streams[1:]
+        now = d.last_rate_switch + 0.5
+        assert d._follow_rate(now) > now and d.session is s
+        d._follow_rate(now + 5)
+        assert d.session.rate == 44100 and d.rate_switches == 2
+    finally:
+        d.session.close()
+        d.sink.remove()
