@@ -55,6 +55,11 @@ RATE_SWITCH_MIN_S = 2.0
 PARK_SUFFIX = "switching"
 """``audio.rate: auto``: while the virtual sink is remade at a new rate, its apps wait on a
 silent sink of this name (after the virtual sink's and a dash), not on the DAC un-upscaled."""
+UNPARK_S = 3.0
+"""``audio.rate: auto``: how long the apps' moves back to the remade sink are repeated."""
+REGRAPH_AFTER_SWITCH_S = 2.0
+"""The same, in the 15 s after ``audio.rate: auto`` changed the rate: the apps that moved
+back to our sink may hold the DAC's graph at their rate for a moment."""
 SHUTDOWN_LIMIT_S = 8.0
 """After TERM/INT the daemon exits within this long, cleaned up or not."""
 GIL_SWITCH_S = 0.0005
@@ -377,9 +382,11 @@ class Daemon:
         park = f"{a.virtual_sink}-{PARK_SUFFIX}"
         log.info("the apps on %s play at %d Hz: remaking it at %d Hz (playback at %d Hz)", a.virtual_sink, rate, rate, FACTOR * rate)
         park_module = None
+        t0 = time.monotonic()
         try:
             park_module = self.server.load_null_sink(park, rate, a.channels)
-            self.apps.park(park)
+            parked = self.apps.park(park)
+            log.info("%d app(s) wait on %s: %s", len(parked), park, ", ".join(x.app or x.node for x in parked))
         except self.server.SoundServerError as e:
             log.warning("could not hold the apps on a silent sink while %s is remade (%s): they play on the "
                         "server's fallback sink meanwhile", a.virtual_sink, e)
@@ -394,7 +401,7 @@ class Daemon:
         finally:
             if park_module is not None:
                 if self.session is not None:
-                    self.apps.unpark(park)
+                    self._unpark(park)
                 try:  # what is still parked goes to the fallback sink
                     self.server.unload_module(park_module)
                 except self.server.SoundServerError as e:
@@ -403,8 +410,29 @@ class Daemon:
             self._recover(f"the audio path did not reopen at {rate} Hz")
         else:
             self.apps.refresh()
+            log.info("rate switch to %d Hz took %.0f ms (the apps waited on %s)", rate, 1e3 * (time.monotonic() - t0), park)
             self._log_start()
         return 0.0
+
+    def _unpark(self, park: str) -> None:
+        """Move the apps waiting on ``park`` back to our sink, and make sure they went: a
+        PipeWire server accepts the move before its new sink can take streams, and the app
+        stays where it was; so the move is repeated until none is left there (for up to
+        ``UNPARK_S``)."""
+        deadline = time.monotonic() + UNPARK_S
+        moved = tries = 0
+        while True:
+            tries += 1
+            moved += self.apps.unpark(park)
+            time.sleep(0.1)
+            left = self.apps.count_on(park)
+            if not left or time.monotonic() > deadline:
+                break
+        if left:
+            log.warning("%d app(s) did not move back from %s to %s: they go to the server's fallback sink",
+                        left, park, self.config.audio.virtual_sink)
+        else:
+            log.info("app(s) moved back to %s (%d move(s), %d tries)", self.config.audio.virtual_sink, moved, tries)
 
     def _report_nonfinite(self, s: Session) -> None:
         """Log once that the capture delivered NaN/Inf samples (the engine set them to 0)."""
@@ -443,8 +471,10 @@ class Daemon:
         self.state = State.RECOVERING
         self.recoveries += 1
         log.warning("audio path failed: %s; reopening", why)
+        # rate: auto: at the rate the apps play at, which the kept sink runs at
+        rate = self.session.rate if self.session is not None and self._follows_rate() else None
         self._close_session(keep_sink=True)
-        sup = Supervisor(lambda: self._start_session(self.config), self._stop,
+        sup = Supervisor(lambda: self._start_session(self.config, rate), self._stop,
                          stop_name=lambda: self._stop_signal or "stop", after_failure=_reinit_portaudio)
         self.session = sup.reopen()
         self.state = State.RUNNING
@@ -469,7 +499,8 @@ class Daemon:
             return
         if others:
             log.info("rate check: the DAC's graph is held by %s", ", ".join(f"{a.app or a.node} (stream {a.index})" for a in others))
-        elif time.monotonic() - self.last_regraph > REGRAPH_EVERY_S:
+        elif time.monotonic() - self.last_regraph > (
+                REGRAPH_AFTER_SWITCH_S if time.monotonic() - self.last_rate_switch < 15.0 else REGRAPH_EVERY_S):
             self.last_regraph = time.monotonic()
             s.fail(f"the DAC's graph runs at {r.dac_rate} Hz with only our stream on it: reopening the playback "
                    f"so that it switches to {r.out_rate} Hz")

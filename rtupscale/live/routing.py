@@ -77,6 +77,13 @@ class OurApps:
                 log.info("could not move %s (stream %d) to %s: %s", a.app or a.node, a.index, sink, e)
         return moved
 
+    def count_on(self, sink: str) -> int:
+        """How many apps play to ``sink`` now (0 when the server is away)."""
+        try:
+            return sum(a.sink == sink for a in self._streams())
+        except self.server.SoundServerError:
+            return 0
+
     def unpark(self, sink: str) -> int:
         """Move every app on ``sink`` back to our sink; returns how many moved."""
         n = 0

@@ -1,0 +1,126 @@
+"""``audio.rate: auto`` on each real server: a 48 kHz app on the virtual sink brings the sink
+to 48000 and the playback to 192000; a 44.1 kHz app after it brings them back; the app stays
+on ``rtupscale`` through the switch and its sound reaches the DAC."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from tests.audio.pulse_harness import noise_signal
+
+pytestmark = pytest.mark.pulse
+
+
+def _wait(cond, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout:g} s (last: {last})")
+
+
+def _play(server, path, rate: int, media: str) -> subprocess.Popen:
+    """A PulseAudio-protocol app playing ``path`` (float32 stereo) to ``rtupscale`` at ``rate``."""
+    return subprocess.Popen(
+        ["pacat", "--playback", "--raw", "--format=float32le", f"--rate={rate}", "--channels=2",
+         "--latency-msec=20", f"--property=media.name={media}", "-d", "rtupscale", str(path)],
+        env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _app_sink(server, media: str) -> str | None:
+    try:
+        names = {s["index"]: s["name"] for s in server.sinks()}
+        inputs = server.sink_inputs()
+    except Exception:
+        return None
+    sink = next((names.get(i["sink"]) for i in inputs if i["properties"].get("media.name") == media), None)
+    if sink != "rtupscale":  # what plays where, for the failure message
+        print([(i["index"], i["properties"].get("media.name"), names.get(i["sink"]), i["sample_specification"])
+               for i in inputs])
+    return sink
+
+
+def _sink_rate(server, name: str) -> int | None:
+    for s in server.sinks():
+        if s["name"] == name:
+            return int(s["sample_specification"].split()[-1].removesuffix("Hz"))
+    return None
+
+
+def _at(d, rate: int):
+    """The daemon's status once it runs at ``rate`` in and 4x out (a status taken while the
+    path is being remade has no capture yet)."""
+    st = d.status()
+    ok = st.get("capture", {}).get("rate") == rate and st.get("playback", {}).get("rate") == 4 * rate
+    return st if ok else None
+
+
+def _monitor_rms(server, monitor: str = "dac.monitor", seconds: float = 1.0) -> float:
+    """RMS of what a sink's monitor plays over ``seconds`` (after the recorder's first 0.2 s)."""
+    rec = subprocess.Popen(
+        ["parec", "--raw", "--format=float32le", "--rate=48000", "--channels=2", "--latency-msec=20", "-d", monitor],
+        env=server.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    want = int(48000 * (seconds + 0.2)) * 8
+    data = b""
+    deadline = time.monotonic() + seconds + 3.0
+    try:
+        os.set_blocking(rec.stdout.fileno(), False)
+        while len(data) < want and time.monotonic() < deadline:
+            chunk = rec.stdout.read(65536)
+            if chunk:
+                data += chunk
+            else:
+                time.sleep(0.02)
+    finally:
+        rec.kill()
+        rec.wait()
+    x = np.frombuffer(data[int(48000 * 0.2) * 8: len(data) // 8 * 8], np.float32)
+    return float(np.sqrt(np.mean(x ** 2))) if x.size > 1000 else 0.0
+
+
+def test_rate_auto_follows_a_48k_app_to_192k_and_back(sound_server, make_config, daemon_factory, tmp_path):
+    server = sound_server
+    d = daemon_factory(make_config(audio={"rate": "auto"}, model={"path": "none"}), keep_alive=False)
+    st = d.status()
+    assert st["capture"]["rate"] == 44100 and st["capture"]["follows_apps"], st["capture"]
+    paths = {}
+    for rate in (48000, 44100):
+        paths[rate] = tmp_path / f"noise{rate}.raw"
+        noise_signal(30.0, rate, seed=rate).astype(np.float32).tofile(paths[rate])
+    app48 = _play(server, paths[48000], 48000, "music48")
+    try:
+        st = _wait(lambda: _at(d, 48000), 10.0, "the daemon at 48000 in, 192000 out")
+        assert st["capture"]["rate_switches"] == 1 and st["state"] == "running", st
+        assert _sink_rate(server, "rtupscale") == 48000
+        _wait(lambda: _app_sink(server, "music48") == "rtupscale", 5.0, "the 48 kHz app back on rtupscale")
+        _wait(lambda: _sink_rate(server, "rtupscale-switching") is None, 5.0, "the silent parking sink removed")
+        ours = [i for i in server.sink_inputs() if i["properties"].get("media.name") == "rtupscale playback"]
+        assert ours and ours[0]["sample_specification"].endswith(" 192000Hz"), ours
+        if server.name == "pipewire":
+            _wait(lambda: server.node_rate("dac") == 192000, 5.0, "the DAC node at 192000")
+        rms = _wait(lambda: _monitor_rms(server), 8.0, "the app's sound at the DAC after the switch")
+        assert rms > 0.01, rms
+    finally:
+        app48.kill()
+        app48.wait()
+    app44 = _play(server, paths[44100], 44100, "music44")
+    try:
+        st = _wait(lambda: _at(d, 44100), 10.0, "the daemon back at 44100 in, 176400 out")
+        assert st["capture"]["rate_switches"] == 2, st
+        _wait(lambda: _app_sink(server, "music44") == "rtupscale", 5.0, "the 44.1 kHz app on rtupscale")
+        assert _sink_rate(server, "rtupscale") == 44100
+    finally:
+        app44.kill()
+        app44.wait()
+    log = d.log_text()
+    assert "play at 48000 Hz: remaking it at 48000 Hz (playback at 192000 Hz)" in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
