@@ -22,6 +22,7 @@ from rtupscale.errors import UserError
 
 BASE_RATES = (44100, 48000)
 RATE_AUTO = "auto"
+MAX_LIST_ITEMS = 256
 BLOCK_SIZE_RANGE = (16, 16384)
 """Allowed input frames per block (``latency.block_size`` and ``--block-size``)."""
 MAX_CONFIG_BYTES = 1 << 20
@@ -115,6 +116,16 @@ class OutputConfig:
 
 
 @dataclass(frozen=True)
+class RoutingConfig:
+    all_apps: bool = False
+    """Move every app's playback stream to the virtual sink, new ones too, and put each back
+    on its sink when the daemon stops (``audio.capture: auto`` only)."""
+    exclude: tuple[str, ...] = ()
+    """Apps ``all_apps`` leaves alone: application names (``application.name``, else the
+    binary's name), matched whole and ignoring case."""
+
+
+@dataclass(frozen=True)
 class ControlConfig:
     socket: str = "auto"
     """Control socket path; ``auto`` = ``$XDG_RUNTIME_DIR/rtupscale.sock``."""
@@ -128,6 +139,7 @@ class Config:
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     source: str = ""
     """The file this config was loaded from ("" for defaults)."""
@@ -167,10 +179,11 @@ _CHECKS: dict[str, tuple[Any, str]] = {
     "output.ceiling_dbfs": (lambda v: -40 <= v <= 0, "a number from -40 to 0"),
     "control.metrics_port": (lambda v: v == 0 or 1024 <= v <= 65535, "0 (off) or a port from 1024 to 65535"),
     "control.socket": (lambda v: v.strip() != "", "auto, or a path"),
+    "routing.exclude": (lambda v: all(0 < len(n.strip()) <= 200 for n in v), "a list of application names (1 to 200 characters each)"),
 }
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-               int | str: "an integer or a keyword"}
+               int | str: "an integer or a keyword", tuple[str, ...]: "a list of strings"}
 
 
 def short_repr(value: Any, limit: int = MAX_ECHO_CHARS) -> str:
@@ -193,6 +206,9 @@ def _coerce(key: str, value: Any, typ: type, errors: list[str]) -> Any:
     elif typ is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
+    elif typ == tuple[str, ...]:  # a YAML list of names
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) <= MAX_LIST_ITEMS
+        value = tuple(value) if ok else value
     elif typ == int | str:  # a number or a keyword (audio.rate: auto)
         ok = isinstance(value, (int, str)) and not isinstance(value, bool)
     elif typ is str:

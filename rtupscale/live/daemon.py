@@ -30,7 +30,7 @@ from rtupscale.audio.devices import DeviceError
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.live import reload as reload_plan
 from rtupscale.live.rates import capture_rate_change, check_playback_rate
-from rtupscale.live.routing import REATTACH_WINDOW_S, OurApps
+from rtupscale.live.routing import REATTACH_WINDOW_S, AllApps, OurApps
 from rtupscale.live.server import SoundServerClient
 from rtupscale.live.session import Backend, Session, SessionParts
 from rtupscale.live.sink import VirtualSink
@@ -57,6 +57,11 @@ PARK_SUFFIX = "switching"
 silent sink of this name (after the virtual sink's and a dash), not on the DAC un-upscaled."""
 UNPARK_S = 3.0
 """``audio.rate: auto``: how long the apps' moves back to the remade sink are repeated."""
+RETAKE_CHECK_S = 0.3
+"""``routing.all_apps``: how often streams just moved are checked (see ``routing.RETAKE_S``)."""
+TAKE_GAP_S = 0.1
+"""``routing.all_apps``: a new app stream is moved to our sink this long after the server
+announced it (the server lists it by then)."""
 REGRAPH_AFTER_SWITCH_S = 2.0
 """The same, in the 15 s after ``audio.rate: auto`` changed the rate: the apps that moved
 back to our sink may hold the DAC's graph at their rate for a moment."""
@@ -113,6 +118,7 @@ class Daemon:
         self.gc = gcpause.GcPauses()
         self.server_events = None  # rtupscale.audio.server_events.ServerEvents, from run()
         self.apps: OurApps | None = None  # the apps on our virtual sink (with the events)
+        self.all_apps: AllApps | None = None  # routing.all_apps (with the events)
         self.rate_checks = 0
         self.last_regraph = -REGRAPH_EVERY_S
         self.rate_switches = 0
@@ -186,6 +192,8 @@ class Daemon:
         finally:
             self.state = State.STOPPED
             service.sd_notify(f"STOPPING=1\nSTATUS=stopped: {self.stop_reason or 'unknown'}")
+            if self._takes_all_apps():
+                self.all_apps.give_back()
             if self.session is not None:
                 self.session.close()
             self.sink.remove()  # also one kept by a recovery that then gave up
@@ -214,6 +222,14 @@ class Daemon:
         self.server_events = ev
         if self.config.audio.capture == "auto":
             self.apps = OurApps(self.server, self.config.audio.virtual_sink)
+            self.all_apps = self._make_all_apps(self.config)
+
+    def _make_all_apps(self, config) -> AllApps:
+        sink = config.audio.virtual_sink
+        return AllApps(self.server, sink, config.routing.exclude, skip_sinks=(f"{sink}-{PARK_SUFFIX}",))
+
+    def _takes_all_apps(self) -> bool:
+        return self.all_apps is not None and self.config.routing.all_apps
 
     def _follows_rate(self) -> bool:
         return self.config.audio.follows_rate and self.config.audio.capture == "auto"
@@ -269,6 +285,7 @@ class Daemon:
         rate_recheck_at = 0.0
         apps_refresh_at = reattach_until = 0.0
         follow_at = time.monotonic() if self._follows_rate() else 0.0  # apps already on a kept sink
+        take_at = time.monotonic()  # routing.all_apps: the apps that play already
         if self._follows_rate() and self.apps is None:
             log.warning("audio.rate: auto needs the sound server's events (pulsectl): the virtual sink stays at %d Hz",
                         self.session.rate)
@@ -308,6 +325,17 @@ class Daemon:
                     apps_refresh_at, reattach_until = self._follow_apps(events, now, apps_refresh_at, reattach_until)
                     if self._follows_rate() and any(e.facility == "sink_input" for e in events):
                         follow_at = follow_at or now + RATE_RECHECK_GAP_S
+                    if any((e.facility == "sink_input" and e.kind == "new") or e.index == -1 for e in events):
+                        take_at = take_at or now + TAKE_GAP_S
+                if take_at and now >= take_at:
+                    take_at = 0.0
+                    if self._takes_all_apps() and self.session.sink_module is not None:
+                        self.all_apps.take(now)
+                        if self.all_apps.pending:  # look again whether they stayed
+                            take_at = now + RETAKE_CHECK_S
+                if any(e.facility == "server" and e.kind == "change" for e in events) and self._follow_default_sink():
+                    rate_checked = latency_logged = False
+                    continue
                 if follow_at and now >= follow_at and self.apps is not None and not reattach_until:
                     follow_at = self._follow_rate(now)
                     if self.session is not s:
@@ -413,6 +441,33 @@ class Daemon:
             log.info("rate switch to %d Hz took %.0f ms (the apps waited on %s)", rate, 1e3 * (time.monotonic() - t0), park)
             self._log_start()
         return 0.0
+
+    def _follow_default_sink(self) -> bool:
+        """``audio.playback: default``: when the server's default sink changed to another
+        real sink (headphones plugged in, a Bluetooth device connected), move the playback
+        there (the virtual sink and its apps stay). Returns whether it moved."""
+        a = self.config.audio
+        s = self.session
+        if a.playback != "default" or s is None or s.playback_ep.server_name is None:
+            return False
+        try:
+            default = self.server.server_info().default_sink
+        except self.server.SoundServerError:
+            return False
+        if not default or default in (s.playback_ep.server_name, a.virtual_sink) or default.startswith(a.virtual_sink + "-"):
+            return False
+        log.info("the default sink is now %s: moving the playback there from %s", default, s.playback_ep.server_name)
+        self._fade_out()
+        self._close_session(keep_sink=True)
+        self.session = None
+        try:
+            self.session = self._start_session(self.config, s.rate)
+        except (DeviceError, StopDaemon, RuntimeError, self.server.SoundServerError) as e:
+            log.warning("the playback did not open on %s (%s)", default, e)
+            self._recover(f"the playback did not open on the new default sink {default}")
+            return True
+        self._log_start()
+        return True
 
     def _unpark(self, park: str) -> None:
         """Move the apps waiting on ``park`` back to our sink, and make sure they went: a
@@ -549,7 +604,20 @@ class Daemon:
             self.reload_errors += 1
             log.error("reload failed, keeping the running config: %s", e)
             return
-        self.config = new
+        old, self.config = self.config, new
+        if self.all_apps is not None and old.routing != new.routing:
+            self._apply_routing(old)
+
+    def _apply_routing(self, old) -> None:
+        """A reload changed ``routing``: all_apps turned off gives the apps back, turned on
+        takes them; a new exclude list applies to streams from now on."""
+        came_from = self.all_apps.came_from
+        if old.routing.all_apps and not self.config.routing.all_apps:
+            log.info("reload: routing.all_apps off: moving the apps back (%d)", self.all_apps.give_back())
+        self.all_apps = self._make_all_apps(self.config)
+        self.all_apps.came_from = came_from if self.config.routing.all_apps else {}
+        if self.config.routing.all_apps and self.session is not None and self.session.sink_module is not None:
+            self.all_apps.take()
 
     def _apply(self, new, plan: reload_plan.ReloadPlan) -> None:
         """Carry out ``plan``. Raises on the first part that cannot be built; the control

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from rtupscale.audio.pulse import AppStream
 from rtupscale.live.server import SoundServerClient
 
 log = logging.getLogger("rtupscale.daemon")
 
+RETAKE_S = 2.0
+"""``routing.all_apps``: for this long after a stream was moved to our sink, a stream found
+elsewhere is moved again (the server linked it where it had asked to go)."""
 REATTACH_WINDOW_S = 10.0
 """After the server came back, streams we remember are moved back for this long; after it,
 a stream the user moved elsewhere stays where it is."""
@@ -127,3 +131,104 @@ class OurApps:
                 log.info("moved %s (stream %d, pid %s) back from %s to %s: it played there before the server restarted",
                          a.app or a.node, a.index, a.pid, a.sink or "?", self.sink)
         return moved
+
+
+class AllApps:
+    """``routing.all_apps``: every app's playback stream on our sink, new ones as they come;
+    each put back on the sink it came from when the daemon stops.
+
+    A stream is taken once, when it is first seen: one the user moves elsewhere afterwards
+    stays there. Streams of excluded apps (``routing.exclude``), our own, and those on
+    ``skip_sinks`` (the parking sink of a rate switch) are left alone.
+
+    Args:
+        server: the sound-server client.
+        sink: the virtual sink's name.
+        exclude: application names to leave alone (whole names, any case).
+        skip_sinks: sinks whose streams are left alone.
+    """
+
+    def __init__(self, server: SoundServerClient, sink: str, exclude: tuple[str, ...] = (),
+                 skip_sinks: tuple[str, ...] = ()):
+        self.server = server
+        self.sink = sink
+        self.exclude = {n.strip().casefold() for n in exclude}
+        self.skip_sinks = set(skip_sinks)
+        self.seen: set[int] = set()
+        """Stream indices looked at (taken or not): each is decided once."""
+        self.came_from: dict[tuple, str] = {}
+        """Each taken stream (by :func:`stream_key`, which outlives a server restart): the sink it played to."""
+        self.taken = 0
+        self.pending: dict[int, float] = {}
+        """Streams just moved (index -> until when): PipeWire can accept the move of a stream
+        that is still being linked and then link it where it asked to go; such a stream is
+        moved again until then (a user moving it back later is left alone)."""
+
+    def _streams(self) -> list[AppStream]:
+        pid = os.getpid()
+        return [a for a in self.server.list_app_streams() if a.pid != pid]
+
+    def take(self, now: float | None = None) -> list[AppStream]:
+        """Move the streams not seen before to our sink (and again those of ``pending`` that
+        are not on it); returns those moved. Raises nothing: a server that is away is tried
+        at the next event."""
+        now = time.monotonic() if now is None else now
+        try:
+            streams = self._streams()
+        except self.server.SoundServerError:
+            return []
+        moved = []
+        for a in streams:
+            if a.index in self.pending and a.sink != self.sink and now < self.pending[a.index]:
+                try:
+                    self.server.move_app_stream(a.index, self.sink)
+                    log.info("routing.all_apps: moved %s (stream %d) to %s again (it was linked to %s)",
+                             a.app or a.node or "?", a.index, self.sink, a.sink)
+                except self.server.SoundServerError:
+                    pass
+        self.pending = {i: t for i, t in self.pending.items() if t > now}
+        for a in streams:
+            if a.index in self.seen:
+                continue
+            self.seen.add(a.index)
+            if a.sink == self.sink or a.sink in self.skip_sinks or not a.sink:
+                continue
+            if a.app.strip().casefold() in self.exclude:
+                log.info("routing.all_apps: %s (stream %d) is excluded: it stays on %s", a.app, a.index, a.sink)
+                continue
+            try:
+                self.server.move_app_stream(a.index, self.sink)
+            except self.server.SoundServerError as e:
+                log.info("routing.all_apps: could not move %s (stream %d) to %s: %s", a.app or a.node, a.index, self.sink, e)
+                continue
+            self.came_from.setdefault(stream_key(a), a.sink)
+            self.pending[a.index] = now + RETAKE_S
+            self.taken += 1
+            moved.append(a)
+            log.info("routing.all_apps: moved %s (stream %d) from %s to %s", a.app or a.node or "?", a.index, a.sink, self.sink)
+        live = {a.index for a in streams}
+        self.seen &= live  # an index the server gives again later is a new stream
+        return moved
+
+    def give_back(self) -> int:
+        """Move every taken stream still on our sink back to the sink it came from; returns
+        how many moved. One whose sink is gone stays (the server moves it on when our sink
+        goes)."""
+        try:
+            streams = self._streams()
+        except self.server.SoundServerError:
+            return 0
+        n = 0
+        for a in streams:
+            origin = self.came_from.get(stream_key(a))
+            if origin is None or a.sink != self.sink:
+                continue
+            try:
+                self.server.move_app_stream(a.index, origin)
+                n += 1
+                log.info("routing.all_apps: moved %s (stream %d) back to %s", a.app or a.node or "?", a.index, origin)
+            except self.server.SoundServerError as e:
+                log.info("routing.all_apps: %s (stream %d) not moved back to %s: %s", a.app or a.node, a.index, origin, e)
+        self.came_from.clear()
+        self.seen.clear()
+        return n

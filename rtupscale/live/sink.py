@@ -64,17 +64,27 @@ class VirtualSink:
 
     def ensure(self, name: str, rate: int, channels: int) -> int:
         """Claim sink ``name`` and make sure it is loaded at ``rate`` and ``channels``;
-        returns its module index. Our own sink from a previous session is kept, so the apps
-        playing to it stay on it (a new sink of the same name would not get them back: the
-        server moves them to its fallback sink when a sink goes)."""
+        returns its module index. Our own sink from a previous session is kept, and so is one
+        a daemon that died left at the same rate and channels, so the apps playing to it stay
+        on it (a new sink of the same name would not get them back: the server moves them to
+        its fallback sink when a sink goes)."""
         self.claim(name)  # raises DeviceError if another live daemon owns it
         loaded = self.server.null_sink_module(name)
         if loaded is not None and self.owned == (loaded, name, rate, channels):
             log.info("virtual sink %r kept (module %d)", name, loaded)
             return loaded
+        if loaded is not None and self.owned is None:
+            # no live daemon holds its lock: one that crashed or was killed left it. At the
+            # same rate and channels it is taken over as it is, with the apps playing to it.
+            spec = next((d.spec for d in self.server.list_sinks() if d.name == name), None)
+            if spec is not None and (spec.rate, spec.channels) == (rate, channels):
+                self.owned = (loaded, name, rate, channels)
+                log.info("virtual sink %r (module %d) was left by an rtupscale that is gone: taken over, "
+                         "with the apps playing to it", name, loaded)
+                return loaded
         if loaded is not None:
-            # no live daemon holds its lock: a crashed one left it
-            log.warning("a virtual sink %r is already loaded (module %d) and no running rtupscale owns it: replacing it", name, loaded)
+            log.warning("a virtual sink %r is already loaded (module %d) at another rate or channel count, and no "
+                        "running rtupscale owns it: replacing it", name, loaded)
             self.server.unload_module(loaded)
         module = self.server.load_null_sink(name, rate, channels)
         self.owned = (module, name, rate, channels)

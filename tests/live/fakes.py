@@ -43,6 +43,10 @@ class FakeServer:
     def list_sources(self):
         return []
 
+    def list_sinks(self):
+        return [pulse.ServerDevice(m, name, name, pulse.SampleSpec("float32le", ch, rate), "module-null-sink.c")
+                for m, (name, rate, ch) in self.modules.items()]
+
     def stream_latencies(self):
         return pulse.StreamLatency(capture_buffer=0.004, source=0.0, playback_buffer=0.02, sink=0.002)
 

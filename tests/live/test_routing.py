@@ -84,3 +84,45 @@ def test_apps_are_parked_on_another_sink_and_come_back():
     assert apps.rate((44100, 48000)) is None  # nothing on our sink now
     assert apps.unpark("rtupscale-switching") == 1
     assert [a.sink for a in server.streams] == ["rtupscale", "dac", "rtupscale"]
+
+
+def test_all_apps_takes_every_stream_once_leaves_excluded_ones_and_gives_them_back():
+    from rtupscale.live.routing import AllApps
+
+    music = AppStream(1, "dac", "Music Player", 100, "song", "", 44100)
+    chat = AppStream(2, "headset", "chat", 200, "call", "", 48000)
+    excluded = AppStream(3, "dac", "Firefox", 300, "video", "", 48000)
+    parked = AppStream(4, "rtupscale-switching", "waiting", 400, "x", "", 48000)
+    own = AppStream(5, "dac", "rtupscale", os.getpid(), "ours", "")
+    server = RateServer([music, chat, excluded, parked, own])
+    apps = AllApps(server, "rtupscale", exclude=(" firefox ",), skip_sinks=("rtupscale-switching",))
+    assert sorted(a.index for a in apps.take(now=100.0)) == [1, 2]
+    assert {a.index: a.sink for a in server.streams} == {1: "rtupscale", 2: "rtupscale", 3: "dac",
+                                                          4: "rtupscale-switching", 5: "dac"}
+    # at once, a stream found elsewhere was linked where it had asked to go: moved again
+    server.move_app_stream(2, "headset")
+    server.moves.clear()
+    assert apps.take(now=100.5) == [] and server.moves == [(2, "rtupscale")]
+    # later, the user moves the chat to the headset: it stays there; a new app is taken
+    server.move_app_stream(2, "headset")
+    server.streams.append(AppStream(6, "dac", "game", 600, "fx", "", 48000))
+    server.moves.clear()
+    assert [a.index for a in apps.take(now=110.0)] == [6] and server.moves == [(6, "rtupscale")]
+    # at the end, each one still on our sink goes back where it came from
+    server.moves.clear()
+    assert apps.give_back() == 2
+    assert sorted(server.moves) == [(1, "dac"), (6, "dac")]
+    assert apps.came_from == {}
+
+
+def test_a_stream_taken_before_a_server_restart_goes_back_to_its_first_sink():
+    from rtupscale.live.routing import AllApps
+
+    server = RateServer([AppStream(1, "dac", "player", 100, "song", "", 44100)])
+    apps = AllApps(server, "rtupscale")
+    apps.take()
+    # the server restarted: new index, and PipeWire put the stream on the DAC; taken again
+    server.streams = [AppStream(41, "dac", "player", 100, "song", "", 44100)]
+    assert [a.index for a in apps.take()] == [41]
+    server.moves.clear()
+    assert apps.give_back() == 1 and server.moves == [(41, "dac")]

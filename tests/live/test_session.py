@@ -213,3 +213,21 @@ def test_rate_auto_remakes_the_sink_at_the_apps_rate_and_brings_them_back(tmp_pa
     finally:
         d.session.close()
         d.sink.remove()
+
+
+def test_a_sink_left_by_a_daemon_that_died_is_taken_over_at_the_same_rate(tmp_path):
+    """A sink whose owner is gone (no lock held) is kept, with its apps, when it has the rate
+    and channels asked for; at another rate it is replaced."""
+    server = FakeServer()
+    left = server.load_null_sink("rtupscale", 44100, 2)
+    sink = VirtualSink(server, tmp_path)
+    try:
+        assert sink.ensure("rtupscale", 44100, 2) == left and server.unloaded == []
+    finally:
+        sink.remove()
+    left = server.load_null_sink("rtupscale", 48000, 2)
+    sink = VirtualSink(server, tmp_path)
+    try:
+        assert sink.ensure("rtupscale", 44100, 2) != left and server.unloaded[-1] == left
+    finally:
+        sink.remove()
