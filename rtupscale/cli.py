@@ -143,11 +143,13 @@ def _upscale_library(args, config) -> int:
     summary = upscale_library(args.input, args.output, config, runner=runner, fmt=args.format,
                               bits=args.bits, resample=args.resample, force=args.force,
                               copy_other=args.copy_other, jobs=1 if args.ray else jobs, runner_loader=loader,
-                              ray_address=args.ray, ray_actors=args.jobs, progress=progress)
+                              ray_address=args.ray, ray_actors=args.jobs, progress=progress,
+                              ray_gpus=(args.provider or config.model.provider) != "cpu")
     if args.json:
         print(json.dumps({"done": len(summary.done), "skipped": len(summary.skipped),
                           "failed": [{"file": str(p), "error": why} for p, why in summary.failed],
-                          "audio_hours": summary.audio_seconds / 3600, "wall_seconds": summary.wall_seconds}))
+                          "audio_hours": summary.audio_seconds / 3600, "wall_seconds": summary.wall_seconds,
+                          **({"ray": summary.ray} if summary.ray else {})}))
     else:
         for path, why in summary.failed:
             print(f"rtupscale upscale: {path}: {why}", file=sys.stderr)

@@ -68,6 +68,8 @@ class LibrarySummary:
     copied: list[Path] = field(default_factory=list)
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
+    ray: dict = field(default_factory=dict)
+    """Ray mode: ``actors``, each actor's ``{"gpu": bool, "provider": str}``."""
 
     def line(self) -> str:
         rtf = self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
@@ -154,14 +156,15 @@ def _pool_results(todo, fmt, bits, resample, config, jobs, runner_loader):
 def upscale_library(src, dest, config, runner=None, fmt: str = "flac", bits: str = "24",
                     resample: bool = False, force: bool = False, copy_other: bool = False,
                     jobs: int = 1, runner_loader=None, ray_address: str | None = None,
-                    ray_actors: int | None = None, progress: bool = False) -> LibrarySummary:
+                    ray_actors: int | None = None, progress: bool = False, ray_gpus: bool = False) -> LibrarySummary:
     """Upscale the tree ``src`` into ``dest``; never raises for one bad file (see ``failed``).
 
     With ``jobs`` > 1 the files go to a process pool whose workers each call the picklable
     ``runner_loader()`` once (one model session per worker for the whole batch); else
     ``runner`` (a loaded ModelRunner, or None for bypass) does them all here. With
     ``ray_address`` (``HOST:PORT`` of a running Ray cluster) they go to Ray actors, one
-    per CPU of the cluster (or ``ray_actors``), each calling ``runner_loader()`` once;
+    per CPU of the cluster (or ``ray_actors``), each calling ``runner_loader()`` once (with
+    ``ray_gpus``, one per GPU of the cluster holds that GPU);
     every node must see ``src``, ``dest`` and the model at the same paths. ``progress``
     shows a bar on stderr (files, hours of audio, ETA; per file too with one local job).
     """
@@ -195,7 +198,8 @@ def upscale_library(src, dest, config, runner=None, fmt: str = "flac", bits: str
     elif ray_address is not None:
         from rtupscale.ray_library import ray_results
 
-        results = ray_results(ray_address, todo, fmt, bits, resample, config, ray_actors, runner_loader)
+        results = ray_results(ray_address, todo, fmt, bits, resample, config, ray_actors, runner_loader,
+                              use_gpus=ray_gpus, report=summary.ray)
     elif jobs == 1:
         results = _local_results(todo, fmt, bits, resample, config, runner, bar)
     else:

@@ -1,6 +1,7 @@
 """Library mode on a Ray cluster: the same conversion, on actors that keep the model loaded.
 
-Each actor takes one CPU of the cluster, calls the picklable ``runner_loader()`` once
+Each actor takes one CPU of the cluster (and, where the cluster has GPUs and the model may
+run on one, one actor per GPU takes that GPU too), calls the picklable ``runner_loader()`` once
 (one ONNX Runtime session for the whole batch, as a local worker does) and converts files
 with :func:`rtupscale.library._convert`, the function local mode runs; so the outputs are
 those of local mode, sample for sample. The driver only hands out paths: the source tree,
@@ -70,6 +71,13 @@ def _actor_class(ray):
 
             return rtupscale.__version__
 
+        def provider(self) -> str:
+            """Where this actor's model runs: ``cuda``, ``cpu``, or ``none`` (bypass)."""
+            from rtupscale.library import _worker
+
+            runner = _worker.get("runner")
+            return "none" if runner is None else str(runner.provider)
+
         def convert(self, inp: str, out: str, fmt: str, bits: str, resample: bool):
             from rtupscale.library import _convert
 
@@ -79,16 +87,23 @@ def _actor_class(ray):
 
 
 def ray_results(address: str, todo: list[tuple[Path, Path]], fmt: str, bits: str, resample: bool, config,
-                actors: int | None, runner_loader):
+                actors: int | None, runner_loader, use_gpus: bool = False, report: dict | None = None):
     """Convert ``todo`` on the cluster; yields ``(input, seconds, None | reason)`` as files end,
     like the local pool. ``actors``: how many to start (None: one per CPU of the cluster).
+    With ``use_gpus``, as many of them as the cluster has GPUs each hold one GPU (Ray hides
+    the others from it), so a model on ``provider: auto`` or ``cuda`` runs there; the
+    outputs then match local mode to float rounding, not sample for sample. ``report``, if
+    given, gets ``actors``: each actor's ``{"gpu": bool, "provider": str}``.
     An actor that dies (its node lost) fails its file by name; the others go on."""
     ray = connect(address)
     try:
-        cpus = int(ray.cluster_resources().get("CPU", 0))
+        resources = ray.cluster_resources()
+        cpus = int(resources.get("CPU", 0))
         n = min(len(todo), actors or max(cpus, 1))
+        n_gpu = min(int(resources.get("GPU", 0)), n) if use_gpus else 0
         converter = _actor_class(ray)
-        pool = [converter.remote(runner_loader, config) for _ in range(n)]
+        pool = ([converter.options(num_gpus=1).remote(runner_loader, config) for _ in range(n_gpu)]
+                + [converter.remote(runner_loader, config) for _ in range(n - n_gpu)])
         try:
             versions = set(ray.get([a.version.remote() for a in pool]))
         except ray.exceptions.RayError as e:  # the model or rtupscale failed to load on a node
@@ -97,7 +112,11 @@ def ray_results(address: str, todo: list[tuple[Path, Path]], fmt: str, bits: str
         if versions != {__version__}:
             raise RayModeError(f"--ray {address}: the cluster runs rtupscale {', '.join(sorted(versions))}, "
                                f"this is {__version__}: install the same version on every node")
-        log.info("ray %s: %d actors for %d files", address, n, len(todo))
+        providers = ray.get([a.provider.remote() for a in pool])
+        if report is not None:
+            report["actors"] = [{"gpu": i < n_gpu, "provider": p} for i, p in enumerate(providers)]
+        log.info("ray %s: %d actors for %d files (%d holding a GPU); models on %s", address, n, len(todo), n_gpu,
+                 ", ".join(providers))
         queue = list(reversed(todo))
         running = {}
         for actor in pool:

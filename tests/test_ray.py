@@ -39,7 +39,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ray_head():
     port = _free_port()
-    r = subprocess.run([str(RAY), "start", "--head", "--port", str(port), "--num-cpus", "2",
+    # one GPU, as Ray counts them (a logical resource: no device is needed for the scheduling
+    # under test; an actor holding it finds no CUDA here and runs its model on the CPU)
+    r = subprocess.run([str(RAY), "start", "--head", "--port", str(port), "--num-cpus", "2", "--num-gpus", "1",
                         "--node-ip-address", "127.0.0.1", "--include-dashboard=false", "--disable-usage-stats"],
                        capture_output=True, text=True, env=ENV, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -77,6 +79,28 @@ def test_ray_gives_the_files_of_local_mode(tmp_path, ray_head):
         assert dict(FLAC(tmp_path / "local" / rel).tags) == dict(FLAC(tmp_path / "ray" / rel).tags)
     again = _upscale(src, tmp_path / "ray", "--ray", ray_head)
     assert json.loads(again.stdout)["skipped"] == 8
+
+
+def test_where_the_cluster_has_a_gpu_one_actor_holds_it(tmp_path, ray_head):
+    """``provider: auto``: one actor per GPU of the cluster holds that GPU (here a GPU only
+    Ray counts: its model finds no CUDA and runs on the CPU, so the files are still those of
+    local mode, sample for sample); ``--provider cpu`` asks for none."""
+    src = tmp_path / "src"
+    _tree(src)
+    auto = subprocess.run([sys.executable, "-m", "rtupscale.cli", "upscale", str(src), str(tmp_path / "ray"),
+                           "--config", str(REPO / "config.yaml"), "--provider", "auto", "--json", "--ray", ray_head],
+                          capture_output=True, text=True, env=ENV, timeout=600)
+    assert auto.returncode == 1, auto.stderr[-2000:]  # bad.flac
+    actors = json.loads(auto.stdout)["ray"]["actors"]
+    assert sorted(a["gpu"] for a in actors) == [False, True], actors
+    assert all(a["provider"] == "cpu" for a in actors), actors
+    local = _upscale(src, tmp_path / "local", "--jobs", "1")
+    for rel in sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*.flac")):
+        x, _ = sf.read(tmp_path / "local" / rel, dtype="int32")
+        y, _ = sf.read(tmp_path / "ray" / rel, dtype="int32")
+        assert np.array_equal(x, y), rel
+    cpu = _upscale(src, tmp_path / "ray-cpu", "--ray", ray_head)
+    assert not any(a["gpu"] for a in json.loads(cpu.stdout)["ray"]["actors"])
 
 
 def test_a_model_the_workers_cannot_load_is_one_line(tmp_path, ray_head):
