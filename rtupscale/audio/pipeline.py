@@ -26,6 +26,12 @@ TIMING_WINDOW = 8192
 """Processing times of the last this many blocks feed the median / p99 in ``status``."""
 
 
+START_SETTLE_S = 1.0
+"""A session's first sound is faded in if it comes within this much silent input of the start."""
+SOUND_FLOOR = 1e-5
+"""Input at or under this peak (-100 dBFS) is silence to the start fade."""
+
+
 @dataclass
 class PipelineCounters:
     blocks: int = 0
@@ -61,6 +67,7 @@ class Pipeline:
         playback: FrameRing,
         prefill_frames: int,
         max_backlog_s: float = 0.15,
+        fade_in_frames: int = 0,
     ):
         self.engine = engine
         self.channels = channels
@@ -88,6 +95,13 @@ class Pipeline:
         self._hist_pos = 0
         self._fade_total = 0
         self._fade_left = 0
+        self._fade_rising = False
+        # fade_in_frames: a session that starts into sound (apps already playing, or moved
+        # to the virtual sink as it opens) fades that first sound in, not a step from silence;
+        # once START_SETTLE_S of silence has gone through, sound that begins is the music's own
+        self._await_sound = fade_in_frames > 0
+        self._fade_in_frames = int(fade_in_frames)
+        self._settle_frames = int(START_SETTLE_S * rate)
         # fades to and from silence of the interleaved [frames, channels] output
         self._fade_k = np.arange(self.adjuster.max_out, dtype=np.float32)
         self._fade_g = np.zeros(self.adjuster.max_out, np.float32)
@@ -188,21 +202,38 @@ class Pipeline:
 
     # -- fade out (stop) ---------------------------------------------------------------
     def begin_fade_out(self, frames: int) -> None:
+        frames = max(1, int(frames))
+        if self._fade_rising and self._fade_total:  # still fading in: down from where it is
+            self._fade_left = int(frames * (1.0 - self._fade_left / self._fade_total))
+        else:
+            self._fade_left = frames
+        self._fade_total = frames
+        self._fade_rising = False
+        self._await_sound = False
+
+    def begin_fade_in(self, frames: int) -> None:
+        """Ramp the output up from silence over ``frames`` output frames."""
+        self._fade_rising = True
         self._fade_left = self._fade_total = max(1, int(frames))
 
     @property
     def faded(self) -> bool:
-        return self._fade_total > 0 and self._fade_left == 0
+        return self._fade_total > 0 and self._fade_left == 0 and not self._fade_rising
 
     def _apply_fade(self, out: np.ndarray) -> None:
         n = out.shape[0]
         g = self._fade_g[:n]
-        # gain (left - k) / total, clipped at 0: a linear ramp down across blocks
+        # gain (left - k) / total, clipped at 0: a linear ramp down across blocks (rising:
+        # 1 less that, the same ramp up)
         np.subtract(float(self._fade_left), self._fade_k[:n], out=g)
         g *= 1.0 / self._fade_total
+        if self._fade_rising:
+            np.subtract(1.0, g, out=g)
         np.clip(g, 0.0, 1.0, out=g)
         crossfade(self._silence[:n].T, out.T, g, out.T, self._fade_scratch[:n].T)
         self._fade_left = max(0, self._fade_left - n)
+        if self._fade_rising and self._fade_left == 0:
+            self._fade_total = 0  # faded in: nothing more to apply
 
     # -- the step -----------------------------------------------------------------
     def step(self) -> bool:
@@ -224,6 +255,13 @@ class Pipeline:
         b, p = self.block_size, self._hist_pos
         np.copyto(self._hist[:, p:p + b], self._in_planar)
         self._hist_pos = (p + b) % self._hist.shape[1]
+        if self._await_sound:
+            if np.abs(self._in_planar).max() > SOUND_FLOOR:
+                self._await_sound = False
+                self.begin_fade_in(self._fade_in_frames)
+            else:
+                self._settle_frames -= self.block_size
+                self._await_sound = self._settle_frames > 0
         y = self.engine.process(self._in_planar)
         out = self.adjuster.process(y, self.step_ratio)
         n = out.shape[0]

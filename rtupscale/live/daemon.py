@@ -316,6 +316,9 @@ class Daemon:
             if not rate_checked and first_audio is not None and now - first_audio > 0.5:
                 rate_checked = True
                 self.check_rates()
+                if self.session is not s:  # reopened so that the DAC's graph switches rate
+                    rate_checked = latency_logged = False
+                    continue
             if self.server_events is None:
                 if now - self.last_rate_check > RATE_CHECK_EVERY_S and rate_checked:
                     self._check_capture_rate()
@@ -352,6 +355,9 @@ class Daemon:
                 if rate_recheck_at and now >= rate_recheck_at and self.session is s:
                     rate_recheck_at = 0.0
                     self.check_rates()
+                    if self.session is not s:
+                        rate_checked = latency_logged = False
+                        continue
             for line in s.check_dac_gaps():
                 log.warning("%s", line)
             if first_audio is not None and now - self.last_latency_probe > 1.0:
@@ -411,6 +417,7 @@ class Daemon:
         log.info("the apps on %s play at %d Hz: remaking it at %d Hz (playback at %d Hz)", a.virtual_sink, rate, rate, FACTOR * rate)
         park_module = None
         t0 = time.monotonic()
+        self._fade_out()  # first: the apps leaving our sink would be a step in what we capture
         try:
             park_module = self.server.load_null_sink(park, rate, a.channels)
             parked = self.apps.park(park)
@@ -419,7 +426,6 @@ class Daemon:
             log.warning("could not hold the apps on a silent sink while %s is remade (%s): they play on the "
                         "server's fallback sink meanwhile", a.virtual_sink, e)
         try:
-            self._fade_out()
             self._close_session(keep_sink=False)
             self.session = None
             self.session = self._start_session(self.config, rate)
@@ -456,18 +462,25 @@ class Daemon:
             return False
         if not default or default in (s.playback_ep.server_name, a.virtual_sink) or default.startswith(a.virtual_sink + "-"):
             return False
-        log.info("the default sink is now %s: moving the playback there from %s", default, s.playback_ep.server_name)
+        self._reopen(f"the default sink is now {default}: moving the playback there from {s.playback_ep.server_name}")
+        return True
+
+    def _reopen(self, why: str) -> None:
+        """Reopen the audio path on purpose (not after a failure): faded out, the virtual sink
+        and its apps kept, at the same rate; the new path fades its first sound in. Counted
+        with the recoveries (``status``)."""
+        s = self.session
+        log.info("%s", why)
+        self.recoveries += 1
         self._fade_out()
         self._close_session(keep_sink=True)
         self.session = None
         try:
             self.session = self._start_session(self.config, s.rate)
         except (DeviceError, StopDaemon, RuntimeError, self.server.SoundServerError) as e:
-            log.warning("the playback did not open on %s (%s)", default, e)
-            self._recover(f"the playback did not open on the new default sink {default}")
-            return True
+            self._recover(f"{why}: the reopen failed ({e})")
+            return
         self._log_start()
-        return True
 
     def _unpark(self, park: str) -> None:
         """Move the apps waiting on ``park`` back to our sink, and make sure they went: a
@@ -509,11 +522,14 @@ class Daemon:
         fade_frames = int(self.config.latency.crossfade_ms * 1e-3 * s.pipeline.out_rate)
         s.pipeline.begin_fade_out(fade_frames)
         s.fading_out = True
-        deadline = time.monotonic() + 1.0 + fade_frames / s.pipeline.out_rate
-        # the fade itself, then what the playback ring still holds
-        while time.monotonic() < deadline and not (s.pipeline.faded and s.play_ring.fill < s.pipeline.out_rate * 0.002):
+        t0 = time.monotonic()
+        deadline = t0 + 1.0 + fade_frames / s.pipeline.out_rate
+        while time.monotonic() < deadline and not s.pipeline.faded:  # the fade itself
             time.sleep(0.005)
-        log.info("faded out")
+        # then the ring's frames ahead of the fade's end, and the server's queue, play out
+        # (the ring never empties: the worker keeps writing silence behind the fade)
+        time.sleep(min(0.5, s.play_ring.fill / s.pipeline.out_rate + 1e-3 * self.config.latency.playback_buffer_ms + 0.01))
+        log.info("faded out (%.0f ms)", 1e3 * (time.monotonic() - t0))
 
     # -- recovery ---------------------------------------------------------------------
     def _close_session(self, keep_sink: bool) -> None:
@@ -557,8 +573,8 @@ class Daemon:
         elif time.monotonic() - self.last_regraph > (
                 REGRAPH_AFTER_SWITCH_S if time.monotonic() - self.last_rate_switch < 15.0 else REGRAPH_EVERY_S):
             self.last_regraph = time.monotonic()
-            s.fail(f"the DAC's graph runs at {r.dac_rate} Hz with only our stream on it: reopening the playback "
-                   f"so that it switches to {r.out_rate} Hz")
+            self._reopen(f"the DAC's graph runs at {r.dac_rate} Hz with only our stream on it: reopening the playback "
+                         f"so that it switches to {r.out_rate} Hz")
 
     def _check_capture_rate(self) -> None:
         """A capture source that switched between 44.1 and 48 kHz: reopen at its new rate."""

@@ -206,7 +206,8 @@ class Session:
         block = lat.block_size
         self.cap_ring = FrameRing(self.channels, max(16 * block, int(0.5 * rate)))
         self.play_ring = FrameRing(self.channels, 2 * prefill + 16 * FACTOR * block + FACTOR * int(0.25 * rate))
-        self.pipeline = Pipeline(self.engine, self.channels, rate, block, self.cap_ring, self.play_ring, prefill)
+        self.pipeline = Pipeline(self.engine, self.channels, rate, block, self.cap_ring, self.play_ring, prefill,
+                                 fade_in_frames=int(lat.crossfade_ms * 1e-3 * FACTOR * rate))
         self.routing.backend = parts.choose_backend(a.backend, capture, playback)
         if warning := prefill_warning(lat.prefill_ms, self.routing.backend):
             log.warning("%s", warning)

@@ -148,3 +148,51 @@ def test_block_size_reload_with_a_model_has_no_step(quiet_model):
     own = 2 * 0.5 * np.sin(np.pi * 997.0 / (FACTOR * RATE))  # the sine's largest step
     steps = np.abs(np.diff(y, axis=0)).max()
     assert steps <= 1.02 * own, (steps, own)
+
+
+def _cosine(n: int, f: float = 997.0) -> np.ndarray:
+    """A tone that starts at its peak: a step from silence."""
+    t = np.arange(n) / RATE
+    x = 0.5 * np.cos(2 * np.pi * f * t)
+    return np.stack([x, 0.8 * x]).astype(np.float32)
+
+
+def _through(x: np.ndarray, fade_in_frames: int) -> np.ndarray:
+    cap, play = _rings(0)
+    p = Pipeline(Engine(CH, RATE, 256), CH, RATE, 256, cap, play, prefill_frames=0, fade_in_frames=fade_in_frames)
+    dev = _Device(play)
+    _run(p, cap, x, dev)
+    return dev.output()
+
+
+def test_a_session_that_starts_into_sound_fades_it_in():
+    """Apps playing as the session opens: the first sound comes in over the fade, not as a
+    step from silence; after START_SETTLE_S of silence a sound's onset is left as it is."""
+    from rtupscale.audio.pipeline import START_SETTLE_S
+
+    fade = int(0.02 * FACTOR * RATE)
+    own = 2 * 0.5 * np.sin(np.pi * 997.0 / (FACTOR * RATE))  # the tone's largest step per output sample
+    x = _cosine(256 * 40)
+    stepped = _through(x, 0)
+    faded = _through(x, fade)
+    assert np.abs(np.diff(stepped, axis=0)).max() > 3 * own  # without the fade: a click (the test can fail)
+    assert np.abs(np.diff(faded, axis=0)).max() <= 1.05 * own
+    assert np.array_equal(faded[2 * fade:], stepped[2 * fade:])  # after the fade, the same output
+    # the same onset after silence longer than START_SETTLE_S: untouched
+    quiet = np.zeros((CH, 256 * int(np.ceil(START_SETTLE_S * RATE / 256) + 4)), np.float32)
+    late = np.concatenate([quiet, x], axis=1)
+    assert np.array_equal(_through(late, fade), _through(late, 0))
+
+
+def test_a_fade_out_during_the_fade_in_starts_where_the_gain_is():
+    x = _cosine(256 * 40)
+    cap, play = _rings(0)
+    fade = int(0.02 * FACTOR * RATE)
+    p = Pipeline(Engine(CH, RATE, 256), CH, RATE, 256, cap, play, prefill_frames=0, fade_in_frames=fade)
+    dev = _Device(play)
+    _run(p, cap, x[:, :512], dev)  # 2048 of the 3528 output frames of the fade in
+    p.begin_fade_out(fade)
+    _run(p, cap, x[:, 512:], dev)
+    y = dev.output()
+    own = 2 * 0.5 * np.sin(np.pi * 997.0 / (FACTOR * RATE))
+    assert p.faded and np.abs(np.diff(y, axis=0)).max() <= 1.05 * own
