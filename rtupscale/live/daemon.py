@@ -426,15 +426,15 @@ class Daemon:
             log.warning("could not hold the apps on a silent sink while %s is remade (%s): they play on the "
                         "server's fallback sink meanwhile", a.virtual_sink, e)
         try:
-            self._close_session(keep_sink=False)
-            self.session = None
+            self._close_session(keep_sink=False)  # status shows the closed session until the new one runs
             self.session = self._start_session(self.config, rate)
             self.rate_switches += 1
         except (DeviceError, StopDaemon, RuntimeError, self.server.SoundServerError) as e:
+            self.session = None
             log.warning("could not reopen at %d Hz (%s): reopening at %d Hz", rate, e, a.base_rate)
         finally:
             if park_module is not None:
-                if self.session is not None:
+                if self.session is not None and self.session.sink_module is not None:
                     self._unpark(park)
                 try:  # what is still parked goes to the fallback sink
                     self.server.unload_module(park_module)
@@ -473,11 +473,11 @@ class Daemon:
         log.info("%s", why)
         self.recoveries += 1
         self._fade_out()
-        self._close_session(keep_sink=True)
-        self.session = None
+        self._close_session(keep_sink=True)  # status shows the closed session until the new one runs
         try:
             self.session = self._start_session(self.config, s.rate)
         except (DeviceError, StopDaemon, RuntimeError, self.server.SoundServerError) as e:
+            self.session = None
             self._recover(f"{why}: the reopen failed ({e})")
             return
         self._log_start()
