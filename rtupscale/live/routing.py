@@ -36,6 +36,12 @@ def shared_rate(streams: list[AppStream], sink: str, rates: tuple[int, ...]) -> 
     return None
 
 
+def others_streams(server: SoundServerClient) -> list[AppStream]:
+    """Every playback stream on the server but this process's own."""
+    pid = os.getpid()
+    return [a for a in server.list_app_streams() if a.pid != pid]
+
+
 def stream_key(a: AppStream) -> tuple:
     """Who a stream is across a server restart (its index changes): the process, the app's
     name and the stream's name."""
@@ -57,8 +63,7 @@ class OurApps:
         self.moved_back = 0
 
     def _streams(self) -> list[AppStream]:
-        pid = os.getpid()
-        return [a for a in self.server.list_app_streams() if a.pid != pid]
+        return others_streams(self.server)
 
     def rate(self, rates: tuple[int, ...]) -> int | None:
         """:func:`shared_rate` of the apps on our sink now (None when the server is away)."""
@@ -165,8 +170,7 @@ class AllApps:
         moved again until then (a user moving it back later is left alone)."""
 
     def _streams(self) -> list[AppStream]:
-        pid = os.getpid()
-        return [a for a in self.server.list_app_streams() if a.pid != pid]
+        return others_streams(self.server)
 
     def take(self, now: float | None = None) -> list[AppStream]:
         """Move the streams not seen before to our sink (and again those of ``pending`` that

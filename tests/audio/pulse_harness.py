@@ -28,6 +28,19 @@ PW_CONF = HERE / "pipewire"  # pipewire/pipewire.conf.d/: the x4 rates and the n
 PYTHON = sys.executable
 
 
+def wait_until(cond, timeout: float, what: str):
+    """``cond()``'s first true value within ``timeout`` s (polled every 0.1 s), else an
+    AssertionError naming ``what`` and the last value."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = cond()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"{what} within {timeout:g} s (last: {last})")
+
+
 class PulseServer:
     """``pulseaudio -n -F null-sinks.pa`` with a private XDG_RUNTIME_DIR (no session bus)."""
 

@@ -11,20 +11,10 @@ import time
 
 import pytest
 
+from tests.audio.pulse_harness import wait_until
 from tests.audio.test_live_pulse import OUT_RATE, cli
 
 pytestmark = pytest.mark.pulse
-
-
-def _wait(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout:g} s (last: {last})")
 
 
 def _verdict_agrees_with_the_node(server, d, rate: int, timeout: float = 5.0) -> dict:
@@ -36,7 +26,7 @@ def _verdict_agrees_with_the_node(server, d, rate: int, timeout: float = 5.0) ->
         ok = pb["dac_rate"] == rate and pb["resampled"] == (rate != OUT_RATE) and bool(pb["advice"]) == (rate != OUT_RATE)
         return st if ok else None
 
-    st = _wait(agree, timeout, f"status saying {rate} Hz reaches the DAC")
+    st = wait_until(agree, timeout, f"status saying {rate} Hz reaches the DAC")
     assert server.node_rate("dac") == rate, "the DAC node (pw-dump) runs at another rate than status says"
     return st
 
@@ -77,7 +67,7 @@ def test_a_48k_stream_holding_the_dac_at_start_is_reported_as_resampled(pipewire
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     zero.close()
     try:
-        _wait(lambda: server.node_rate("dac") == 48000, 5, "the 48 kHz app driving the DAC")
+        wait_until(lambda: server.node_rate("dac") == 48000, 5, "the 48 kHz app driving the DAC")
         d = daemon_factory(make_config(model={"path": "none"}))
         st = _verdict_agrees_with_the_node(server, d, 48000)
         assert "another stream holds the DAC's graph at 48000 Hz" in st["playback"]["advice"], st["playback"]
@@ -113,14 +103,14 @@ def test_an_app_on_rtupscale_is_ours_again_within_5_s_of_a_pipewire_pulse_restar
             return None
 
     try:
-        _wait(lambda: app_sink() == "rtupscale", 5, "the app on rtupscale")
+        wait_until(lambda: app_sink() == "rtupscale", 5, "the app on rtupscale")
         time.sleep(1.0)  # the daemon has seen it there (it refreshes on the server's stream events)
         server.kill()
         time.sleep(0.5)
         assert app.poll() is None, "the PipeWire-native app died with pipewire-pulse"
         server.start()
         t_back = time.monotonic()
-        _wait(lambda: app_sink() == "rtupscale", 5.0, "the app moved back to rtupscale after the restart")
+        wait_until(lambda: app_sink() == "rtupscale", 5.0, "the app moved back to rtupscale after the restart")
         took = time.monotonic() - t_back
         print(f"the app was on rtupscale again {took:.2f} s after pipewire-pulse restarted")
         assert "back from dac to rtupscale" in d.log_text() or "back from" in d.log_text(), d.log_text()[-2000:]
@@ -148,7 +138,7 @@ def test_a_stall_of_pipewire_pulse_is_counted_as_a_gap_at_the_dac(pipewire_serve
     os.kill(server.proc.pid, signal.SIGSTOP)
     time.sleep(0.080)
     os.kill(server.proc.pid, signal.SIGCONT)
-    st = _wait(lambda: (s := d.status())["xruns"]["total"] > 0 and s, 6.0, "the stall counted")
+    st = wait_until(lambda: (s := d.status())["xruns"]["total"] > 0 and s, 6.0, "the stall counted")
     x, g = st["xruns"], st["dac_gaps"]
     print("after the stall:", x, g)
     if x["dac_gaps"]:
@@ -156,7 +146,7 @@ def test_a_stall_of_pipewire_pulse_is_counted_as_a_gap_at_the_dac(pipewire_serve
         assert "its data thread missed the DAC's graph cycles" in g["last"], g
         out = cli(server, "status", "--config", str(config)).stdout
         assert "gaps at the DAC no underflow notice reported (PipeWire): 1" in out, out
-        _wait(lambda: "gap at the DAC: the DAC played" in d.log_text(), 3, "the log line")
+        wait_until(lambda: "gap at the DAC: the DAC played" in d.log_text(), 3, "the log line")
     else:
         # counted another way, once: the server noticed it itself (an underflow), or it asked
         # for the held-back audio at once after the stall and emptied our playback ring

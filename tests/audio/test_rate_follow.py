@@ -11,20 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from tests.audio.pulse_harness import noise_signal
+from tests.audio.pulse_harness import noise_signal, wait_until
 
 pytestmark = pytest.mark.pulse
-
-
-def _wait(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout:g} s (last: {last})")
 
 
 def _play(server, path, rate: int, media: str) -> subprocess.Popen:
@@ -98,25 +87,25 @@ def test_rate_auto_follows_a_48k_app_to_192k_and_back(sound_server, make_config,
         noise_signal(30.0, rate, seed=rate).astype(np.float32).tofile(paths[rate])
     app48 = _play(server, paths[48000], 48000, "music48")
     try:
-        st = _wait(lambda: _at(d, 48000), 10.0, "the daemon at 48000 in, 192000 out")
+        st = wait_until(lambda: _at(d, 48000), 10.0, "the daemon at 48000 in, 192000 out")
         assert st["capture"]["rate_switches"] == 1 and st["state"] == "running", st
         assert _sink_rate(server, "rtupscale") == 48000
-        _wait(lambda: _app_sink(server, "music48") == "rtupscale", 5.0, "the 48 kHz app back on rtupscale")
-        _wait(lambda: _sink_rate(server, "rtupscale-switching") is None, 5.0, "the silent parking sink removed")
+        wait_until(lambda: _app_sink(server, "music48") == "rtupscale", 5.0, "the 48 kHz app back on rtupscale")
+        wait_until(lambda: _sink_rate(server, "rtupscale-switching") is None, 5.0, "the silent parking sink removed")
         ours = [i for i in server.sink_inputs() if i["properties"].get("media.name") == "rtupscale playback"]
         assert ours and ours[0]["sample_specification"].endswith(" 192000Hz"), ours
         if server.name == "pipewire":
-            _wait(lambda: server.node_rate("dac") == 192000, 5.0, "the DAC node at 192000")
-        rms = _wait(lambda: _monitor_rms(server), 8.0, "the app's sound at the DAC after the switch")
+            wait_until(lambda: server.node_rate("dac") == 192000, 5.0, "the DAC node at 192000")
+        rms = wait_until(lambda: _monitor_rms(server), 8.0, "the app's sound at the DAC after the switch")
         assert rms > 0.01, rms
     finally:
         app48.kill()
         app48.wait()
     app44 = _play(server, paths[44100], 44100, "music44")
     try:
-        st = _wait(lambda: _at(d, 44100), 10.0, "the daemon back at 44100 in, 176400 out")
+        st = wait_until(lambda: _at(d, 44100), 10.0, "the daemon back at 44100 in, 176400 out")
         assert st["capture"]["rate_switches"] == 2, st
-        _wait(lambda: _app_sink(server, "music44") == "rtupscale", 5.0, "the 44.1 kHz app on rtupscale")
+        wait_until(lambda: _app_sink(server, "music44") == "rtupscale", 5.0, "the 44.1 kHz app on rtupscale")
         assert _sink_rate(server, "rtupscale") == 44100
     finally:
         app44.kill()
@@ -143,7 +132,7 @@ def test_a_rate_switch_fades_out_and_in_without_a_click(sound_server, make_confi
         time.sleep(0.5)
         app = _play(server, tone, 48000, "tone48")
         try:
-            _wait(lambda: _at(d, 48000), 10.0, "the daemon at 48000 in, 192000 out")
+            wait_until(lambda: _at(d, 48000), 10.0, "the daemon at 48000 in, 192000 out")
             time.sleep(4.0)
         finally:
             app.kill()

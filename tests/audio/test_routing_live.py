@@ -10,18 +10,9 @@ import time
 
 import pytest
 
+from tests.audio.pulse_harness import wait_until
+
 pytestmark = pytest.mark.pulse
-
-
-def _wait(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = cond()
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"{what} within {timeout:g} s (last: {last})")
 
 
 def _app(server, name: str, sink: str) -> subprocess.Popen:
@@ -60,29 +51,29 @@ def test_all_apps_takes_the_apps_follows_the_default_sink_and_gives_them_back(so
     server = sound_server
     apps = [_app(server, "player", "dac"), _app(server, "Firefox", "dac")]
     try:
-        _wait(lambda: _where(server).get("player") == "dac" and _where(server).get("Firefox") == "dac", 5, "the apps on dac")
+        wait_until(lambda: _where(server).get("player") == "dac" and _where(server).get("Firefox") == "dac", 5, "the apps on dac")
         d = daemon_factory(make_config(routing={"all_apps": True, "exclude": ["firefox"]}, model={"path": "none"}),
                            keep_alive=False)
-        _wait(lambda: _where(server).get("player") == "rtupscale", 5, "the player moved to rtupscale")
+        wait_until(lambda: _where(server).get("player") == "rtupscale", 5, "the player moved to rtupscale")
         assert _where(server)["Firefox"] == "dac", "an excluded app was moved"
         apps.append(_app(server, "game", "dac"))
         t0 = time.monotonic()
-        _wait(lambda: _where(server).get("game") == "rtupscale", 5, "a new app moved to rtupscale")
+        wait_until(lambda: _where(server).get("game") == "rtupscale", 5, "a new app moved to rtupscale")
         print(f"a new app was on rtupscale {time.monotonic() - t0:.2f} s after it started")
         assert _where(server)["ours"] == "dac"
         # headphones appear and become the default: the playback follows; the apps stay ours
         server.pactl("set-default-sink", "dac192")
         try:
-            _wait(lambda: _where(server).get("ours") == "dac192", 5, "our playback on the new default sink")
+            wait_until(lambda: _where(server).get("ours") == "dac192", 5, "our playback on the new default sink")
             where = _where(server)
             assert where["player"] == "rtupscale" and where["game"] == "rtupscale", where
             assert "the default sink is now dac192" in d.log_text()
         finally:
             server.pactl("set-default-sink", "dac")
-        _wait(lambda: _where(server).get("ours") == "dac", 5, "our playback back on dac")
+        wait_until(lambda: _where(server).get("ours") == "dac", 5, "our playback back on dac")
         assert d.status()["state"] == "running"
         assert d.stop() == 0
-        where = _wait(lambda: (w := _where(server)).get("player") == "dac" and w.get("game") == "dac" and w, 5,
+        where = wait_until(lambda: (w := _where(server)).get("player") == "dac" and w.get("game") == "dac" and w, 5,
                       "the apps back on dac after the daemon stopped")
         assert where["Firefox"] == "dac", where
         log = d.log_text()
@@ -99,7 +90,7 @@ def test_a_killed_daemons_sink_and_its_apps_are_taken_over_by_the_next(sound_ser
     first = daemon_factory(config, keep_alive=False)
     apps = [_app(server, "player", "rtupscale")]
     try:
-        _wait(lambda: _where(server).get("player") == "rtupscale", 5, "the player on rtupscale")
+        wait_until(lambda: _where(server).get("player") == "rtupscale", 5, "the player on rtupscale")
         first.signal(signal.SIGKILL)
         first.proc.wait(5)
         time.sleep(0.5)
