@@ -351,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--high-cutoff-hz", type=float, default=CutoffRestorer.HIGH_CUTOFF_HZ,
                         help="cutoff arch: fill only frames whose empty top band reaches down to this frequency "
                         "(Hz at 44.1 kHz); a cut-off above it is where lossless and high-rate codecs end alike")
+    parser.add_argument("--over-gate", action="store_true",
+                        help="cutoff arch: the over gains act only where the fill may (an empty top band down to "
+                        "--high-cutoff-hz): nothing is written over full-band input")
     parser.add_argument("--no-over", action="store_true",
                         help="cutoff arch: no gains over content the input has (writes only where it is empty)")
     parser.add_argument("--boost", action="append", default=[], metavar="VARIANT=W",
@@ -412,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--carry-prob applies to --arch gru only (a cutoff model's memory is finite)")
     try:  # the model checks its own options (hold_ms, cliff_db, cliff_gate, hidden)
         model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over,
-                            args.cliff_db, args.cliff_gate, args.high_cutoff_hz, args.hold_share).to(device)
+                            args.cliff_db, args.cliff_gate, args.high_cutoff_hz, args.hold_share,
+                            args.over_gate).to(device)
     except ValueError as e:
         parser.error(str(e))
     run = Path(args.run)

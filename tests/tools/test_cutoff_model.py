@@ -352,3 +352,34 @@ def test_a_hold_model_exports_and_passes_parity(tmp_path, cliff_db, cliff_gate):
     report = export.export_and_check(model, tmp_path / "m.onnx", "tiny", "test")
     assert max(report["parity"].values()) <= export.TOLERANCE
     assert report["runtime_block_256"] <= export.TOLERANCE
+
+
+def test_gated_over_gains_write_nothing_over_full_band_input_and_act_under_a_cutoff():
+    """``over_gate``: the over gains act only where the fill may (the top empty down to
+    high_cutoff_hz). Full-band input passes untouched; under a codec's cut-off the over gains
+    still write over the content below it (what ungated ones do everywhere)."""
+    full = _noise(128 * 200, seed=31)
+    cut = _lowpass(full, 17000)
+    added = {}
+    for gate in (False, True):
+        model = _open(CutoffRestorer(hidden=24, over_gate=gate), over=0.5)
+        with torch.no_grad():
+            model.gate.fill_(0.0)  # the over gains alone
+            for name, x in (("full", full), ("cut", cut)):
+                added[gate, name] = _band_energy((train.run_offline(model, x) - x).numpy()[:, 128 * 20:], 15500, 17000)
+    ref = _band_energy(cut.numpy()[:, 128 * 20:], 15500, 17000)
+    assert added[False, "full"] > 1e-3 * ref  # ungated: written over full-band input (the test can fail)
+    assert added[True, "full"] < 1e-9 * ref
+    assert added[True, "cut"] > 1e-3 * ref
+    with pytest.raises(ValueError, match="over_gate"):
+        CutoffRestorer(hidden=24, over=False, over_gate=True)
+
+
+def test_an_over_gate_model_exports_and_reads_back(tmp_path):
+    model = _open(build_model("cutoff", hidden=16, hop=128, hold_ms=HOLD_MS, over=True, cliff_db=24.0,
+                              hold_share=0.5, over_gate=True))
+    path = tmp_path / "m.onnx"
+    report = export.export_and_check(model, path, "tiny", export.describe(model, {"step": 1}))
+    assert max(report["parity"].values()) <= export.TOLERANCE
+    config = export.checkpoint_from_onnx(path)["config"]
+    assert config["over_gate"] and config["over"] and config["hold_share"] == 0.5
