@@ -55,6 +55,9 @@ RATE_SWITCH_MIN_S = 2.0
 PARK_SUFFIX = "switching"
 """``audio.rate: auto``: while the virtual sink is remade at a new rate, its apps wait on a
 silent sink of this name (after the virtual sink's and a dash), not on the DAC un-upscaled."""
+REATTACH_AFTER_SWITCH_S = 3.0
+"""``audio.rate: auto``: after a switch, the apps that were on our sink and play elsewhere are
+moved back for this long (the next switch waits for it to end)."""
 UNPARK_S = 3.0
 """``audio.rate: auto``: how long the apps' moves back to the remade sink are repeated."""
 RETAKE_CHECK_S = 0.3
@@ -342,6 +345,9 @@ class Daemon:
                 if follow_at and now >= follow_at and self.apps is not None and not reattach_until:
                     follow_at = self._follow_rate(now)
                     if self.session is not s:
+                        # the apps that were ours are moved back for a while, should the server
+                        # have linked one elsewhere after it came back from the parking sink
+                        reattach_until = time.monotonic() + REATTACH_AFTER_SWITCH_S
                         rate_checked = latency_logged = False
                         continue
                 if rate_checked and any(e.facility == "source" for e in events):
@@ -414,6 +420,7 @@ class Daemon:
         self.last_rate_switch = now
         a = self.config.audio
         park = f"{a.virtual_sink}-{PARK_SUFFIX}"
+        self.apps.refresh()  # remember who plays to our sink now
         log.info("the apps on %s play at %d Hz: remaking it at %d Hz (playback at %d Hz)", a.virtual_sink, rate, rate, FACTOR * rate)
         park_module = None
         t0 = time.monotonic()

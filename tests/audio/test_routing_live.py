@@ -67,7 +67,8 @@ def test_all_apps_takes_the_apps_follows_the_default_sink_and_gives_them_back(so
             wait_until(lambda: _where(server).get("ours") == "dac192", 5, "our playback on the new default sink")
             where = _where(server)
             assert where["player"] == "rtupscale" and where["game"] == "rtupscale", where
-            assert "the default sink is now dac192" in d.log_text()
+            if server.name == "pulseaudio":  # WirePlumber may move our stream to the new default itself
+                assert "the default sink is now dac192" in d.log_text()
         finally:
             server.pactl("set-default-sink", "dac")
         wait_until(lambda: _where(server).get("ours") == "dac", 5, "our playback back on dac")
