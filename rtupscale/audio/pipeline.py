@@ -256,7 +256,7 @@ class Pipeline:
         np.copyto(self._hist[:, p:p + b], self._in_planar)
         self._hist_pos = (p + b) % self._hist.shape[1]
         if self._await_sound:
-            if np.abs(self._in_planar).max() > SOUND_FLOOR:
+            if max(float(self._in_planar.max()), -float(self._in_planar.min())) > SOUND_FLOOR:  # no temporary
                 self._await_sound = False
                 self.begin_fade_in(self._fade_in_frames)
             else:
