@@ -26,8 +26,10 @@ TIMING_WINDOW = 8192
 """Processing times of the last this many blocks feed the median / p99 in ``status``."""
 
 
-START_SETTLE_S = 1.0
-"""A session's first sound is faded in if it comes within this much silent input of the start."""
+START_SETTLE_S = 3.0
+"""A session's first sound is faded in if it comes within this much silent input of the start.
+It covers PulseAudio's wait before a new null sink's first render (up to about 2.2 s): apps
+moved onto a virtual sink made again for a rate switch resume that late, mid-waveform."""
 SOUND_FLOOR = 1e-5
 """Input at or under this peak (-100 dBFS) is silence to the start fade."""
 
