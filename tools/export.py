@@ -49,7 +49,8 @@ class ExportError(RuntimeError):
     """The exported model does not match PyTorch or the contract."""
 
 
-RULES = ("hold_ms", "cliff_db", "cliff_gate", "high_cutoff_hz", "hold_share", "over_gate")  # a cutoff model's weightless gating rules
+RULES = ("hold_ms", "cliff_db", "cliff_gate", "high_cutoff_hz", "hold_share", "over_gate",
+         "over_holes")  # a cutoff model's weightless gating rules
 
 
 def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> tuple[Restorer, dict]:
@@ -70,7 +71,7 @@ def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> 
                         config.get("hop", HOP), config.get("hold_ms", 0.0), config.get("over", True),
                         config.get("cliff_db", 0.0), bool(config.get("cliff_gate", False)),
                         config.get("high_cutoff_hz", CutoffRestorer.HIGH_CUTOFF_HZ), config.get("hold_share", 1.0),
-                        bool(config.get("over_gate", False)))
+                        bool(config.get("over_gate", False)), bool(config.get("over_holes", False)))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
@@ -105,7 +106,7 @@ def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None
     description = meta.get("rtupscale.description", "")
     config = {"arch": "cutoff", "hidden": hidden, "hop": hop, "layers": 0, "cliff_gate": False,
               "hold_ms": 0.0, "cliff_db": 0.0, "high_cutoff_hz": CutoffRestorer.HIGH_CUTOFF_HZ, "hold_share": 1.0,
-              "over_gate": "over gains too" in description}
+              "over_gate": "over gains too" in description, "over_holes": "over gains in holes" in description}
     if "hold" in states:
         config["hold_ms"] = (states["hold"][1] + 1) * hop * 1000.0 / 44100
         config["cliff_gate"] = states["hold"][2] == 2 * n_band  # has content | cliff under it
@@ -141,7 +142,7 @@ def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None
         raise ExportError(f"{path}: could not find the output bias and gate constants")
     model = build_model("cutoff", hidden, 0, hop, config["hold_ms"], config["over"], config["cliff_db"],
                         bool(config["cliff_gate"]), config["high_cutoff_hz"], config["hold_share"],
-                        bool(config["over_gate"]) and config["over"])
+                        bool(config["over_gate"]) and config["over"], bool(config["over_holes"]) and config["over"])
     state = {k: v.clone() for k, v in model.state_dict().items()}
     names = ["inp.weight", "mixes.0.lin.weight", "mixes.1.lin.weight", "mixes.2.lin.weight", "mid.weight"]
     for name, w in zip(names, weights["hidden"]):
@@ -356,7 +357,8 @@ def describe(model: Restorer, config: dict) -> str:
                   f"fills empty bins that were empty in {100 * model.hold_share:g} % of {model.hold_ms:g} ms") + (
             " under a cliff seen in that time" if model.cliff_gate else "") + (
             f" or above a {model.cliff_db:g} dB cliff" if model.cliff_db else "") + (
-            (", over gains too" if model.over_gate else "") if model.over else
+            (", over gains too" if model.over_gate else "") + (", over gains in holes" if model.over_holes else "")
+            if model.over else
             ", writes nothing over content") + (
             f", only under a cut-off below {model.high_cutoff_hz / 1000:g} kHz")
         design = (f"cut-off-aware STFT-domain spectral folding ({gating}), finite memory "
@@ -384,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override whether a cutoff model's hold fills only under a cliff seen in the hold")
     parser.add_argument("--over-gate", type=int, choices=(0, 1), default=None,
                         help="override whether a cutoff model's over gains act only under a cut-off")
+    parser.add_argument("--over-holes", type=int, choices=(0, 1), default=None,
+                        help="override whether a cutoff model's over gains act in the holes its fill leaves alone")
     parser.add_argument("--hold-share", type=float, default=None,
                         help="override a cutoff model's hold share (fill a bin empty now that was empty in "
                         "this share of the hold; 1: in all of it)")

@@ -280,7 +280,11 @@ class CutoffRestorer(nn.Module):
        or VBR MP3's cut-off, which the encoder keeps in some frames only, are filled in the
        frames it dropped them, while a bin with content most of the time is not. With
        ``over_gate``, the over gains too act only in frames whose empty top reaches down to
-       ``high_cutoff_hz``: nothing is written over a full-band input. With ``over`` False
+       ``high_cutoff_hz``: nothing is written over a full-band input. With ``over_holes``, the
+       over gains act on every bin the fill leaves alone (``1 - fill mask``), not only on bins
+       with content (``1 - mask``): the holes a codec leaves now and then in a band it keeps
+       (empty in a frame, but with content in most of the hold) get the over gains too, where
+       without it neither set of gains reaches them. With ``over`` False
        the over gains are not used: nothing is ever written over content the input has.
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
@@ -315,10 +319,12 @@ class CutoffRestorer(nn.Module):
 
     def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True,
                  cliff_db: float = 0.0, cliff_gate: bool = False, high_cutoff_hz: float = HIGH_CUTOFF_HZ,
-                 hold_share: float = 1.0, over_gate: bool = False):
+                 hold_share: float = 1.0, over_gate: bool = False, over_holes: bool = False):
         super().__init__()
         if over_gate and not over:
             raise ValueError("over_gate gates the over gains: it needs over")
+        if over_holes and not (over and hold_ms > 0):
+            raise ValueError("over_holes moves the over gains into the holes the hold leaves: it needs over and hold_ms > 0")
         if not 0.1 <= hold_share <= 1.0:
             raise ValueError(f"hold_share must be in 0.1..1 (1: empty in every frame of the hold), got {hold_share}")
         if hold_share < 1.0 and (hold_ms <= 0 or cliff_gate):
@@ -338,7 +344,7 @@ class CutoffRestorer(nn.Module):
         self.hold = int(round(hold_ms * 1e-3 * 44100 / hop))
         self.hold_ms, self.over, self.cliff_db, self.cliff_gate = hold_ms, over, cliff_db, cliff_gate
         self.hold_share = hold_share
-        self.over_gate = over_gate
+        self.over_gate, self.over_holes = over_gate, over_holes
         self.state_names = ("frames", "ctx1", "ctx2", "ctx3", "ola") + (("hold",) if self.hold > 1 else ()) + ("interp",)
         self.geometry, self.hop, self.latency, self.hidden, self.layers = geo, hop, geo.latency, hidden, 0
         for name, value in dsp_matrices(geo).items():
@@ -501,7 +507,8 @@ class CutoffRestorer(nn.Module):
             over = GAIN_MAX * torch.tanh(torch.exp(z[..., s * n_band:]) * (10.0 / GAIN_MAX * self.gate_over).repeat_interleave(n_band))
             if self.over_gate:  # only where a cut-off empties the top, as the fill
                 over = over * low_cutoff
-            gain = gain + over * (1.0 - mask.repeat(1, 1, s))
+            written = fill_mask if self.over_holes and self.hold > 1 else mask  # where the over gains stay out
+            gain = gain + over * (1.0 - written.repeat(1, 1, s))
         folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]
         syn = folded @ self.synthesis  # [C, M, width]
         first, second = syn[:, :, :hop], syn[:, :, hop:]
@@ -522,14 +529,15 @@ class CutoffRestorer(nn.Module):
 def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int = HOP,
                 hold_ms: float = 0.0, over: bool = True, cliff_db: float = 0.0, cliff_gate: bool = False,
                 high_cutoff_hz: float = CutoffRestorer.HIGH_CUTOFF_HZ, hold_share: float = 1.0,
-                over_gate: bool = False) -> nn.Module:
+                over_gate: bool = False, over_holes: bool = False) -> nn.Module:
     """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only,
-    ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate``, ``high_cutoff_hz``, ``hold_share`` and ``over_gate`` to
+    ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate``, ``high_cutoff_hz``, ``hold_share``, ``over_gate`` and ``over_holes`` to
     ``cutoff`` only (see :class:`CutoffRestorer`)."""
     if arch == "gru":
         return Restorer(hidden, layers, hop)
     if arch == "cutoff":
-        return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate, high_cutoff_hz, hold_share, over_gate)
+        return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate, high_cutoff_hz, hold_share, over_gate,
+                              over_holes)
     raise ValueError(f"unknown arch {arch!r}; allowed: {ARCHS}")
 
 

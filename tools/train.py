@@ -354,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--over-gate", action="store_true",
                         help="cutoff arch: the over gains act only where the fill may (an empty top band down to "
                         "--high-cutoff-hz): nothing is written over full-band input")
+    parser.add_argument("--over-holes", action="store_true",
+                        help="cutoff arch: the over gains act on every bin the fill leaves alone, the codec's "
+                        "occasional holes in a band it keeps included (needs --hold-ms)")
     parser.add_argument("--no-over", action="store_true",
                         help="cutoff arch: no gains over content the input has (writes only where it is empty)")
     parser.add_argument("--boost", action="append", default=[], metavar="VARIANT=W",
@@ -416,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the model checks its own options (hold_ms, cliff_db, cliff_gate, hidden)
         model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over,
                             args.cliff_db, args.cliff_gate, args.high_cutoff_hz, args.hold_share,
-                            args.over_gate).to(device)
+                            args.over_gate, args.over_holes).to(device)
     except ValueError as e:
         parser.error(str(e))
     run = Path(args.run)

@@ -383,3 +383,60 @@ def test_an_over_gate_model_exports_and_reads_back(tmp_path):
     assert max(report["parity"].values()) <= export.TOLERANCE
     config = export.checkpoint_from_onnx(path)["config"]
     assert config["over_gate"] and config["over"] and config["hold_share"] == 0.5
+
+
+def _holed(seed: int) -> tuple[torch.Tensor, list[tuple[int, int]], list[tuple[int, int]]]:
+    """Noise cut at 17 kHz whose 15.5-17 kHz band drops out for 40 ms every 300 ms (the
+    holes a codec leaves now and then in a band it keeps), the stretches deep in those holes
+    and as many with content, away from the holes' edges."""
+    n = 128 * 600
+    low = _lowpass(_noise(n, seed=seed), 15500)
+    band = _lowpass(_noise(n, seed=seed + 1), 17000) - _lowpass(_noise(n, seed=seed + 1), 15500)
+    g = np.ones(n, np.float32)
+    hole, period, margin = int(0.040 * SR), int(0.300 * SR), 512  # margin: two frames
+    holes, content = [], []
+    for start in range(period, n - period, period):
+        g[start:start + hole] = 0.0
+        holes.append((start + margin, start + hole - margin))
+        content.append((start + period // 2, start + period // 2 + hole - 2 * margin))
+    return low + band * torch.from_numpy(g), holes, content
+
+
+def _stretch_band_energy(x: np.ndarray, stretches: list[tuple[int, int]], lo: float, hi: float) -> float:
+    """Mean band energy per sample over Hann-windowed stretches of ``x``."""
+    total = 0.0
+    for a, b in stretches:
+        total += _band_energy(x[:, a:b] * np.hanning(b - a), lo, hi) / (b - a)
+    return total / len(stretches)
+
+
+def test_over_holes_writes_into_a_kept_band_s_occasional_holes_and_only_there():
+    """``over_holes``: the over gains act on the bins the fill leaves alone. Holes that are
+    too short for the hold (empty 40 ms of 300) get nothing without it (neither set of gains
+    reaches an empty bin with content in most of the hold) and the over gains with it; where
+    the band has content both write the same."""
+    x, holes, content = _holed(41)
+    added = {}
+    for over_holes in (False, True):
+        model = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over_holes=over_holes), over=0.5)
+        with torch.no_grad():
+            model.gate.fill_(0.0)  # the over gains alone
+            d = (train.run_offline(model, x) - x).numpy()
+        for name, where in (("hole", holes), ("content", content)):
+            added[over_holes, name] = _stretch_band_energy(d, where, 16400, 17000)
+    ref = _stretch_band_energy(x.numpy(), content, 16400, 17000)
+    assert added[True, "hole"] > 1e-3 * ref
+    assert added[False, "hole"] < 1e-2 * added[True, "hole"]  # without it the holes stay empty (the test can fail)
+    assert added[True, "content"] == pytest.approx(added[False, "content"], rel=0.2)
+    with pytest.raises(ValueError, match="over_holes"):
+        CutoffRestorer(hidden=24, over_holes=True)  # no hold
+
+
+def test_an_over_holes_model_exports_and_reads_back(tmp_path):
+    model = _open(build_model("cutoff", hidden=16, hop=128, hold_ms=HOLD_MS, over=True, cliff_db=24.0,
+                              hold_share=0.5, over_gate=True, over_holes=True))
+    path = tmp_path / "m.onnx"
+    report = export.export_and_check(model, path, "tiny", export.describe(model, {"step": 1}))
+    assert max(report["parity"].values()) <= export.TOLERANCE
+    config = export.checkpoint_from_onnx(path)["config"]
+    assert config["over_holes"] and config["over_gate"] and config["hold_share"] == 0.5
