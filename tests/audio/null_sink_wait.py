@@ -8,7 +8,7 @@ prints the time from the move to the first loud sample on the monitor.
 
 MODE: ``direct`` (move at once), ``park`` (via a third null sink first, as a rate switch
 does), ``kick`` / ``kickpark`` (suspend and resume B after parec connects, before the move:
-what ``VirtualSink.start_clock`` does), ``after`` (suspend and resume B after the move).
+the daemon does not do it: see docs/measurements/2026-12-06-rate-switch-and-holes.md), ``after`` (suspend and resume B after the move).
 WAIT_S: seconds between loading B (parec connecting) and the move (default 0.2).
 """
 from pathlib import Path
