@@ -28,9 +28,39 @@ from rtupscale.live.sink import VirtualSink
 log = logging.getLogger("rtupscale.daemon")
 
 SINK_LATENCY_LIMIT_S = 0.1
-"""A DAC sink latency above this (the server says so) reopens the audio path: ALSA's pulse
-plugin re-makes its stream after a device underflow without asking for a low sink latency,
-and only a new stream brings it back."""
+"""A DAC sink latency above this (the server says so) for ``SINK_AHEAD_PERSIST_S`` reopens
+the audio path: ALSA's pulse plugin re-makes its stream after a device underflow without
+asking for a low sink latency, and only a new stream brings it back."""
+SINK_AHEAD_PERSIST_S = 3.0
+"""How long the DAC sink may run ahead before the path is reopened. A sink that ran without
+a low-latency client (idle, or its last client gone) renders up to its maximum latency
+ahead (2 s for PulseAudio's ALSA and null sinks) and drains back at real time once our
+stream asks for less: that is not a fault."""
+
+
+class SinkAheadWatch:
+    """Tells a DAC sink that stays ahead of real time from one that drains back.
+
+    Explicit state: when the sink's latency first went over ``limit_s`` in the current run
+    of samples over it (``None`` while under)."""
+
+    def __init__(self, limit_s: float = SINK_LATENCY_LIMIT_S, persist_s: float = SINK_AHEAD_PERSIST_S):
+        self.limit_s = limit_s
+        self.persist_s = persist_s
+        self.over_since: float | None = None
+
+    def update(self, sink_s: float, now: float) -> str | None:
+        """Take one sample of the sink's latency (s) at ``now`` (monotonic s); the failure
+        reason when it has been over the limit for ``persist_s``, else None."""
+        if sink_s <= self.limit_s:
+            self.over_since = None
+            return None
+        if self.over_since is None:
+            self.over_since = now
+        if now - self.over_since < self.persist_s:
+            return None
+        return (f"the DAC sink runs {1e3 * sink_s:.0f} ms ahead of real time for "
+                f"{now - self.over_since:.1f} s (after a server underrun)")
 WORKER_JOIN_S = 2.0
 """How long :meth:`Session.close` waits for the worker to end."""
 
@@ -224,6 +254,7 @@ class Session:
         self.started_at = time.monotonic()
         # device latencies, s: the server's figures (averaged) where it has them, else the streams'
         self.dev_latency: dict[str, float] | None = None
+        self.sink_ahead = SinkAheadWatch()
         # PipeWire: the gaps the DAC played in our stream that no underflow notice reports
         self.dac_gaps = DacGaps(FACTOR * rate) if self._pipewire_native() else None
         # the backends start their callback threads in open(): those are promoted in start()
@@ -302,8 +333,8 @@ class Session:
                     except Exception:
                         pass
                 sample = {"device_in": sl.capture_buffer + sl.source + pa_in / 2, "device_out": sl.playback_buffer, "sink": sl.sink}
-                if sl.sink > SINK_LATENCY_LIMIT_S:
-                    self.fail(f"the DAC sink runs {1e3 * sl.sink:.0f} ms ahead of real time (after a server underrun)")
+                if why := self.sink_ahead.update(sl.sink, time.monotonic()):
+                    self.fail(why)
         if sample is None:
             try:
                 dev_in, dev_out = self.streams.device_latency_s

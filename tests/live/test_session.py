@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from rtupscale.audio import pulse
 from rtupscale.config import Config
 from rtupscale.engine import build_engine
 from rtupscale.live import worker as worker_mod
@@ -231,3 +232,48 @@ def test_a_sink_left_by_a_daemon_that_died_is_taken_over_at_the_same_rate(tmp_pa
         assert sink.ensure("rtupscale", 44100, 2) != left and server.unloaded[-1] == left
     finally:
         sink.remove()
+
+
+class _AheadServer(FakeServer):
+    """A server whose DAC sink reports ``sink_s`` of latency."""
+
+    def __init__(self):
+        super().__init__()
+        self.sink_s = 0.002
+
+    def stream_latencies(self):
+        return pulse.StreamLatency(capture_buffer=0.004, source=0.0, playback_buffer=0.02, sink=self.sink_s)
+
+
+def test_a_dac_sink_that_drains_back_is_not_a_fault_one_that_stays_ahead_is(tmp_path, monkeypatch):
+    """A sink that ran without a low-latency client renders up to 2 s ahead and drains back at
+    real time once our stream asks for less: no reopen. One that stays ahead is reopened."""
+    from rtupscale.live import session as session_mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(session_mod.time, "monotonic", lambda: clock[0])
+    server = _AheadServer()
+    s = Session(Config(), None, _parts(server, tmp_path))
+    try:
+        for ahead in (0.831, 0.6, 0.35, 0.1, 0.01):  # a leftover draining at real time
+            server.sink_s = ahead
+            s.measure_device_latency()
+            assert s.failure is None, (ahead, s.failure)
+            clock[0] += 0.25
+        for _ in range(int(session_mod.SINK_AHEAD_PERSIST_S) + 1):  # stuck ahead
+            server.sink_s = 0.4
+            s.measure_device_latency()
+            clock[0] += 1.0
+        assert s.failure is not None and "400 ms ahead of real time" in s.failure
+    finally:
+        s.close()
+
+
+def test_the_sink_ahead_watch_restarts_when_the_sink_comes_back():
+    from rtupscale.live.session import SinkAheadWatch
+
+    w = SinkAheadWatch(limit_s=0.1, persist_s=3.0)
+    assert w.update(0.5, 0.0) is None and w.update(0.5, 2.9) is None
+    assert w.update(0.05, 3.0) is None and w.over_since is None  # back under: forgotten
+    assert w.update(0.5, 4.0) is None and w.update(0.5, 6.9) is None
+    assert "for 3.0 s" in w.update(0.5, 7.0)
