@@ -32,6 +32,8 @@ class VirtualSink:
         self.owned: tuple[int, str, int, int] | None = None
         """The sink this daemon loaded: (module, name, rate, channels)."""
         self.lock: OwnerLock | None = None
+        self.fresh = False
+        """Loaded by the last :meth:`ensure`, and its clock not restarted yet (:meth:`start_clock`)."""
 
     def claim(self, name: str) -> None:
         """Hold the lock on sink ``name``.
@@ -70,6 +72,7 @@ class VirtualSink:
         its fallback sink when a sink goes)."""
         self.claim(name)  # raises DeviceError if another live daemon owns it
         loaded = self.server.null_sink_module(name)
+        self.fresh = False
         if loaded is not None and self.owned == (loaded, name, rate, channels):
             log.info("virtual sink %r kept (module %d)", name, loaded)
             return loaded
@@ -88,8 +91,23 @@ class VirtualSink:
             self.server.unload_module(loaded)
         module = self.server.load_null_sink(name, rate, channels)
         self.owned = (module, name, rate, channels)
+        self.fresh = True
         log.info("virtual sink %r created at %d Hz, %d ch (module %d): set it as the output of your apps", name, rate, channels, module)
         return module
+
+    def start_clock(self) -> None:
+        """On PulseAudio, restart the clock of the sink :meth:`ensure` just loaded, once the
+        capture of its monitor is connected: a new null sink otherwise gives a stream moved
+        onto it no data for up to 2 s (:func:`rtupscale.audio.pulse.restart_sink_clock`).
+        Nothing plays on it yet, so nothing is cut. Once per sink; a failure is logged."""
+        if not self.fresh or self.owned is None:
+            return
+        self.fresh = False
+        try:
+            self.server.restart_sink_clock(self.owned[1])
+        except self.server.SoundServerError as e:
+            log.info("virtual sink %r: its clock was not restarted (%s): apps moved to it may wait up to 2 s "
+                     "for their first sound", self.owned[1], e)
 
     def remove(self) -> None:
         """Unload the sink this daemon loaded, if it is still there, and drop its lock."""

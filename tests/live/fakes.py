@@ -23,6 +23,7 @@ class FakeServer:
         self.modules: dict[int, tuple[str, int, int]] = {}
         self.next_module = 1
         self.unloaded: list[int] = []
+        self.clock_restarts: list[str] = []
 
     def server_info(self):
         return pulse.ServerInfo(name="FakeAudio", version="1.0", default_sink="dac", default_source="mic")
@@ -39,6 +40,9 @@ class FakeServer:
     def unload_module(self, index):
         self.modules.pop(index, None)
         self.unloaded.append(index)
+
+    def restart_sink_clock(self, name):
+        self.clock_restarts.append(name)
 
     def list_sources(self):
         return []

@@ -12,6 +12,7 @@ from rtupscale.engine import build_engine
 from rtupscale.live import worker as worker_mod
 from rtupscale.live.daemon import Daemon, State
 from rtupscale.live.session import Session, SessionParts
+from rtupscale.audio import pulse
 from rtupscale.live.sink import VirtualSink
 from tests.live.fakes import FakeServer, FakeStreams, StuckWorker, resolve_capture, resolve_playback
 
@@ -79,6 +80,35 @@ def test_close_keeps_the_sink_for_a_reopen(tmp_path):
     s2 = Session(Config(), None, parts)  # the same sink is taken over
     assert s2.sink_module == 1 and server.unloaded == []
     s2.close()
+
+
+def test_a_new_sink_s_clock_is_restarted_once_on_pulseaudio_only(tmp_path):
+    """PulseAudio: a null sink just loaded gives a stream moved onto it no data for up to 2 s
+    unless its clock is restarted once its monitor's capture is connected (after the streams
+    start). A sink kept across a reopen is not touched (apps play on it); PipeWire has no
+    such wait and is left alone."""
+    server = FakeServer()
+    parts = _parts(server, tmp_path)
+    s = Session(Config(), None, parts)
+    assert server.clock_restarts == []  # not before the capture runs
+    s.start([])
+    assert server.clock_restarts == ["rtupscale"]
+    s.close(keep_sink=True)
+    s2 = Session(Config(), None, parts)
+    s2.start([])
+    s2.close()
+    assert server.clock_restarts == ["rtupscale"]  # the kept sink: not again
+
+    class PipeWire(FakeServer):
+        def server_info(self):
+            return pulse.ServerInfo(name="PulseAudio (on PipeWire 0.3.65)", version="15.0.0", default_sink="dac",
+                                    default_source="mic")
+
+    server = PipeWire()
+    s = Session(Config(), None, _parts(server, tmp_path))
+    s.start([])
+    s.close()
+    assert server.clock_restarts == []
 
 
 def test_close_leaves_the_streams_open_when_the_worker_does_not_end(tmp_path):
