@@ -280,10 +280,11 @@ class Session:
         from rtupscale.live.worker import Worker
 
         # no worker runs yet: the one collection that may take milliseconds happens now
+        if self.server is not None and not self.server.is_pipewire and self.sink_module is not None:
+            # the capture of its monitor is connected (open()), and nothing is played yet
+            self.parts.sink.start_clock()
         self.parts.before_start()
         self.streams.start()
-        if self.server is not None and not self.server.is_pipewire and self.sink_module is not None:
-            self.parts.sink.start_clock()  # the capture of its monitor is connected now
         # the streams' threads (libpulse's main loop, PortAudio's callback): SCHED_FIFO
         self.audio_thread_priority = priority.promote_new_threads(self._threads_before)
         self.worker = Worker(self, events)
