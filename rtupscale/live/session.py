@@ -336,8 +336,12 @@ class Session:
                     except Exception:
                         pass
                 sample = {"device_in": sl.capture_buffer + sl.source + pa_in / 2, "device_out": sl.playback_buffer, "sink": sl.sink}
+                was_over = self.sink_ahead.over_since is not None
                 if why := self.sink_ahead.update(sl.sink, time.monotonic()):
                     self.fail(why)
+                elif was_over != (self.sink_ahead.over_since is not None):
+                    log.info("the DAC sink runs %.0f ms ahead of real time%s", 1e3 * sl.sink,
+                             ": waiting for it to come back" if not was_over else " (back)")
         if sample is None:
             try:
                 dev_in, dev_out = self.streams.device_latency_s
