@@ -61,6 +61,8 @@ class SinkAheadWatch:
             return None
         return (f"the DAC sink runs {1e3 * sink_s:.0f} ms ahead of real time for "
                 f"{now - self.over_since:.1f} s (after a server underrun)")
+
+
 WORKER_JOIN_S = 2.0
 """How long :meth:`Session.close` waits for the worker to end."""
 
