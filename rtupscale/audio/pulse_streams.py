@@ -26,6 +26,7 @@ devices that are not on a sound server (raw ALSA devices through PortAudio).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import select
 
@@ -57,6 +58,23 @@ down to what the sink takes at once: about T - 2m. (``PA_STREAM_ADJUST_LATENCY``
 split T into a sink latency and a queue of which only one request covers a late one; the
 comparison is in docs/measurements/2026-12-05-live-daemon.md.) Smaller requests double the
 server's wake-ups for the same cover."""
+
+PIPEWIRE_REQUEST_FRAMES = 1024
+"""The playback stream's request size on pipewire-pulse, in frames at the output rate.
+
+There the request also sets the DAC graph's quantum: with early requests pipewire-pulse
+makes ``minreq`` the stream's ``node.latency``, raises it to ``pulse.min.req`` (256/48000,
+5.3 ms) first, and the graph runs the largest power of two under it. At 176.4 kHz that is
+512 frames (2.9 ms): each of pipewire-pulse's graph cycles must then be done within 2.9 ms,
+and a stall of its data thread longer than that reaches the DAC as a gap of a quantum,
+however much of our audio the server holds. 1024 frames is 5.8 ms at 176.4 kHz and 5.3 ms
+at 192 kHz: twice the cover at 176.4 kHz for 2.9 ms more latency, and what 192 kHz had
+already. (Measured in docs/measurements/2026-12-06-sink-ahead.md.)"""
+
+
+def request_s(out_rate: int, pipewire: bool) -> float:
+    """The playback request size (s) to ask for at ``out_rate`` on this server."""
+    return PIPEWIRE_REQUEST_FRAMES / out_rate if pipewire else REQUEST_S
 
 
 def underflow_cause(request_gap_s: float, ring_empty_s: float, request_s: float, owed_s: float = 0.0,
@@ -179,6 +197,8 @@ class PulseStreams:
         rate: capture rate, Hz.
         latency_in_s: the capture fragment (server-side), s.
         latency_out_s: the playback buffer (server-side ``tlength``), s.
+        request_s: the playback request size to ask for (``minreq``, at most a quarter of
+            ``tlength``), s: :func:`request_s`.
     """
 
     def __init__(
@@ -191,6 +211,7 @@ class PulseStreams:
         play_ring: FrameRing,
         latency_in_s: float,
         latency_out_s: float,
+        request_s: float = REQUEST_S,
     ):
         why = available()
         if why:
@@ -201,6 +222,7 @@ class PulseStreams:
         self.rate, self.channels = rate, channels
         self.cap_ring, self.play_ring = cap_ring, play_ring
         self.latency_in_s, self.latency_out_s = latency_in_s, latency_out_s
+        self.request_asked_s = request_s
         self.xruns = XrunCounters()
         self._p = None
         self._wake_fd: int | None = None
@@ -230,7 +252,7 @@ class PulseStreams:
         prm.rate, prm.out_rate, prm.channels = self.rate, FACTOR * self.rate, self.channels
         prm.fragsize_us = max(500, int(1e6 * self.latency_in_s))
         prm.tlength_us = max(1000, int(1e6 * self.latency_out_s))
-        prm.minreq_us = max(250, min(int(1e6 * REQUEST_S), prm.tlength_us // 4))
+        prm.minreq_us = max(250, min(math.ceil(1e6 * self.request_asked_s), prm.tlength_us // 4))  # whole frames
         prm.timeout_ms = OPEN_TIMEOUT_MS
         err = ffi.new("char[]", 512)
         p = lib.rtu_open(

@@ -73,17 +73,18 @@ class Backend(str, enum.Enum):
 
 
 def open_streams(backend: str, capture: Endpoint, playback: Endpoint, rate: int, channels: int,
-                 cap_ring: FrameRing, play_ring: FrameRing, latency_in_s: float, latency_out_s: float) -> Streams:
-    """The stream backend ``backend`` on these devices and rings (not opened yet)."""
+                 cap_ring: FrameRing, play_ring: FrameRing, latency_in_s: float, latency_out_s: float,
+                 pipewire: bool = False) -> Streams:
+    """The stream backend ``backend`` on these devices and rings (not opened yet);
+    ``pipewire``: the server is pipewire-pulse (the native streams' request size)."""
     if backend == Backend.PULSE:
-        from rtupscale.audio.pulse_streams import PulseStreams
+        from rtupscale.audio import pulse_streams
 
-        cls = PulseStreams
-    else:
-        from rtupscale.audio.streams import LiveStreams
+        return pulse_streams.PulseStreams(capture, playback, rate, channels, cap_ring, play_ring, latency_in_s,
+                                          latency_out_s, pulse_streams.request_s(FACTOR * rate, pipewire))
+    from rtupscale.audio.streams import LiveStreams
 
-        cls = LiveStreams
-    return cls(capture, playback, rate, channels, cap_ring, play_ring, latency_in_s, latency_out_s)
+    return LiveStreams(capture, playback, rate, channels, cap_ring, play_ring, latency_in_s, latency_out_s)
 
 
 def _choose_backend(setting: str, capture: Endpoint, playback: Endpoint) -> str:
@@ -245,7 +246,7 @@ class Session:
             log.warning("%s", warning)
         self.streams: Streams = parts.open_streams(
             self.routing.backend, capture, playback, rate, self.channels, self.cap_ring, self.play_ring,
-            1e-3 * lat.capture_buffer_ms, 1e-3 * lat.playback_buffer_ms,
+            1e-3 * lat.capture_buffer_ms, 1e-3 * lat.playback_buffer_ms, self._pipewire_native(),
         )
         self.worker = None  # a Worker, from start()
         self.audio_thread_priority: list[str] = []

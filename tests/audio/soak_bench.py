@@ -79,13 +79,23 @@ while True:
 taken for ``d`` ms at SCHED_FIFO 98, above everything on the audio path except the server's
 sink threads, which are raised to RR 99 first: the sinks keep playing while the server's
 main thread (which carries the requests) and ours stall. This is the shape of the stalls
-that the daemon's underflow reports show on this machine ("no request ... for 12 to 16 ms")."""
+that the daemon's underflow reports show on this machine ("no request ... for 12 to 16 ms").
+On PipeWire the graph's threads are raised instead (see start_server_stalls)."""
 
 
-def start_server_stalls(server: PulseServer, stall_ms: float, every_ms: float) -> list[subprocess.Popen]:
-    for task in Path(f"/proc/{server.proc.pid}/task").iterdir():
-        if (task / "comm").read_text().strip() == "null-sink":
-            os.sched_setscheduler(int(task.name), os.SCHED_RR, os.sched_param(99))
+def start_server_stalls(server: PulseServer | PipeWireServer, stall_ms: float, every_ms: float) -> list[subprocess.Popen]:
+    """On PulseAudio the null sinks' threads are raised over the stalls; on PipeWire the
+    real-time threads of the ``pipewire`` process (the graph, whose null-sink drivers are
+    the DACs): pipewire-pulse, its data thread included, stalls with our daemon."""
+    if isinstance(server, PipeWireServer):
+        pid = server.procs["pipewire"].pid
+        tasks = [t for t in Path(f"/proc/{pid}/task").iterdir()
+                 if os.sched_getscheduler(int(t.name)) in (os.SCHED_FIFO, os.SCHED_RR)]
+    else:
+        tasks = [t for t in Path(f"/proc/{server.proc.pid}/task").iterdir()
+                 if (t / "comm").read_text().strip() == "null-sink"]
+    for task in tasks:
+        os.sched_setscheduler(int(task.name), os.SCHED_RR, os.sched_param(99))
     t0 = time.monotonic() + 0.5
     return [subprocess.Popen([PYTHON, "-c", STALLER, str(cpu), str(stall_ms), str(every_ms), str(t0)])
             for cpu in sorted(os.sched_getaffinity(0))]

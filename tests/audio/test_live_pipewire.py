@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from rtupscale.audio import pulse
 from tests.audio.pulse_harness import wait_until
 from tests.audio.test_live_pulse import OUT_RATE, cli
 
@@ -152,4 +153,19 @@ def test_a_stall_of_pipewire_pulse_is_counted_as_a_gap_at_the_dac(pipewire_serve
         # for the held-back audio at once after the stall and emptied our playback ring
         # (seen in CI: "playback ring ran dry", playback_ring_empty 1)
         assert x["output_underflows"] + x["playback_ring_empty"] >= 1 and x["dac_gaps"] == 0, x
+    assert d.status()["state"] == "running"
+
+
+def test_our_playback_asks_the_dac_graph_for_quanta_of_1024_frames(pipewire_server, make_config, daemon_factory):
+    """On pipewire-pulse the playback request sets the DAC graph's quantum: the default
+    config's stream asks for 1024 frames at 176.4 kHz (5.8 ms), so a stall of pipewire-pulse's
+    data thread shorter than that does not reach the DAC (512 frames, 2.9 ms, before: the
+    server's 5.3 ms minimum request rounded down to a power of two)."""
+    server = pipewire_server
+    d = daemon_factory(make_config(model={"path": "none"}))
+    ours = wait_until(lambda: next((n for n in server.nodes() if n.name == "rtupscale-playback" and n.latency), None),
+                      5.0, "our playback node")
+    assert ours.latency == f"1024/{OUT_RATE}", ours
+    assert pulse.pipewire_quantum_s(ours.latency, OUT_RATE) == 1024 / OUT_RATE
+    assert "(request 5.8 ms," in d.log_text()
     assert d.status()["state"] == "running"

@@ -95,7 +95,7 @@ class FakeStreams:
     opened: list["FakeStreams"] = []
 
     def __init__(self, backend, capture, playback, rate, channels, cap_ring, play_ring, lat_in, lat_out,
-                 period=64, capture_stops_after=None, fail_open=False, thread_in_open=False):
+                 pipewire=False, period=64, capture_stops_after=None, fail_open=False, thread_in_open=False):
         self.rate, self.channels = rate, channels
         self.cap_ring, self.play_ring = cap_ring, play_ring
         self.period = period
