@@ -9,7 +9,8 @@ Starts a private PulseAudio (tests/audio/null-sinks.pa) or PipeWire (tests/audio
 config.yaml plus the given block size and pre-fill, a busy-loop process, and an app
 (pacat) playing band-limited noise into the virtual sink for the whole run. Every 10 s it
 reads ``status``; at the end it measures the end-to-end delay (monitor to monitor) and
-prints xruns, processing time per block (median, p99, max), the playback level band,
+prints xruns (during the soak, and apart from them those during the final recording, whose
+recorder joins the DAC's graph), processing time per block (median, p99, max), the playback level band,
 drift correction, the daemon's CPU use and RSS at start and end, xruns by cause (on
 PipeWire also the gaps the DAC played that no underflow notice reported), and the gaps
 found in the final recording of the DAC's monitor (runs of 32 or more zero frames in the
@@ -189,6 +190,9 @@ def main() -> int:
                 "rss_kib": rss_kib(d.proc.pid),
             })
             print(json.dumps(samples[-1]), flush=True)
+        # the recorder joins the DAC's graph and may lower its quantum (PipeWire): what
+        # happens meanwhile is reported apart from the soak
+        st_soak = d.status()
         rec_path = root / "rec.npz"
         rec = subprocess.Popen(
             [PYTHON, str(HERE / "record_monitors.py"), str(rec_path), "6", "rtupscale.monitor", str(RATE), "dac.monitor", str(4 * RATE)],
@@ -217,7 +221,8 @@ def main() -> int:
             "cpus_kept_awake": st.get("cpus_kept_awake", 0),
             "server_stalls": args.server_stalls,
             "xruns": st["xruns"],
-            "xruns_during_soak": st["xruns"]["total"] - st0["xruns"]["total"],
+            "xruns_during_soak": st_soak["xruns"]["total"] - st0["xruns"]["total"],
+            "xruns_during_final_recording": st["xruns"]["total"] - st_soak["xruns"]["total"],
             "output_underflow_causes": st.get("output_underflow_causes"),
             "last_output_underflow": st.get("last_output_underflow"),
             "dac_gaps": st.get("dac_gaps"),
