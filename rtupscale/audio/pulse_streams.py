@@ -68,8 +68,8 @@ makes ``minreq`` the stream's ``node.latency``, raises it to ``pulse.min.req`` (
 512 frames (2.9 ms): each of pipewire-pulse's graph cycles must then be done within 2.9 ms,
 and a stall of its data thread longer than that reaches the DAC as a gap of a quantum,
 however much of our audio the server holds. 1024 frames is 5.8 ms at 176.4 kHz and 5.3 ms
-at 192 kHz: twice the cover at 176.4 kHz for 2.9 ms more latency, and what 192 kHz had
-already. (Measured in docs/measurements/2026-12-06-sink-ahead.md.)"""
+at 192 kHz: twice the cover at 176.4 kHz for at most 2.9 ms more latency, and what 192 kHz
+had already. (Measured in docs/measurements/2026-12-06-sink-ahead.md.)"""
 
 
 def request_s(out_rate: int, pipewire: bool) -> float:

@@ -575,8 +575,8 @@ def align_to_reference(rec: np.ndarray, ref: np.ndarray, rate: int, win_s: float
     live = r2 > 1e-6 * seg
     worst = 10 * np.log10(np.min(r2[live] / np.maximum(e2[live], 1e-30))) if live.any() else float("nan")
     # Each window's correlation on the aligned recording (at the fractional lag: at the
-    # nearest whole sample a window of high-band content correlates at 0.9 or less with no
-    # fault); a window where the track was lost (a gap) counts with its correlation there.
+    # nearest whole sample, with the lag drifting through it, a window of high-band content
+    # correlates at about 0.9 with no fault); a window where the track was lost (a gap) counts with its correlation there.
     nwin = len(r) // w
     ra, aa = r[: nwin * w].reshape(nwin, w), aligned[: nwin * w].reshape(nwin, w)
     er, ea = (ra * ra).sum(1), (aa * aa).sum(1)

@@ -309,7 +309,7 @@ def _latency_setting(
     # against a 33 ms target), so a window over the target with such a gap is the known
     # gap, not a latency setting that misses its target. That includes a gap between the
     # recorder joining the DAC's graph and the window (seen: 33.82 ms, one DAC gap counted
-    # before the window): the recorder's arrival changes the graph's quantum.
+    # before the window; likely the recorder's arrival changing the graph's quantum).
     assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= tolerance_ms(sound_server, 1e3 * delay)
     if 1e3 * delay > target_ms:
         assert_no_xruns(sound_server, st["xruns"], before_recorder, st.get("output_underflow_causes"),
