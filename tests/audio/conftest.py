@@ -126,3 +126,19 @@ def daemon_factory(request, tmp_path):
     for d in started:
         d.stop()
         print(f"--- {d.logpath} ---\n{d.log_text()[-4000:]}")
+
+
+LIVE_FIXTURES = {"pulse_server", "sound_server", "pipewire_server"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """A live test gets one more try when an assertion fails (pytest-rerunfailures; the
+    summary lists it as RERUN). These tests hold a real-time daemon to zero xruns and
+    millisecond targets on a shared 2-core VM, where a stall of the machine fails a window
+    now and then; a fault of the daemon fails both tries. Errors other than assertions
+    (a server that does not start, a crash) are not retried."""
+    if not config.pluginmanager.hasplugin("rerunfailures"):
+        return
+    for item in items:
+        if LIVE_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("flaky") is None:
+            item.add_marker(pytest.mark.flaky(reruns=1, only_rerun=["AssertionError"]))
