@@ -50,7 +50,7 @@ class ExportError(RuntimeError):
 
 
 RULES = ("hold_ms", "cliff_db", "cliff_gate", "high_cutoff_hz", "hold_share", "over_gate",
-         "over_holes")  # a cutoff model's weightless gating rules
+         "over_holes", "floor_db")  # a cutoff model's weightless gating rules
 
 
 def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> tuple[Restorer, dict]:
@@ -71,7 +71,8 @@ def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> 
                         config.get("hop", HOP), config.get("hold_ms", 0.0), config.get("over", True),
                         config.get("cliff_db", 0.0), bool(config.get("cliff_gate", False)),
                         config.get("high_cutoff_hz", CutoffRestorer.HIGH_CUTOFF_HZ), config.get("hold_share", 1.0),
-                        bool(config.get("over_gate", False)), bool(config.get("over_holes", False)))
+                        bool(config.get("over_gate", False)), bool(config.get("over_holes", False)),
+                        config.get("floor_db", 0.0))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
@@ -115,6 +116,8 @@ def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None
     share = re.search(r"empty in ([0-9.]+) % of ([0-9.]+) ms", description)
     if share:
         config["hold_share"] = float(share.group(1)) / 100.0
+    floor = re.search(r"weak bins ([0-9.]+) dB under their source", description)
+    config["floor_db"] = float(floor.group(1)) if floor else 0.0
     high = re.search(r"cut-off below ([0-9.]+) kHz", description)
     if high:
         config["high_cutoff_hz"] = float(high.group(1)) * 1000.0
@@ -142,7 +145,8 @@ def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None
         raise ExportError(f"{path}: could not find the output bias and gate constants")
     model = build_model("cutoff", hidden, 0, hop, config["hold_ms"], config["over"], config["cliff_db"],
                         bool(config["cliff_gate"]), config["high_cutoff_hz"], config["hold_share"],
-                        bool(config["over_gate"]) and config["over"], bool(config["over_holes"]) and config["over"])
+                        bool(config["over_gate"]) and config["over"], bool(config["over_holes"]) and config["over"],
+                        config["floor_db"])
     state = {k: v.clone() for k, v in model.state_dict().items()}
     names = ["inp.weight", "mixes.0.lin.weight", "mixes.1.lin.weight", "mixes.2.lin.weight", "mid.weight"]
     for name, w in zip(names, weights["hidden"]):
@@ -360,6 +364,7 @@ def describe(model: Restorer, config: dict) -> str:
             (", over gains too" if model.over_gate else "") + (", over gains in holes" if model.over_holes else "")
             if model.over else
             ", writes nothing over content") + (
+            f", fold level in weak bins {model.floor_db:g} dB under their source" if model.floor_db else "") + (
             f", only under a cut-off below {model.high_cutoff_hz / 1000:g} kHz")
         design = (f"cut-off-aware STFT-domain spectral folding ({gating}), finite memory "
                   f"({count_parameters(model)} parameters, hidden {model.hidden}, hop {model.hop})")
@@ -391,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hold-share", type=float, default=None,
                         help="override a cutoff model's hold share (fill a bin empty now that was empty in "
                         "this share of the hold; 1: in all of it)")
+    parser.add_argument("--floor-db", type=float, default=None,
+                        help="override a cutoff model's floor rule: copy at the fold exciter's level into band bins "
+                        "this far (dB) under their source, under a cut-off (0: off)")
     parser.add_argument("--high-cutoff-hz", type=float, default=None,
                         help="override the frequency a cutoff model's empty top band must reach down to "
                         "before anything is filled (Hz at 44.1 kHz)")

@@ -286,6 +286,10 @@ class CutoffRestorer(nn.Module):
        (empty in a frame, but with content in most of the hold) get the over gains too, where
        without it neither set of gains reaches them. With ``over`` False
        the over gains are not used: nothing is ever written over content the input has.
+       With ``floor_db`` > 0 (a weightless rule, off by default), an empty band bin whose
+       source 8.3 kHz lower stands ``floor_db`` over the threshold gets at least the fold
+       exciter's copy (-12 dB) in frames whose top is empty: the holes under a cut-off are
+       never left emptier than the fold exciter leaves them (see :meth:`_floor_gain`).
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
        one MatMul over its stacked taps (:class:`CausalMix`): the output depends on the last
@@ -316,11 +320,17 @@ class CutoffRestorer(nn.Module):
     CLIFF_BELOW = (3, 6)  # the bins under an empty run's lowest bin that must stand over it
     CLIFF_WIDTH_DB = 1.5
     SHARE_WIDTH = 0.02  # the hold_share rule's soft step, in shares of the hold (about 2 frames)
+    FLOOR_SHIFT = 1  # the floor rule copies from 3 hop / 8 below (8.3 kHz at 44.1 kHz), as the fold exciter
+    FLOOR_GAIN_DB = -12.0  # and at the fold exciter's level
+    FLOOR_WIDTH_DB = 3.0
 
     def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True,
                  cliff_db: float = 0.0, cliff_gate: bool = False, high_cutoff_hz: float = HIGH_CUTOFF_HZ,
-                 hold_share: float = 1.0, over_gate: bool = False, over_holes: bool = False):
+                 hold_share: float = 1.0, over_gate: bool = False, over_holes: bool = False,
+                 floor_db: float = 0.0):
         super().__init__()
+        if not (floor_db == 0.0 or 3.0 <= floor_db <= 60.0):
+            raise ValueError(f"floor_db must be 0 (off) or in 3..60, got {floor_db}")
         if over_gate and not over:
             raise ValueError("over_gate gates the over gains: it needs over")
         if over_holes and not (over and hold_ms > 0):
@@ -345,6 +355,7 @@ class CutoffRestorer(nn.Module):
         self.hold_ms, self.over, self.cliff_db, self.cliff_gate = hold_ms, over, cliff_db, cliff_gate
         self.hold_share = hold_share
         self.over_gate, self.over_holes = over_gate, over_holes
+        self.floor_db = floor_db
         self.state_names = ("frames", "ctx1", "ctx2", "ctx3", "ola") + (("hold",) if self.hold > 1 else ()) + ("interp",)
         self.geometry, self.hop, self.latency, self.hidden, self.layers = geo, hop, geo.latency, hidden, 0
         for name, value in dsp_matrices(geo).items():
@@ -509,12 +520,33 @@ class CutoffRestorer(nn.Module):
                 over = over * low_cutoff
             written = fill_mask if self.over_holes and self.hold > 1 else mask  # where the over gains stay out
             gain = gain + over * (1.0 - written.repeat(1, 1, s))
+        if self.floor_db > 0:
+            gain = gain + self._floor_gain(frame, threshold, mask, gain, low_cutoff)
         folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]
         syn = folded @ self.synthesis  # [C, M, width]
         first, second = syn[:, :, :hop], syn[:, :, hop:]
         prev = torch.cat([ola[:, None, :], second[:, :-1, :]], dim=1)
         restored = buf[:, :-hop] + (first + prev).reshape(c, n)
         return (restored, buf[:, -hop:], ctx1, ctx2, ctx3, second[:, -1, :], *new_hold)
+
+    def _floor_gain(self, frame: torch.Tensor, threshold: torch.Tensor, mask: torch.Tensor, gain: torch.Tensor,
+                    low_cutoff: torch.Tensor) -> torch.Tensor:
+        """The floor rule's gains ``[C, M, S * n_band]``, added to ``gain``: where a band bin is
+        empty (``mask``) while its source bin on the shift nearest 8 kHz (``FLOOR_SHIFT``)
+        stands ``floor_db`` over the emptiness ``threshold``, in frames whose top is empty
+        (``low_cutoff``), that shift's gain is raised to at least ``FLOOR_GAIN_DB`` (the fold
+        exciter's level): the holes a codec leaves under its cut-off are never left emptier
+        than the fold exciter leaves them."""
+        geo, n_band = self.geometry, self.geometry.n_band
+        i = self.FLOOR_SHIFT
+        shift = geo.shifts[i]
+        lo_db = self._level_db(frame @ self.detect_lo)  # bins 1 .. band_start - 1
+        source = lo_db[..., geo.band_start - shift - 1:geo.n_bins - shift - 1]
+        lit = torch.sigmoid((source - threshold - self.floor_db) / self.FLOOR_WIDTH_DB)
+        weak = mask * lit * low_cutoff
+        short = F.relu(10.0 ** (self.FLOOR_GAIN_DB / 20.0) - gain[..., i * n_band:(i + 1) * n_band])
+        parts = [weak * short if j == i else torch.zeros_like(weak) for j in range(len(geo.shifts))]
+        return torch.cat(parts, dim=2)
 
     upsample = Restorer.upsample
 
@@ -529,7 +561,7 @@ class CutoffRestorer(nn.Module):
 def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int = HOP,
                 hold_ms: float = 0.0, over: bool = True, cliff_db: float = 0.0, cliff_gate: bool = False,
                 high_cutoff_hz: float = CutoffRestorer.HIGH_CUTOFF_HZ, hold_share: float = 1.0,
-                over_gate: bool = False, over_holes: bool = False) -> nn.Module:
+                over_gate: bool = False, over_holes: bool = False, floor_db: float = 0.0) -> nn.Module:
     """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only,
     ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate``, ``high_cutoff_hz``, ``hold_share``, ``over_gate`` and ``over_holes`` to
     ``cutoff`` only (see :class:`CutoffRestorer`)."""
@@ -537,7 +569,7 @@ def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int 
         return Restorer(hidden, layers, hop)
     if arch == "cutoff":
         return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate, high_cutoff_hz, hold_share, over_gate,
-                              over_holes)
+                              over_holes, floor_db)
     raise ValueError(f"unknown arch {arch!r}; allowed: {ARCHS}")
 
 

@@ -440,3 +440,51 @@ def test_an_over_holes_model_exports_and_reads_back(tmp_path):
     assert max(report["parity"].values()) <= export.TOLERANCE
     config = export.checkpoint_from_onnx(path)["config"]
     assert config["over_holes"] and config["over_gate"] and config["hold_share"] == 0.5
+
+
+def test_the_floor_fills_a_codec_s_holes_at_the_fold_level_and_nothing_else():
+    """``floor_db``: with the learned gains shut, a band with holes under a cut-off (empty
+    about 50 ms of every 300, the top above 17 kHz empty) gets the fold exciter's copy (12 dB
+    under its source, 8.3 kHz below) in its holes and nothing where it has content; a
+    full-band input gets nothing at all, and neither does any input without the rule."""
+    n, hop = 128 * 600, 128
+    low = _lowpass(_noise(n, seed=43), 15500)
+    band = _lowpass(_noise(n, seed=42), 17000) - _lowpass(_noise(n, seed=42), 15500)
+    g = np.ones(n, np.float32)
+    hole, period, ramp = int(0.060 * SR), int(0.300 * SR), 4 * hop  # smooth edges: nothing splatters over 17 kHz
+    fade = np.cos(np.linspace(0, np.pi / 2, ramp)) ** 2
+    holes, content = [], []
+    for start in range(period, n - period, period):
+        g[start:start + ramp] = fade
+        g[start + ramp:start + hole - ramp] = 0.0
+        g[start + hole - ramp:start + hole] = fade[::-1]
+        holes.append((start + ramp + 2 * hop, start + hole - ramp - 2 * hop))
+        content.append((start + period // 2, start + period // 2 + hole - 2 * ramp - 4 * hop))
+    x = low + band * torch.from_numpy(g)
+    full = _noise(n, seed=44)
+    added = {}
+    for floor_db in (0.0, 6.0):
+        model = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False, floor_db=floor_db))
+        with torch.no_grad():
+            model.gate.fill_(0.0)  # the floor alone
+            d = (train.run_offline(model, x) - x).numpy()
+            added[floor_db, "full"] = _band_energy((train.run_offline(model, full) - full).numpy(), 15000, 22050)
+        for name, where in (("hole", holes), ("content", content)):
+            added[floor_db, name] = _stretch_band_energy(d, where, 16400, 17000)
+    source = _stretch_band_energy(x.numpy(), holes, 16400 - 8268, 17000 - 8268)
+    level_db = 10 * np.log10(added[6.0, "hole"] / source)
+    assert -16.0 < level_db < -9.0, level_db  # the fold exciter's -12 dB, give or take the window
+    assert added[6.0, "content"] < 1e-3 * added[6.0, "hole"]
+    assert added[0.0, "hole"] == 0.0 and added[0.0, "content"] == 0.0
+    assert added[6.0, "full"] < 1e-9 * _band_energy(full.numpy(), 15000, 22050)
+    with pytest.raises(ValueError, match="floor_db"):
+        CutoffRestorer(hidden=24, floor_db=1.0)
+
+
+def test_a_floor_model_exports_and_reads_back(tmp_path):
+    model = _open(build_model("cutoff", hidden=16, hop=128, hold_ms=HOLD_MS, over=False, cliff_db=24.0,
+                              floor_db=6.0))
+    path = tmp_path / "m.onnx"
+    report = export.export_and_check(model, path, "tiny", export.describe(model, {"step": 1}))
+    assert max(report["parity"].values()) <= export.TOLERANCE
+    assert export.checkpoint_from_onnx(path)["config"]["floor_db"] == 6.0
