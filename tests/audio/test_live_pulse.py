@@ -82,6 +82,17 @@ def assert_no_xruns(server, xruns: dict, before: int, causes: dict | None = None
     assert n == 0, f"{n} xruns in the window ({xruns}; underflow causes {causes}, last: {last})"
 
 
+def assert_correlated(server, corr: float, xruns: dict, before: int, causes: dict | None = None,
+                      last: str | None = None) -> None:
+    """The recording at the DAC matches the input (correlation over 0.95). On PipeWire a
+    window with many gaps at the DAC shifts the audio behind each one by its length, and no
+    single delay fits (seen in CI: 0.17 with 17 gaps of 2.9-17.4 ms in the minute): there the
+    counted gaps are checked first (see :func:`assert_no_xruns`)."""
+    if corr <= 0.95 and server.name == "pipewire":
+        assert_no_xruns(server, xruns, before, causes, last)
+    assert corr > 0.95, corr
+
+
 def tolerance_ms(server, measured_ms: float) -> float:
     """How far ``status``'s latency may be from the measured one: 4 ms on PulseAudio, whose
     timing reports are exact; on PipeWire, where the queue is modelled from what the server
@@ -178,7 +189,7 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(sound_server
     print("rings", st["rings"])
     reported = lat["total_ms"] - lat["sink_ms"]
     print(f"measured delay {1e3 * delay:.2f} ms (corr {corr:.4f}); status {lat}")
-    assert corr > 0.95
+    assert_correlated(sound_server, corr, st["xruns"], before, st.get("output_underflow_causes"))
     assert abs(1e3 * delay - reported) <= tolerance_ms(sound_server, 1e3 * delay), (1e3 * delay, lat)
 
     # status and bypass from the CLI
@@ -299,7 +310,8 @@ def _latency_setting(
             continue
         assert reopened == 0, f"the audio path was reopened {reopened} times in the measured window"
         break
-    assert corr > 0.95
+    assert_correlated(sound_server, corr, st["xruns"], before, st.get("output_underflow_causes"),
+                      st.get("last_output_underflow"))
     no_xruns = lambda: assert_no_xruns(sound_server, st["xruns"], before, st.get("output_underflow_causes"),  # noqa: E731
                                        st.get("last_output_underflow"))
     if sound_server.name != "pipewire":
