@@ -66,6 +66,9 @@ class SinkAheadWatch:
 WORKER_JOIN_S = 2.0
 """How long :meth:`Session.close` waits for the worker to end."""
 
+XRUN_TIMES_KEPT = 64
+"""How many xrun times ``status`` keeps (``xrun_times``)."""
+
 
 class Backend(str, enum.Enum):
     PULSE = "pulse"
@@ -189,6 +192,9 @@ class WorkerState:
     late_wakes: int = 0
     max_late_wake_s: float = 0.0
     priority: str = "normal"
+    xrun_times: collections.deque = field(default_factory=lambda: collections.deque(maxlen=XRUN_TIMES_KEPT))
+    """``(time.monotonic(), count)`` each time the stream xruns rose: when the worker's
+    check (every ``worker.STATS_EVERY_S``) found them, the newest ``XRUN_TIMES_KEPT``."""
 
 
 class Session:

@@ -125,6 +125,9 @@ def build_status(d) -> dict:
             "xruns": xr,
             "playback_ring_short": ring_short,
             "output_underflow_causes": causes,
+            # this session's: when the worker found the stream xruns (input overflows, output
+            # underflows) rise, on the system's monotonic clock, and by how many
+            "xrun_times": [[round(t, 3), n] for t, n in list(s.state.xrun_times)],
             "last_output_underflow": s.streams.xruns.last_underflow or bank.last_underflow or None,
             "dac_gaps": _dac_gaps(s, bank),
             "engine": s.engine.counters.snapshot(),

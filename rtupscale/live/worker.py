@@ -115,7 +115,9 @@ class Worker:
                 x = streams.xruns
                 under_before = x.output_underflows
                 before = x.input_overflows + under_before
-                if streams.collect_stats():
+                new_xruns = streams.collect_stats()
+                if new_xruns:
+                    st.xrun_times.append((now, new_xruns))
                     pipe.engine.request_reset()
                     why = f"; last underflow: {x.last_underflow}" if x.output_underflows > under_before and x.last_underflow else ""
                     events.append(("warning", f"device xrun (input overflows {x.input_overflows}, output underflows {x.output_underflows}, was {before}): state reset{why}"))

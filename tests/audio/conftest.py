@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 
 import pytest
 import yaml
 
 from tests.audio.pulse_harness import REPO, Daemon, PipeWireServer, PulseServer
+from tests.audio.stall_probe import PROBE
+
+
+@pytest.fixture(scope="session")
+def stall_probe():
+    PROBE.start()
+    if PROBE.error:
+        print(f"{PROBE.error}: no xrun is put down to a stall of the machine")
+    yield PROBE
+    PROBE.stop()
 
 
 @pytest.fixture(scope="session")
@@ -65,12 +76,15 @@ def live_server(request):
     if not {"pulse_server", "sound_server", "pipewire_server"} & set(request.fixturenames):
         yield
         return
+    probe = request.getfixturevalue("stall_probe")
     server = _server(request)
     why = server.died()
     if why:
         print(f"restarting the test sound server: {why}")
         server.start()
+    probe.test_started = time.monotonic()
     yield
+    print(f"during the test: {probe.summary(probe.test_started)}")
 
 
 @pytest.fixture

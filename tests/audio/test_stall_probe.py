@@ -1,0 +1,76 @@
+"""The live tests' probe of machine stalls (tests/audio/stall_probe.py): it sees a stall, and
+it puts an xrun down to one only when a stall came right before it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.audio.stall_probe import MATCH_BEFORE_S, StallProbe
+
+
+class Given(StallProbe):
+    """A probe with the stalls given (no processes)."""
+
+    running = True
+
+    def __init__(self, stalls):
+        super().__init__()
+        self.stalls = [(t, 0, ms) for t, ms in stalls]
+
+
+def test_an_xrun_right_after_a_stall_is_put_down_to_it():
+    p = Given([(100.0, 12.0), (200.0, 6.0)])
+    why = p.explains([[100.2, 3], [200.15, 1]], 4)
+    assert why is not None and "12.0" in why and "6.0" in why
+
+
+def test_an_xrun_with_no_stall_before_it_is_not():
+    p = Given([(100.0, 12.0)])
+    assert p.explains([[100.2, 3], [100.0 + MATCH_BEFORE_S + 0.5, 1]], 4) is None  # the newest has none
+    assert p.explains([[99.5, 1]], 1) is None  # a stall after the xrun did not cause it
+    assert p.explains([[100.2, 3]], 5) is None  # the times account for 3 of the 5
+
+
+def test_only_the_newest_times_that_account_for_the_window_count():
+    # an xrun before the window (no stall near it) does not matter when the newer ones cover n
+    p = Given([(100.0, 12.0)])
+    assert p.explains([[50.0, 2], [100.1, 3]], 3) is not None
+    assert p.explains([[50.0, 2], [100.1, 3]], 4) is None
+
+
+def test_no_probe_no_explanation():
+    p = StallProbe()
+    p.stalls = [(100.0, 0, 12.0)]
+    assert not p.running
+    assert p.explains([[100.2, 1]], 1) is None
+
+
+def test_the_probe_sees_a_stall_of_its_cpu():
+    """A probe stopped for 50 ms (SIGSTOP, as the hypervisor would stop the CPU) reports a
+    wake at least 40 ms late."""
+    p = StallProbe()
+    p.start()
+    if p.error and "NO-RT" in p.error:
+        pytest.skip(p.error)
+    assert p.error is None and p.running, p.error
+    try:
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        proc = p.procs[0]
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGCONT)
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and not [s for s in p.stalls_since(t0) if s[2] >= 40.0]:
+            time.sleep(0.02)
+        long = [s for s in p.stalls_since(t0) if s[2] >= 40.0]
+        assert long, p.stalls_since(t0)
+        assert long[0][1] == sorted(os.sched_getaffinity(0))[0]  # the CPU of the stopped probe
+        assert p.explains([[long[0][0] + 0.1, 1]], 1) is not None
+    finally:
+        p.stop()
+    assert not p.running
