@@ -14,7 +14,8 @@ recorder joins the DAC's graph), processing time per block (median, p99, max), t
 drift correction, the daemon's CPU use and RSS at start and end, xruns by cause (on
 PipeWire also the gaps the DAC played that no underflow notice reported), and the gaps
 found in the final recording of the DAC's monitor (runs of 32 or more zero frames in the
-noise).
+noise). Beside them: the stalls of the whole machine a FIFO-99 probe per CPU saw
+(tests/audio/stall_probe.py), and how many of the soak's xruns came right after one.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.audio.pulse_harness import (  # noqa: E402
     HERE, PYTHON, REPO, Daemon, PipeWireServer, PulseServer, monitor_delay, noise_signal,
 )
+from tests.audio.stall_probe import StallProbe  # noqa: E402
 
 RATE = 44100
 
@@ -53,6 +55,11 @@ def zero_runs(x: np.ndarray, min_frames: int = 32) -> list[int]:
     edges = np.diff(np.concatenate([[0], z, [0]]))
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
     return [int(e - s) for s, e in zip(starts, ends) if e - s >= min_frames]
+
+
+def explained(probe: StallProbe, times: list) -> int:
+    """How many of the xruns at ``times`` came right after a stall of the machine."""
+    return sum(n for t, n in times if probe.explains([[t, n]], n))
 
 
 def rss_kib(pid: int) -> int:
@@ -146,6 +153,7 @@ def main() -> int:
     hog = None
     app = None
     stallers: list[subprocess.Popen] = []
+    probe = StallProbe()
     try:
         d.start()
         d.wait_running()
@@ -172,8 +180,10 @@ def main() -> int:
                 pass
 
         threading.Thread(target=feed, daemon=True).start()
+        probe.start()
         time.sleep(3.0)
         st0 = d.status()
+        t_soak = time.monotonic()
         samples = []
         t_end = time.monotonic() + 60 * args.minutes
         while time.monotonic() < t_end:
@@ -193,6 +203,8 @@ def main() -> int:
         # the recorder joins the DAC's graph and may lower its quantum (PipeWire): what
         # happens meanwhile is reported apart from the soak
         st_soak = d.status()
+        soak_times = [t for t in st_soak.get("xrun_times", []) if t[0] >= t_soak]
+        stalls = probe.stalls_since(t_soak)
         rec_path = root / "rec.npz"
         rec = subprocess.Popen(
             [PYTHON, str(HERE / "record_monitors.py"), str(rec_path), "6", "rtupscale.monitor", str(RATE), "dac.monitor", str(4 * RATE)],
@@ -240,11 +252,20 @@ def main() -> int:
             "gc": st.get("gc"),
             "worker_late_wakes": st.get("worker_late_wakes"),
             "recoveries": st["recoveries"],
+            # stalls of the whole machine during the soak (tests/audio/stall_probe.py), and the
+            # soak's xrun times each with the last stall before it
+            "machine_stalls": {"probe": probe.error or "FIFO 99, one per CPU", "count": len(stalls),
+                               "over_10_ms": sum(1 for x in stalls if x[2] >= 10.0),
+                               "longest_ms": max((x[2] for x in stalls), default=0.0)},
+            "xrun_times_during_soak": soak_times,
+            "last_stall_before_each": probe.before_each(soak_times),
+            "xruns_during_soak_after_a_stall": explained(probe, soak_times),
         }
         print(json.dumps(report, indent=2))
         if args.out:
             args.out.write_text(json.dumps({"report": report, "samples": samples}, indent=2))
     finally:
+        probe.stop()
         for p in stallers:
             p.kill()
         if app is not None:
