@@ -287,9 +287,11 @@ class CutoffRestorer(nn.Module):
        without it neither set of gains reaches them. With ``over`` False
        the over gains are not used: nothing is ever written over content the input has.
        With ``floor_db`` > 0 (a weightless rule, off by default), an empty band bin whose
-       source 8.3 kHz lower stands ``floor_db`` over the threshold gets at least the fold
-       exciter's copy (-12 dB) in frames whose top is empty: the holes under a cut-off are
-       never left emptier than the fold exciter leaves them (see :meth:`_floor_gain`).
+       source 8.3 kHz lower stands ``floor_db`` over the threshold gets the fold exciter's
+       copy (-12 dB) on top of the learned fill in frames whose top is empty (with ``cliff_db``: in frames
+       where a cliff at or under ``high_cutoff_hz`` starts the empty top, so that a lossless
+       top that rolls off into quiet is left alone): the holes under a cut-off are never left
+       emptier than the fold exciter leaves them (see :meth:`_floor_gain`).
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
        one MatMul over its stacked taps (:class:`CausalMix`): the output depends on the last
@@ -521,7 +523,10 @@ class CutoffRestorer(nn.Module):
             written = fill_mask if self.over_holes and self.hold > 1 else mask  # where the over gains stay out
             gain = gain + over * (1.0 - written.repeat(1, 1, s))
         if self.floor_db > 0:
-            gain = gain + self._floor_gain(frame, threshold, mask, gain, low_cutoff)
+            # with a cliff test, only in frames where a cliff at or under high_cutoff_hz starts
+            # the empty top: a codec's low-pass, not a quiet, rolled-off lossless top
+            cut = (reach * top)[..., self.high_bin:self.high_bin + 1] if self.cliff_db > 0 else low_cutoff
+            gain = gain + self._floor_gain(frame, threshold, mask, cut)
         folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]
         syn = folded @ self.synthesis  # [C, M, width]
         first, second = syn[:, :, :hop], syn[:, :, hop:]
@@ -529,14 +534,15 @@ class CutoffRestorer(nn.Module):
         restored = buf[:, :-hop] + (first + prev).reshape(c, n)
         return (restored, buf[:, -hop:], ctx1, ctx2, ctx3, second[:, -1, :], *new_hold)
 
-    def _floor_gain(self, frame: torch.Tensor, threshold: torch.Tensor, mask: torch.Tensor, gain: torch.Tensor,
+    def _floor_gain(self, frame: torch.Tensor, threshold: torch.Tensor, mask: torch.Tensor,
                     low_cutoff: torch.Tensor) -> torch.Tensor:
         """The floor rule's gains ``[C, M, S * n_band]``, added to ``gain``: where a band bin is
         empty (``mask``) while its source bin on the shift nearest 8 kHz (``FLOOR_SHIFT``)
-        stands ``floor_db`` over the emptiness ``threshold``, in frames whose top is empty
-        (``low_cutoff``), that shift's gain is raised to at least ``FLOOR_GAIN_DB`` (the fold
-        exciter's level): the holes a codec leaves under its cut-off are never left emptier
-        than the fold exciter leaves them."""
+        stands ``floor_db`` over the emptiness ``threshold``, in frames whose top is cut
+        (``low_cutoff``, ``[C, M, 1]``), that shift gets ``FLOOR_GAIN_DB`` (the fold exciter's
+        level) on top of the learned gain: the holes a codec leaves under its cut-off are
+        never left emptier than the fold exciter leaves them, and the learned gains, trained
+        with the rule on, say how much more a hole takes."""
         geo, n_band = self.geometry, self.geometry.n_band
         i = self.FLOOR_SHIFT
         shift = geo.shifts[i]
@@ -544,8 +550,8 @@ class CutoffRestorer(nn.Module):
         source = lo_db[..., geo.band_start - shift - 1:geo.n_bins - shift - 1]
         lit = torch.sigmoid((source - threshold - self.floor_db) / self.FLOOR_WIDTH_DB)
         weak = mask * lit * low_cutoff
-        short = F.relu(10.0 ** (self.FLOOR_GAIN_DB / 20.0) - gain[..., i * n_band:(i + 1) * n_band])
-        parts = [weak * short if j == i else torch.zeros_like(weak) for j in range(len(geo.shifts))]
+        level = 10.0 ** (self.FLOOR_GAIN_DB / 20.0)
+        parts = [weak * level if j == i else torch.zeros_like(weak) for j in range(len(geo.shifts))]
         return torch.cat(parts, dim=2)
 
     upsample = Restorer.upsample

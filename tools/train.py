@@ -357,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--over-holes", action="store_true",
                         help="cutoff arch: the over gains act on every bin the fill leaves alone, the codec's "
                         "occasional holes in a band it keeps included (needs --hold-ms)")
+    parser.add_argument("--floor-db", type=float, default=0.0,
+                        help="--arch cutoff: train with the floor rule on (the fold exciter's copy in band bins this "
+                        "far, dB, under their source, under a cut-off; the learned gains add to it); 0: off")
     parser.add_argument("--no-over", action="store_true",
                         help="cutoff arch: no gains over content the input has (writes only where it is empty)")
     parser.add_argument("--boost", action="append", default=[], metavar="VARIANT=W",
@@ -404,8 +407,8 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CODECS or not 0.0 < weight <= 100.0:
             parser.error(f"--boost {item!r}: expected VARIANT=W with VARIANT one of {sorted(CODECS)} and 0 < W <= 100")
         boost[name] = weight
-    if args.arch != "cutoff" and (args.hold_ms or args.no_over or args.cliff_db or args.cliff_gate):
-        parser.error("--hold-ms, --cliff-db, --cliff-gate and --no-over apply to --arch cutoff only")
+    if args.arch != "cutoff" and (args.hold_ms or args.no_over or args.cliff_db or args.cliff_gate or args.floor_db):
+        parser.error("--hold-ms, --cliff-db, --cliff-gate, --floor-db and --no-over apply to --arch cutoff only")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -419,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the model checks its own options (hold_ms, cliff_db, cliff_gate, hidden)
         model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over,
                             args.cliff_db, args.cliff_gate, args.high_cutoff_hz, args.hold_share,
-                            args.over_gate, args.over_holes).to(device)
+                            args.over_gate, args.over_holes, args.floor_db).to(device)
     except ValueError as e:
         parser.error(str(e))
     run = Path(args.run)

@@ -442,7 +442,8 @@ def test_an_over_holes_model_exports_and_reads_back(tmp_path):
     assert config["over_holes"] and config["over_gate"] and config["hold_share"] == 0.5
 
 
-def test_the_floor_fills_a_codec_s_holes_at_the_fold_level_and_nothing_else():
+@pytest.mark.parametrize("cliff_db", [0.0, 24.0])
+def test_the_floor_fills_a_codec_s_holes_at_the_fold_level_and_nothing_else(cliff_db):
     """``floor_db``: with the learned gains shut, a band with holes under a cut-off (empty
     about 50 ms of every 300, the top above 17 kHz empty) gets the fold exciter's copy (12 dB
     under its source, 8.3 kHz below) in its holes and nothing where it has content; a
@@ -464,7 +465,7 @@ def test_the_floor_fills_a_codec_s_holes_at_the_fold_level_and_nothing_else():
     full = _noise(n, seed=44)
     added = {}
     for floor_db in (0.0, 6.0):
-        model = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False, floor_db=floor_db))
+        model = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False, cliff_db=cliff_db, floor_db=floor_db))
         with torch.no_grad():
             model.gate.fill_(0.0)  # the floor alone
             d = (train.run_offline(model, x) - x).numpy()
@@ -479,6 +480,26 @@ def test_the_floor_fills_a_codec_s_holes_at_the_fold_level_and_nothing_else():
     assert added[6.0, "full"] < 1e-9 * _band_energy(full.numpy(), 15000, 22050)
     with pytest.raises(ValueError, match="floor_db"):
         CutoffRestorer(hidden=24, floor_db=1.0)
+
+
+def test_with_a_cliff_test_the_floor_leaves_a_top_that_rolls_off_alone():
+    """A lossless input whose top falls smoothly into quiet (a linear slope in dB, 100 dB
+    from 12 to 20 kHz: no cliff) has empty bins over lit sources, as a codec's cut leaves:
+    the floor alone fills them, and the floor under a cliff test of 24 dB does not."""
+    n = 128 * 600
+    spec = np.fft.rfft(np.random.default_rng(45).standard_normal((2, n)), axis=1)
+    f = np.fft.rfftfreq(n, 1 / SR)
+    spec *= 10 ** (-np.clip((f - 12000.0) / 8000.0, 0.0, None) * 100.0 / 20.0)
+    x = torch.tensor(np.fft.irfft(spec, n, axis=1) * 0.1, dtype=torch.float32)
+    added = {}
+    for cliff_db in (0.0, 24.0):
+        model = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False, cliff_db=cliff_db, floor_db=6.0))
+        with torch.no_grad():
+            model.gate.fill_(0.0)
+            added[cliff_db] = _band_energy((train.run_offline(model, x) - x).numpy()[:, 128 * 100:], 16000, 22050)
+    top = _band_energy(x.numpy()[:, 128 * 100:], 12000, 22050)
+    assert added[0.0] > 1e-4 * top  # without the cliff test the rule fills the quiet top
+    assert added[24.0] < 1e-3 * added[0.0]
 
 
 def test_a_floor_model_exports_and_reads_back(tmp_path):
