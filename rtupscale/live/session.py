@@ -146,6 +146,8 @@ class DacGaps:
         self.frames = 0
         self.causes: collections.Counter = collections.Counter()
         self.last = ""
+        self.times: collections.deque = collections.deque(maxlen=XRUN_TIMES_KEPT)
+        """``(time.monotonic(), 1)`` for each gap, when it was found (a few timing updates after it)."""
         self._seq = -1
         self._underflows = 0
         self._underflow_at = -1e9
@@ -169,6 +171,7 @@ class DacGaps:
             q = self.detector.quantum
             cause = "server_late" if g.queued_frames >= max(q, 1) else "queue_short"
             self.count += 1
+            self.times.append((now, 1))
             self.frames += g.frames
             self.causes[cause] += 1
             ms, held = 1e3 * g.frames / self.rate, 1e3 * g.queued_frames / self.rate

@@ -126,14 +126,21 @@ def build_status(d) -> dict:
             "playback_ring_short": ring_short,
             "output_underflow_causes": causes,
             # this session's: when the worker found the stream xruns (input overflows, output
-            # underflows) rise, on the system's monotonic clock, and by how many
-            "xrun_times": [[round(t, 3), n] for t, n in list(s.state.xrun_times)],
+            # underflows) rise, and when a gap at the DAC was found (PipeWire), on the system's
+            # monotonic clock, and by how many
+            "xrun_times": _xrun_times(s),
             "last_output_underflow": s.streams.xruns.last_underflow or bank.last_underflow or None,
             "dac_gaps": _dac_gaps(s, bank),
             "engine": s.engine.counters.snapshot(),
         }
     )
     return out
+
+
+def _xrun_times(s) -> list[list]:
+    g = getattr(s, "dac_gaps", None)
+    times = sorted(list(s.state.xrun_times) + (list(g.times) if g is not None else []))
+    return [[round(t, 3), n] for t, n in times]
 
 
 def _dac_gaps(s, bank: XrunBank) -> dict:

@@ -34,10 +34,11 @@ STALL_MS = 4.0
 """A wake this much later than asked is a stall of the machine (an idle one wakes a
 FIFO-99 thread within ~0.1 ms; the daemon's requests come every 1.5-6 ms)."""
 
-MATCH_BEFORE_S = 1.0
-"""An xrun is put down to a stall that ended up to this long before the worker found it: the
-worker checks every 0.2 s, and the server's underflow notice reaches the stream's thread
-after the stall has let the server run again."""
+MATCH_BEFORE_S = 1.5
+"""An xrun is put down to a stall that ended up to this long before it was found: the
+worker checks the stream's xruns every 0.2 s, after the server's underflow notice (sent
+once the stall let the server run again); a gap at the DAC (PipeWire) is found from the
+playback's timing updates, a few of them after it (``rtupscale.audio.dac_gaps.MIN_AFTER``)."""
 
 MATCH_AFTER_S = 0.05
 """... or this long after (the probe's wake and the worker's check race)."""
