@@ -31,8 +31,8 @@ enough that its wakes (each preempts whatever runs on its CPU) do not cost the d
 worker its deadline at block 64 (at 1 ms they did: docs/measurements/2026-12-07-machine-stalls.md)."""
 
 STALL_MS = 4.0
-"""A wake this much later than asked is a stall of the machine (an idle one wakes a
-FIFO-99 thread within ~0.1 ms; the daemon's requests come every 1.5-6 ms)."""
+"""A wake this much later than asked is a stall of the machine: longer than the gaps
+between the server's requests to the daemon (1.5-6 ms)."""
 
 MATCH_BEFORE_S = 1.5
 """An xrun is put down to a stall that ended up to this long before it was found: the
