@@ -96,7 +96,8 @@ def assert_no_xruns(server, xruns: dict, before: int, causes: dict | None = None
 
 
 LONG_STALL_MS = 10.0
-"""A stall of the machine this long shifts the audio behind it at the DAC on its own."""
+"""How long a stall of the machine must be to excuse a low correlation with no xrun counted
+(see :func:`assert_correlated`; a weak rule: such stalls come about once a minute here)."""
 
 
 def assert_correlated(server, corr: float, xruns: dict, before: int, causes: dict | None = None,
