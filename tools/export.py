@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="override a cutoff model's hold share (fill a bin empty now that was empty in "
                         "this share of the hold; 1: in all of it)")
     parser.add_argument("--floor-db", type=float, default=None,
-                        help="override a cutoff model's floor rule: copy at the fold exciter's level into band bins "
-                        "this far (dB) under their source, under a cut-off (0: off)")
+                        help="override a cutoff model's floor rule: add the fold exciter's copy to empty band bins whose "
+                        "source stands this far (dB) over the emptiness threshold, under a cut-off (0: off)")
     parser.add_argument("--high-cutoff-hz", type=float, default=None,
                         help="override the frequency a cutoff model's empty top band must reach down to "
                         "before anything is filled (Hz at 44.1 kHz)")

@@ -569,8 +569,8 @@ def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int 
                 high_cutoff_hz: float = CutoffRestorer.HIGH_CUTOFF_HZ, hold_share: float = 1.0,
                 over_gate: bool = False, over_holes: bool = False, floor_db: float = 0.0) -> nn.Module:
     """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only,
-    ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate``, ``high_cutoff_hz``, ``hold_share``, ``over_gate`` and ``over_holes`` to
-    ``cutoff`` only (see :class:`CutoffRestorer`)."""
+    ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate``, ``high_cutoff_hz``, ``hold_share``, ``over_gate``, ``over_holes``
+    and ``floor_db`` to ``cutoff`` only (see :class:`CutoffRestorer`)."""
     if arch == "gru":
         return Restorer(hidden, layers, hop)
     if arch == "cutoff":

@@ -4,8 +4,9 @@ One probe process per CPU, pinned to it at SCHED_FIFO 99 (above every thread of 
 servers and the daemon), sleeps 5 ms at a time and reports each wake that came ``STALL_MS``
 or more late: for that long nothing in this machine could run on that CPU (the hypervisor
 ran something else, or the kernel held it). On the shared 2-core VMs these tests run on,
-such stalls come several times a minute, up to ~25 ms, on an idle machine too (figures in
-docs/measurements/2026-12-07-machine-stalls.md); a queue of 20-30 ms cannot ride them all.
+such stalls come, at busy hours, several times a minute: up to 14 ms on an idle machine,
+28 ms under a live test's load (docs/measurements/2026-12-07-machine-stalls.md); a queue
+of 20-30 ms cannot ride them all.
 
 :meth:`StallProbe.explains` tells whether each xrun the daemon counted (its ``status``
 ``xrun_times``) came right after such a stall. The live tests hold the daemon to zero xruns;

@@ -75,7 +75,7 @@ def assert_no_xruns(server, xruns: dict, before: int, causes: dict | None = None
 
     - every xrun came right after a stall of the whole machine (``times``: ``status``'s
       ``xrun_times``; see :mod:`tests.audio.stall_probe`): these shared 2-core VMs stop
-      all their threads for 5-25 ms several times a minute;
+      all their threads for 5-28 ms, at busy hours several times a minute;
     - on PipeWire, gaps the DAC played because pipewire-pulse's data thread missed a graph
       cycle (``dac_gaps``, *server late*): a recording of the DAC's monitor shows zero runs
       of one or two quanta as often (docs/measurements/2026-12-05-pipewire.md)."""
