@@ -72,7 +72,7 @@ def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> 
                         config.get("cliff_db", 0.0), bool(config.get("cliff_gate", False)),
                         config.get("high_cutoff_hz", CutoffRestorer.HIGH_CUTOFF_HZ), config.get("hold_share", 1.0),
                         bool(config.get("over_gate", False)), bool(config.get("over_holes", False)),
-                        config.get("floor_db", 0.0))
+                        config.get("floor_db", 0.0), bool(config.get("floor_learned", False)))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
@@ -121,6 +121,7 @@ def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None
     high = re.search(r"cut-off below ([0-9.]+) kHz", description)
     if high:
         config["high_cutoff_hz"] = float(high.group(1)) * 1000.0
+    config["floor_learned"] = "(learned scale)" in description
     config.update(rules or {})
     weights = {}  # MatMul weights in graph order: inp, the three mixes, mid; then out
     for node in proto.graph.node:
@@ -128,6 +129,8 @@ def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None
             w = inits[node.input[1]]
             if w.ndim == 2 and w.shape[0] == hidden and w.shape[1] in (n_shift_band, 2 * n_shift_band):
                 weights["out"] = w
+            elif w.ndim == 2 and w.shape == (hidden, n_band) and config["floor_learned"]:
+                weights["floor"] = w
             elif w.ndim == 2 and w.shape[1] == hidden:
                 weights.setdefault("hidden", []).append(w)
     if len(weights.get("hidden", [])) != 5 or "out" not in weights:
@@ -146,8 +149,13 @@ def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None
     model = build_model("cutoff", hidden, 0, hop, config["hold_ms"], config["over"], config["cliff_db"],
                         bool(config["cliff_gate"]), config["high_cutoff_hz"], config["hold_share"],
                         bool(config["over_gate"]) and config["over"], bool(config["over_holes"]) and config["over"],
-                        config["floor_db"])
+                        config["floor_db"], config["floor_learned"])
     state = {k: v.clone() for k, v in model.state_dict().items()}
+    if config["floor_learned"]:
+        if "floor" not in weights or "floor_out.bias" not in inits:
+            raise ExportError(f"{path}: a learned floor scale is described but its layer was not found")
+        state["floor_out.weight"] = torch.from_numpy(weights["floor"].T.copy())
+        state["floor_out.bias"] = torch.from_numpy(inits["floor_out.bias"].copy())
     names = ["inp.weight", "mixes.0.lin.weight", "mixes.1.lin.weight", "mixes.2.lin.weight", "mid.weight"]
     for name, w in zip(names, weights["hidden"]):
         state[name] = torch.from_numpy(w.T.copy())
@@ -365,6 +373,7 @@ def describe(model: Restorer, config: dict) -> str:
             if model.over else
             ", writes nothing over content") + (
             f", fold level in weak bins {model.floor_db:g} dB under their source" if model.floor_db else "") + (
+            " (learned scale)" if getattr(model, "floor_learned", False) else "") + (
             f", only under a cut-off below {model.high_cutoff_hz / 1000:g} kHz")
         design = (f"cut-off-aware STFT-domain spectral folding ({gating}), finite memory "
                   f"({count_parameters(model)} parameters, hidden {model.hidden}, hop {model.hop})")

@@ -291,7 +291,10 @@ class CutoffRestorer(nn.Module):
        copy (-12 dB) on top of the learned fill in frames whose top is empty (with ``cliff_db``: in frames
        where a cliff at or under ``high_cutoff_hz`` starts the empty top, so that a lossless
        top that rolls off into quiet is left alone): the holes under a cut-off are never left
-       emptier than the fold exciter leaves them (see :meth:`_floor_gain`).
+       emptier than the fold exciter leaves them (see :meth:`_floor_gain`). With
+       ``floor_learned`` the copy is scaled per bin and frame by a learned sigmoid (one more
+       linear layer on the hidden state, starting at 0.98), which may hold it back where an
+       "empty" bin holds quiet content of its own.
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
        one MatMul over its stacked taps (:class:`CausalMix`): the output depends on the last
@@ -325,14 +328,17 @@ class CutoffRestorer(nn.Module):
     FLOOR_SHIFT = 1  # the floor rule copies from 3 hop / 8 below (8.3 kHz at 44.1 kHz), as the fold exciter
     FLOOR_GAIN_DB = -12.0  # and at the fold exciter's level
     FLOOR_WIDTH_DB = 3.0
+    FLOOR_SCALE_INIT = 4.0  # logit: a learned floor scale starts at sigmoid(4) = 0.98
 
     def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True,
                  cliff_db: float = 0.0, cliff_gate: bool = False, high_cutoff_hz: float = HIGH_CUTOFF_HZ,
                  hold_share: float = 1.0, over_gate: bool = False, over_holes: bool = False,
-                 floor_db: float = 0.0):
+                 floor_db: float = 0.0, floor_learned: bool = False):
         super().__init__()
         if not (floor_db == 0.0 or 3.0 <= floor_db <= 60.0):
             raise ValueError(f"floor_db must be 0 (off) or in 3..60, got {floor_db}")
+        if floor_learned and not floor_db:
+            raise ValueError("floor_learned scales the floor rule's copy: it needs floor_db > 0")
         if over_gate and not over:
             raise ValueError("over_gate gates the over gains: it needs over")
         if over_holes and not (over and hold_ms > 0):
@@ -357,7 +363,7 @@ class CutoffRestorer(nn.Module):
         self.hold_ms, self.over, self.cliff_db, self.cliff_gate = hold_ms, over, cliff_db, cliff_gate
         self.hold_share = hold_share
         self.over_gate, self.over_holes = over_gate, over_holes
-        self.floor_db = floor_db
+        self.floor_db, self.floor_learned = floor_db, floor_learned
         self.state_names = ("frames", "ctx1", "ctx2", "ctx3", "ola") + (("hold",) if self.hold > 1 else ()) + ("interp",)
         self.geometry, self.hop, self.latency, self.hidden, self.layers = geo, hop, geo.latency, hidden, 0
         for name, value in dsp_matrices(geo).items():
@@ -393,6 +399,10 @@ class CutoffRestorer(nn.Module):
         nn.init.constant_(self.out.bias, -2.0)
         self.gate = nn.Parameter(torch.zeros(len(geo.shifts)))
         self.gate_over = nn.Parameter(torch.zeros(len(geo.shifts)))
+        if floor_learned:  # per band bin, how much of the floor rule's copy a frame takes (1 at the start)
+            self.floor_out = nn.Linear(hidden, geo.n_band)
+            nn.init.zeros_(self.floor_out.weight)
+            nn.init.constant_(self.floor_out.bias, self.FLOOR_SCALE_INIT)
 
     @property
     def receptive_frames(self) -> int:
@@ -526,7 +536,8 @@ class CutoffRestorer(nn.Module):
             # with a cliff test, only in frames where a cliff at or under high_cutoff_hz starts
             # the empty top: a codec's low-pass, not a quiet, rolled-off lossless top
             cut = (reach * top)[..., self.high_bin:self.high_bin + 1] if self.cliff_db > 0 else low_cutoff
-            gain = gain + self._floor_gain(frame, threshold, mask, cut)
+            scale = torch.sigmoid(self.floor_out(h)) if self.floor_learned else None
+            gain = gain + self._floor_gain(frame, threshold, mask, cut, scale)
         folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]
         syn = folded @ self.synthesis  # [C, M, width]
         first, second = syn[:, :, :hop], syn[:, :, hop:]
@@ -535,14 +546,17 @@ class CutoffRestorer(nn.Module):
         return (restored, buf[:, -hop:], ctx1, ctx2, ctx3, second[:, -1, :], *new_hold)
 
     def _floor_gain(self, frame: torch.Tensor, threshold: torch.Tensor, mask: torch.Tensor,
-                    low_cutoff: torch.Tensor) -> torch.Tensor:
+                    low_cutoff: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """The floor rule's gains ``[C, M, S * n_band]``, added to ``gain``: where a band bin is
         empty (``mask``) while its source bin on the shift nearest 8 kHz (``FLOOR_SHIFT``)
         stands ``floor_db`` over the emptiness ``threshold``, in frames whose top is cut
         (``low_cutoff``, ``[C, M, 1]``), that shift gets ``FLOOR_GAIN_DB`` (the fold exciter's
         level) on top of the learned gain: the holes a codec leaves under its cut-off are
         never left emptier than the fold exciter leaves them, and the learned gains, trained
-        with the rule on, say how much more a hole takes."""
+        with the rule on, say how much more a hole takes. With ``floor_learned``, ``scale``
+        (``[C, M, n_band]``, in 0..1, from the network) says how much of the copy each bin
+        takes: a bin that is empty to the mask but holds quiet content of its own (visible
+        in the features) can take less than the fold exciter's level."""
         geo, n_band = self.geometry, self.geometry.n_band
         i = self.FLOOR_SHIFT
         shift = geo.shifts[i]
@@ -550,6 +564,8 @@ class CutoffRestorer(nn.Module):
         source = lo_db[..., geo.band_start - shift - 1:geo.n_bins - shift - 1]
         lit = torch.sigmoid((source - threshold - self.floor_db) / self.FLOOR_WIDTH_DB)
         weak = mask * lit * low_cutoff
+        if scale is not None:
+            weak = weak * scale
         level = 10.0 ** (self.FLOOR_GAIN_DB / 20.0)
         parts = [weak * level if j == i else torch.zeros_like(weak) for j in range(len(geo.shifts))]
         return torch.cat(parts, dim=2)
@@ -567,22 +583,25 @@ class CutoffRestorer(nn.Module):
 def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int = HOP,
                 hold_ms: float = 0.0, over: bool = True, cliff_db: float = 0.0, cliff_gate: bool = False,
                 high_cutoff_hz: float = CutoffRestorer.HIGH_CUTOFF_HZ, hold_share: float = 1.0,
-                over_gate: bool = False, over_holes: bool = False, floor_db: float = 0.0) -> nn.Module:
+                over_gate: bool = False, over_holes: bool = False, floor_db: float = 0.0,
+                floor_learned: bool = False) -> nn.Module:
     """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only,
     ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate``, ``high_cutoff_hz``, ``hold_share``, ``over_gate``, ``over_holes``
-    and ``floor_db`` to ``cutoff`` only (see :class:`CutoffRestorer`)."""
+    ``floor_db`` and ``floor_learned`` to ``cutoff`` only (see :class:`CutoffRestorer`)."""
     if arch == "gru":
         return Restorer(hidden, layers, hop)
     if arch == "cutoff":
         return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate, high_cutoff_hz, hold_share, over_gate,
-                              over_holes, floor_db)
+                              over_holes, floor_db, floor_learned)
     raise ValueError(f"unknown arch {arch!r}; allowed: {ARCHS}")
 
 
 def load_weights(model: Restorer, state_dict: dict) -> None:
-    """Load a checkpoint's weights; constant buffers an older version saved are ignored."""
+    """Load a checkpoint's weights; constant buffers an older version saved are ignored, and a
+    learned floor scale the checkpoint lacks keeps its initialisation (the rule's full copy)."""
     wanted = model.state_dict()
-    model.load_state_dict({k: v for k, v in state_dict.items() if k in wanted})
+    new = {k: v for k, v in wanted.items() if k.startswith("floor_out.") and k not in state_dict}
+    model.load_state_dict({**new, **{k: v for k, v in state_dict.items() if k in wanted}})
 
 
 def count_parameters(model: nn.Module) -> int:

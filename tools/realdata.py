@@ -74,6 +74,15 @@ PACKAGES = {
     "tuxpaint": "tuxpaint-stamps-default", "klettres": "klettres-data", "ktuberling": "ktuberling-data",
 }
 KINDS = ("mix", "stems", "drums", "organ", "voice")
+LOSSLESS_KINDS = ("drums", "organ")
+"""The kinds whose sources hold no lossy codec (the others are Vorbis decodes, with a
+codec's low-pass and holes of their own): only these are lossless input."""
+
+
+def lossless_source(source: str) -> bool:
+    """Whether a ``tools.make_dataset`` clip's ``source`` (``real_<kind>`` or a synthetic
+    source) holds no lossy codec: synthetic sources and ``LOSSLESS_KINDS``."""
+    return not source.startswith("real_") or source[len("real_"):] in LOSSLESS_KINDS
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ first bins and its synthesis leakage from adding what is already there). Below
 model cannot write, so the low band stays faithful by construction, apart from the
 leakage that ``--edge-weight`` charges (see ``loss_fn``). 25 % of the batch items
 (``--lossless-prob``) are lossless (input = target), which teaches the model to add nothing
-then.
+then; with ``--lossless-sources uncoded``, only clips whose source holds no lossy codec
+(``tools.realdata.lossless_source``) are drawn so: a Vorbis decode as input is one more
+codec, whose holes are the model's to fill.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 
 from rtupscale.dsp import metrics
 from tools.codecs import CODECS
-from tools.realdata import CLIFF_DB, CUTOFF_MIN_HZ, FULL_BAND_HZ
+from tools.realdata import CLIFF_DB, CUTOFF_MIN_HZ, FULL_BAND_HZ, lossless_source
 from tools.model import ARCHS, HOP, HOPS, CutoffRestorer, Restorer, build_model, count_parameters, load_rehopped, load_weights, load_widened
 
 LOSSLESS = "lossless"
@@ -75,7 +77,7 @@ class Batcher:
     """
 
     def __init__(self, clips: list[dict], batch: int, frames: int, seed: int, lossless_prob: float = 0.25,
-                 hop: int = HOP, boost: dict[str, float] | None = None):
+                 hop: int = HOP, boost: dict[str, float] | None = None, uncoded_lossless: bool = False):
         if frames % hop:
             raise ValueError(f"segment frames {frames} must be a multiple of the hop {hop}")
         self.by_rate: dict[int, list[dict]] = {}
@@ -85,12 +87,15 @@ class Batcher:
         self.rates = sorted(self.by_rate)
         self.batch, self.frames, self.seed, self.lossless_prob = batch, frames, seed, lossless_prob
         self.boost = dict(boost or {})  # variant -> relative weight when an item's codec is drawn
+        self.uncoded_lossless = uncoded_lossless  # lossless items only from clips with no codec in their source
 
     def draw_variant(self, clip: dict, rng: np.random.Generator) -> str:
-        """The input of one item: ``LOSSLESS`` with probability ``lossless_prob``, else one of
-        the clip's codec variants (uniform, or weighted by ``boost``)."""
+        """The input of one item: ``LOSSLESS`` with probability ``lossless_prob`` (with
+        ``uncoded_lossless``: and only for a clip whose source holds no lossy codec), else one
+        of the clip's codec variants (uniform, or weighted by ``boost``)."""
         names = sorted(clip["variants"])
-        if rng.random() < self.lossless_prob or not names:
+        lossless = rng.random() < self.lossless_prob
+        if not names or (lossless and (not self.uncoded_lossless or lossless_source(clip.get("source") or ""))):
             return LOSSLESS
         if self.boost:
             w = np.array([self.boost.get(n, 1.0) for n in names])
@@ -360,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-db", type=float, default=0.0,
                         help="--arch cutoff: train with the floor rule on (the fold exciter's copy in band bins this "
                         "far, dB, under their source, under a cut-off; the learned gains add to it); 0: off")
+    parser.add_argument("--floor-learned", action="store_true",
+                        help="--arch cutoff with --floor-db: scale the floor rule's copy per bin by a learned "
+                        "sigmoid (starts at 0.98)")
     parser.add_argument("--no-over", action="store_true",
                         help="cutoff arch: no gains over content the input has (writes only where it is empty)")
     parser.add_argument("--boost", action="append", default=[], metavar="VARIANT=W",
@@ -372,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train-clips", type=int, default=None)
     parser.add_argument("--lossless-prob", type=float, default=0.25,
                         help="share of batch items that are lossless (input = target)")
+    parser.add_argument("--lossless-sources", choices=("all", "uncoded"), default="all",
+                        help="which clips give lossless items: all, or only those whose source holds no lossy "
+                        "codec (a Vorbis decode is then always a codec's input)")
     parser.add_argument("--edge-weight", type=float, default=0.0,
                         help="weight of the 14-15 kHz leakage term (output against input; see loss_fn)")
     parser.add_argument("--own-cut", action="store_true",
@@ -407,8 +418,9 @@ def main(argv: list[str] | None = None) -> int:
         if name not in CODECS or not 0.0 < weight <= 100.0:
             parser.error(f"--boost {item!r}: expected VARIANT=W with VARIANT one of {sorted(CODECS)} and 0 < W <= 100")
         boost[name] = weight
-    if args.arch != "cutoff" and (args.hold_ms or args.no_over or args.cliff_db or args.cliff_gate or args.floor_db):
-        parser.error("--hold-ms, --cliff-db, --cliff-gate, --floor-db and --no-over apply to --arch cutoff only")
+    if args.arch != "cutoff" and (args.hold_ms or args.no_over or args.cliff_db or args.cliff_gate or args.floor_db
+                                  or args.floor_learned):
+        parser.error("--hold-ms, --cliff-db, --cliff-gate, --floor-db, --floor-learned and --no-over apply to --arch cutoff only")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -422,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the model checks its own options (hold_ms, cliff_db, cliff_gate, hidden)
         model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over,
                             args.cliff_db, args.cliff_gate, args.high_cutoff_hz, args.hold_share,
-                            args.over_gate, args.over_holes, args.floor_db).to(device)
+                            args.over_gate, args.over_holes, args.floor_db, args.floor_learned).to(device)
     except ValueError as e:
         parser.error(str(e))
     run = Path(args.run)
@@ -473,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
 
     train_clips = load_split(args.data, "train", args.max_train_clips)
     val_clips = load_split(args.data, "val", args.val_clips)
-    batcher = Batcher(train_clips, args.batch, args.frames, args.seed, args.lossless_prob, args.hop, boost)
+    batcher = Batcher(train_clips, args.batch, args.frames, args.seed, args.lossless_prob, args.hop, boost,
+                      uncoded_lossless=args.lossless_sources == "uncoded")
     print(f"{count_parameters(model)} parameters on {device}; {len(train_clips)} train clips, {len(val_clips)} val clips",
           flush=True)
     log = open(run / "log.jsonl", "a")

@@ -509,3 +509,41 @@ def test_a_floor_model_exports_and_reads_back(tmp_path):
     report = export.export_and_check(model, path, "tiny", export.describe(model, {"step": 1}))
     assert max(report["parity"].values()) <= export.TOLERANCE
     assert export.checkpoint_from_onnx(path)["config"]["floor_db"] == 6.0
+
+
+def test_a_learned_floor_scale_runs_from_the_full_copy_to_none_and_reads_back(tmp_path):
+    """``floor_learned``: at a scale of 1 the model is the plain floor rule's, at 0 the rule
+    adds nothing; it streams as offline, and its layer survives the export and the way back
+    (``checkpoint_from_onnx``); a checkpoint without the layer starts at the full copy."""
+    x, _, _ = _holed(46)
+    outs = {}
+    for name, learned, floor_db, bias in (("rule", False, 6.0, None), ("one", True, 6.0, 30.0),
+                                          ("zero", True, 6.0, -30.0), ("off", False, 0.0, None)):
+        model = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False, cliff_db=24.0, floor_db=floor_db,
+                                     floor_learned=learned))
+        with torch.no_grad():
+            model.gate.fill_(0.0)  # the floor alone
+            if learned:
+                model.floor_out.weight.zero_()
+                model.floor_out.bias.fill_(bias)
+            outs[name] = train.run_offline(model, x).numpy()
+    added = _band_energy(outs["rule"] - outs["off"], 15000, 22050)
+    assert added > 1e-6 * _band_energy(x.numpy(), 15000, 22050)  # the rule acts on this input
+    assert _band_energy(outs["one"] - outs["rule"], 15000, 22050) < 1e-8 * added
+    assert np.max(np.abs(outs["zero"] - outs["off"])) < 1e-6
+    fresh = CutoffRestorer(hidden=24, hold_ms=HOLD_MS, cliff_db=24.0, floor_db=6.0, floor_learned=True)
+    from tools.model import load_weights
+
+    load_weights(fresh, CutoffRestorer(hidden=24, hold_ms=HOLD_MS, cliff_db=24.0, floor_db=6.0).state_dict())
+    assert torch.all(fresh.floor_out.weight == 0) and torch.allclose(
+        fresh.floor_out.bias, torch.full_like(fresh.floor_out.bias, CutoffRestorer.FLOOR_SCALE_INIT))
+    with pytest.raises(ValueError, match="floor_db"):
+        CutoffRestorer(hidden=24, floor_learned=True)
+    model = _open(build_model("cutoff", hidden=16, hop=128, hold_ms=HOLD_MS, over=True, cliff_db=24.0,
+                              cliff_gate=True, over_gate=True, floor_db=6.0, floor_learned=True))
+    path = tmp_path / "m.onnx"
+    report = export.export_and_check(model, path, "tiny", export.describe(model, {"step": 1}))
+    assert max(report["parity"].values()) <= export.TOLERANCE
+    back = export.checkpoint_from_onnx(path)
+    assert back["config"]["floor_learned"] and back["config"]["floor_db"] == 6.0
+    assert torch.equal(back["model"]["floor_out.weight"], model.floor_out.weight)

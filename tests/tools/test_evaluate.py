@@ -103,3 +103,28 @@ def test_reference_edges_find_the_references_own_cut_per_frame():
     assert np.all(evaluate.reference_edges(full, sr) == sr / 2)  # no cliff in full-band noise
     s = evaluate.score(ref, full, sr, edges)
     assert s["hf"] > 2.0 and s["own_hf"] < 0.3 and s["own_lf"] == s["lf"]
+
+
+def test_the_lossless_row_takes_only_sources_with_no_codec(monkeypatch):
+    """The real table's lossless row is scored on drums and organ only; a mix's Vorbis
+    decode fed as it is still shows in its own kind's table."""
+    rows = []
+    for kind, value in (("mix", 0.5), ("organ", 0.1), ("drums", 0.2)):
+        for cond in ("lossless", "mp3_128"):
+            for system in evaluate.SYSTEMS:
+                rows.append({"clip": kind, "source": f"real_{kind}", "kind": kind, "real": True, "sr": 44100,
+                             "condition": cond, "system": system, "own_cut_share": 0.0,
+                             **{b: value for b in ("all", "hf", "lf")},
+                             **{f"own_{b}": value for b in ("all", "hf", "lf")}})
+
+    def fake(args):
+        return [r for r in rows if r["clip"] == args[0]["id"]], {}, {}
+
+    monkeypatch.setattr(evaluate, "test_clips", lambda *a, **k: [{"id": k_} for k_ in ("mix", "organ", "drums")])
+    monkeypatch.setattr(evaluate, "_clip_rows", fake)
+    result = evaluate.evaluate("m.onnx", "data", None, None, conditions=("mp3_128", "lossless"))
+    for table in ("table", "own_table"):
+        assert result[table]["lossless"]["model"]["all"] == pytest.approx(0.15)  # organ and drums
+        assert result[table]["lossless"]["model"]["clips"] == 2
+        assert result[table]["mp3_128"]["model"]["all"] == pytest.approx(0.8 / 3)  # every kind
+    assert result["by_kind"]["mix"]["lossless"]["model"]["all"] == 0.5

@@ -225,6 +225,26 @@ def test_boost_draws_a_variant_more_often_and_bad_boosts_are_refused(tiny_data, 
         assert "--boost" in capsys.readouterr().err
 
 
+def test_uncoded_lossless_draws_no_lossless_item_from_a_vorbis_source(tiny_data):
+    """With ``uncoded_lossless`` a clip cut from a Vorbis source (a mix) is always a codec's
+    input; an organ's or a synthetic clip is lossless as often as before."""
+    import numpy as np
+
+    clip = train.load_split(tiny_data, "train")[0]
+    shares = {}
+    for source in ("real_mix", "real_voice", "real_organ", "real_drums", "procedural"):
+        for uncoded in (False, True):
+            c = {**clip, "source": source}
+            b = train.Batcher([c], 4, 1024, seed=1, lossless_prob=0.3, uncoded_lossless=uncoded)
+            rng = np.random.default_rng(0)
+            drawn = [b.draw_variant(c, rng) for _ in range(2000)]
+            shares[source, uncoded] = drawn.count(train.LOSSLESS) / len(drawn)
+    for source in ("real_mix", "real_voice"):
+        assert 0.25 < shares[source, False] < 0.35 and shares[source, True] == 0.0
+    for source in ("real_organ", "real_drums", "procedural"):
+        assert shares[source, True] == shares[source, False] and 0.25 < shares[source, True] < 0.35
+
+
 def test_bad_gating_options_are_refused_before_a_run_folder_is_made(tmp_path, capsys):
     for extra, words in ((["--cliff-db", "3"], "cliff_db must be 0 (off) or in 6..60"),
                          (["--cliff-db", "30", "--cliff-gate"], "cliff_gate needs a hold"),
