@@ -292,9 +292,9 @@ class CutoffRestorer(nn.Module):
        where a cliff at or under ``high_cutoff_hz`` starts the empty top, so that a lossless
        top that rolls off into quiet is left alone): the holes under a cut-off are never left
        emptier than the fold exciter leaves them (see :meth:`_floor_gain`). With
-       ``floor_learned`` the copy is scaled per bin and frame by a learned sigmoid (one more
-       linear layer on the hidden state, starting at 0.98), which may hold it back where an
-       "empty" bin holds quiet content of its own.
+       ``floor_learned`` the copy is scaled per bin and frame by a learned factor in 0..2 (one
+       more linear layer on the hidden state, 2 x its sigmoid, starting at 1), which may hold
+       it back where an "empty" bin holds quiet content of its own.
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
        one MatMul over its stacked taps (:class:`CausalMix`): the output depends on the last
@@ -328,7 +328,7 @@ class CutoffRestorer(nn.Module):
     FLOOR_SHIFT = 1  # the floor rule copies from 3 hop / 8 below (8.3 kHz at 44.1 kHz), as the fold exciter
     FLOOR_GAIN_DB = -12.0  # and at the fold exciter's level
     FLOOR_WIDTH_DB = 3.0
-    FLOOR_SCALE_INIT = 4.0  # logit: a learned floor scale starts at sigmoid(4) = 0.98
+    FLOOR_SCALE_MAX = 2.0  # a learned floor scale is FLOOR_SCALE_MAX x sigmoid: 1 at a logit of 0, where it starts
 
     def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True,
                  cliff_db: float = 0.0, cliff_gate: bool = False, high_cutoff_hz: float = HIGH_CUTOFF_HZ,
@@ -402,7 +402,7 @@ class CutoffRestorer(nn.Module):
         if floor_learned:  # per band bin, how much of the floor rule's copy a frame takes (1 at the start)
             self.floor_out = nn.Linear(hidden, geo.n_band)
             nn.init.zeros_(self.floor_out.weight)
-            nn.init.constant_(self.floor_out.bias, self.FLOOR_SCALE_INIT)
+            nn.init.zeros_(self.floor_out.bias)
 
     @property
     def receptive_frames(self) -> int:
@@ -536,7 +536,7 @@ class CutoffRestorer(nn.Module):
             # with a cliff test, only in frames where a cliff at or under high_cutoff_hz starts
             # the empty top: a codec's low-pass, not a quiet, rolled-off lossless top
             cut = (reach * top)[..., self.high_bin:self.high_bin + 1] if self.cliff_db > 0 else low_cutoff
-            scale = torch.sigmoid(self.floor_out(h)) if self.floor_learned else None
+            scale = self.FLOOR_SCALE_MAX * torch.sigmoid(self.floor_out(h)) if self.floor_learned else None
             gain = gain + self._floor_gain(frame, threshold, mask, cut, scale)
         folded = (spec @ self.fold) * torch.cat([gain, gain], dim=2)  # [C, M, 2 * S * n_band]
         syn = folded @ self.synthesis  # [C, M, width]
@@ -554,7 +554,7 @@ class CutoffRestorer(nn.Module):
         level) on top of the learned gain: the holes a codec leaves under its cut-off are
         never left emptier than the fold exciter leaves them, and the learned gains, trained
         with the rule on, say how much more a hole takes. With ``floor_learned``, ``scale``
-        (``[C, M, n_band]``, in 0..1, from the network) says how much of the copy each bin
+        (``[C, M, n_band]``, in 0..``FLOOR_SCALE_MAX``, from the network) says how much of the copy each bin
         takes: a bin that is empty to the mask but holds quiet content of its own (visible
         in the features) can take less than the fold exciter's level."""
         geo, n_band = self.geometry, self.geometry.n_band

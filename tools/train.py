@@ -367,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                         "far, dB, under their source, under a cut-off; the learned gains add to it); 0: off")
     parser.add_argument("--floor-learned", action="store_true",
                         help="--arch cutoff with --floor-db: scale the floor rule's copy per bin by a learned "
-                        "sigmoid (starts at 0.98)")
+                        "factor in 0..2 (starts at 1)")
     parser.add_argument("--no-over", action="store_true",
                         help="cutoff arch: no gains over content the input has (writes only where it is empty)")
     parser.add_argument("--boost", action="append", default=[], metavar="VARIANT=W",

@@ -512,12 +512,12 @@ def test_a_floor_model_exports_and_reads_back(tmp_path):
 
 
 def test_a_learned_floor_scale_runs_from_the_full_copy_to_none_and_reads_back(tmp_path):
-    """``floor_learned``: at a scale of 1 the model is the plain floor rule's, at 0 the rule
-    adds nothing; it streams as offline, and its layer survives the export and the way back
+    """``floor_learned``: at a scale of 1 (where it starts) the model is the plain floor
+    rule's, at 0 the rule adds nothing; it streams as offline, and its layer survives the export and the way back
     (``checkpoint_from_onnx``); a checkpoint without the layer starts at the full copy."""
     x, _, _ = _holed(46)
     outs = {}
-    for name, learned, floor_db, bias in (("rule", False, 6.0, None), ("one", True, 6.0, 30.0),
+    for name, learned, floor_db, bias in (("rule", False, 6.0, None), ("one", True, 6.0, 0.0),
                                           ("zero", True, 6.0, -30.0), ("off", False, 0.0, None)):
         model = _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False, cliff_db=24.0, floor_db=floor_db,
                                      floor_learned=learned))
@@ -535,8 +535,7 @@ def test_a_learned_floor_scale_runs_from_the_full_copy_to_none_and_reads_back(tm
     from tools.model import load_weights
 
     load_weights(fresh, CutoffRestorer(hidden=24, hold_ms=HOLD_MS, cliff_db=24.0, floor_db=6.0).state_dict())
-    assert torch.all(fresh.floor_out.weight == 0) and torch.allclose(
-        fresh.floor_out.bias, torch.full_like(fresh.floor_out.bias, CutoffRestorer.FLOOR_SCALE_INIT))
+    assert torch.all(fresh.floor_out.weight == 0) and torch.all(fresh.floor_out.bias == 0)  # a scale of 1
     with pytest.raises(ValueError, match="floor_db"):
         CutoffRestorer(hidden=24, floor_learned=True)
     model = _open(build_model("cutoff", hidden=16, hop=128, hold_ms=HOLD_MS, over=True, cliff_db=24.0,
