@@ -50,7 +50,7 @@ class ExportError(RuntimeError):
 
 
 RULES = ("hold_ms", "cliff_db", "cliff_gate", "high_cutoff_hz", "hold_share", "over_gate",
-         "over_holes", "floor_db")  # a cutoff model's weightless gating rules
+         "over_holes", "floor_db", "cliff_hold_ms")  # a cutoff model's weightless gating rules
 
 
 def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> tuple[Restorer, dict]:
@@ -72,7 +72,8 @@ def load_checkpoint(path: str | Path, rules: dict[str, float] | None = None) -> 
                         config.get("cliff_db", 0.0), bool(config.get("cliff_gate", False)),
                         config.get("high_cutoff_hz", CutoffRestorer.HIGH_CUTOFF_HZ), config.get("hold_share", 1.0),
                         bool(config.get("over_gate", False)), bool(config.get("over_holes", False)),
-                        config.get("floor_db", 0.0), bool(config.get("floor_learned", False)))
+                        config.get("floor_db", 0.0), bool(config.get("floor_learned", False)),
+                        config.get("cliff_hold_ms", 0.0))
     load_weights(model, ckpt["model"])
     model.eval()
     return model, {**config, "step": ckpt.get("step")}
@@ -111,6 +112,10 @@ def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None
     if "hold" in states:
         config["hold_ms"] = (states["hold"][1] + 1) * hop * 1000.0 / 44100
         config["cliff_gate"] = states["hold"][2] == 2 * n_band  # has content | cliff under it
+        remembered = re.search(r"under a cliff seen in the last ([0-9.]+) ms", description)
+        if remembered:  # the state spans the cliff's memory; the hold is in the description
+            config["cliff_hold_ms"] = config["hold_ms"]
+            config["hold_ms"] = float(re.search(r"fills bins empty for ([0-9.]+) ms", description).group(1))
     cliff = re.search(r"above a ([0-9.]+) dB cliff", description)
     config["cliff_db"] = float(cliff.group(1)) if cliff else 0.0
     share = re.search(r"empty in ([0-9.]+) % of ([0-9.]+) ms", description)
@@ -149,7 +154,7 @@ def checkpoint_from_onnx(path: str | Path, rules: dict[str, float] | None = None
     model = build_model("cutoff", hidden, 0, hop, config["hold_ms"], config["over"], config["cliff_db"],
                         bool(config["cliff_gate"]), config["high_cutoff_hz"], config["hold_share"],
                         bool(config["over_gate"]) and config["over"], bool(config["over_holes"]) and config["over"],
-                        config["floor_db"], config["floor_learned"])
+                        config["floor_db"], config["floor_learned"], config.get("cliff_hold_ms", 0.0))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     if config["floor_learned"]:
         if "floor" not in weights or "floor_out.bias" not in inits:
@@ -367,7 +372,8 @@ def describe(model: Restorer, config: dict) -> str:
         gating = ("fills empty bins" if model.hold <= 1 else f"fills bins empty for {model.hold_ms:g} ms"
                   if model.hold_share >= 1 else
                   f"fills empty bins that were empty in {100 * model.hold_share:g} % of {model.hold_ms:g} ms") + (
-            " under a cliff seen in that time" if model.cliff_gate else "") + (
+            (f" under a cliff seen in the last {model.cliff_hold_ms:g} ms" if model.cliff_hold_ms else
+             " under a cliff seen in that time") if model.cliff_gate else "") + (
             f" or above a {model.cliff_db:g} dB cliff" if model.cliff_db else "") + (
             (", over gains too" if model.over_gate else "") + (", over gains in holes" if model.over_holes else "")
             if model.over else
@@ -408,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-db", type=float, default=None,
                         help="override a cutoff model's floor rule: add the fold exciter's copy to empty band bins whose "
                         "source stands this far (dB) over the emptiness threshold, under a cut-off (0: off)")
+    parser.add_argument("--cliff-hold-ms", type=float, default=None,
+                        help="override how long a cutoff model's cliff gate remembers a cliff (ms; 0: the hold)")
     parser.add_argument("--high-cutoff-hz", type=float, default=None,
                         help="override the frequency a cutoff model's empty top band must reach down to "
                         "before anything is filled (Hz at 44.1 kHz)")

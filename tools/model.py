@@ -298,16 +298,18 @@ class CutoffRestorer(nn.Module):
     2. **Its memory is finite.** In place of the GRU, a per-frame projection and three
        causal convolutions over frames (kernel 4 at dilations 1, 4 and 8, residual), each
        one MatMul over its stacked taps (:class:`CausalMix`): the output depends on the last
-       ``memory_frames`` frames only (the convolutions' ``receptive_frames`` or the hold,
-       whichever is longer), so whatever played before that is forgotten exactly, not
-       approximately.
+       ``memory_frames`` frames only (the convolutions' ``receptive_frames``, the hold or the
+       cliff gate's memory, whichever is longest), so whatever played before that is
+       forgotten exactly, not approximately.
 
     Streaming state (zeros at start), ``C`` = channels, ``H`` = hidden:
 
     - ``frames`` ``[C, hop]``; ``ctx1`` ``[C, 3, H]``, ``ctx2`` ``[C, 12, H]``,
       ``ctx3`` ``[C, 24, H]`` (the convolutions' past inputs); ``ola`` ``[C, hop]``;
       with a hold, ``hold`` ``[C, hold - 1, n_band]`` (the last frames' ``1 - mask``; zeros:
-      the history of silence); ``interp`` ``[C, 144]``.
+      the history of silence; with ``cliff_gate``, ``[C, cliff_hold - 1, 2 * n_band]``: also
+      whether a cliff lay under each bin, remembered for ``cliff_hold_ms``, the hold unless
+      longer); ``interp`` ``[C, 144]``.
     """
 
     arch = "cutoff"
@@ -333,7 +335,7 @@ class CutoffRestorer(nn.Module):
     def __init__(self, hidden: int = 128, hop: int = HOP, hold_ms: float = 0.0, over: bool = True,
                  cliff_db: float = 0.0, cliff_gate: bool = False, high_cutoff_hz: float = HIGH_CUTOFF_HZ,
                  hold_share: float = 1.0, over_gate: bool = False, over_holes: bool = False,
-                 floor_db: float = 0.0, floor_learned: bool = False):
+                 floor_db: float = 0.0, floor_learned: bool = False, cliff_hold_ms: float = 0.0):
         super().__init__()
         if not (floor_db == 0.0 or 3.0 <= floor_db <= 60.0):
             raise ValueError(f"floor_db must be 0 (off) or in 3..60, got {floor_db}")
@@ -355,11 +357,16 @@ class CutoffRestorer(nn.Module):
             raise ValueError(f"cliff_db must be 0 (off) or in 6..60, got {cliff_db}")
         if cliff_gate and not (cliff_db > 0 and hold_ms > 0):
             raise ValueError("cliff_gate needs a hold (hold_ms > 0) and a cliff (cliff_db > 0)")
+        if cliff_hold_ms and not (cliff_gate and hold_ms <= cliff_hold_ms <= 4000.0):
+            raise ValueError(f"cliff_hold_ms must be 0 (the hold) or, with cliff_gate, in hold_ms..4000, got {cliff_hold_ms}")
         if not 16000.0 <= high_cutoff_hz <= 21000.0:
             raise ValueError(f"high_cutoff_hz must be in 16000..21000 (Hz at 44.1 kHz), got {high_cutoff_hz}")
         geo = Geometry(hop)
         # Frames (at 44.1 kHz) a band bin must have been empty for before it is filled.
         self.hold = int(round(hold_ms * 1e-3 * 44100 / hop))
+        # Frames a cliff is remembered for by the cliff gate (the hold, unless cliff_hold_ms is longer).
+        self.cliff_hold = max(self.hold, int(round(cliff_hold_ms * 1e-3 * 44100 / hop)))
+        self.cliff_hold_ms = cliff_hold_ms if self.cliff_hold > self.hold else 0.0
         self.hold_ms, self.over, self.cliff_db, self.cliff_gate = hold_ms, over, cliff_db, cliff_gate
         self.hold_share = hold_share
         self.over_gate, self.over_holes = over_gate, over_holes
@@ -411,13 +418,13 @@ class CutoffRestorer(nn.Module):
     @property
     def memory_frames(self) -> int:
         """Frames of input the output depends on (beyond the analysis frame and the tails)."""
-        return max(self.receptive_frames, self.hold)
+        return max(self.receptive_frames, self.hold, self.cliff_hold)
 
     def state_shapes(self, channels: int | str) -> dict[str, tuple]:
         """Shape of each state tensor; ``channels`` may be the string ``"channels"``."""
         ctx = {f"ctx{i + 1}": (channels, (self.K - 1) * d, self.hidden) for i, d in enumerate(self.DILATIONS)}
         width = self.geometry.n_band * (2 if self.cliff_gate else 1)  # has content | cliff under it
-        hold = {"hold": (channels, self.hold - 1, width)} if self.hold > 1 else {}
+        hold = {"hold": (channels, self.cliff_hold - 1, width)} if self.hold > 1 else {}
         return {"frames": (channels, self.hop), **ctx, "ola": (channels, self.hop), **hold,
                 "interp": (channels, INTERP_TAPS - 1)}
 
@@ -508,16 +515,18 @@ class CutoffRestorer(nn.Module):
             content = torch.sigmoid(-(headroom + self.HOLD_MARGIN_DB) / self.MASK_WIDTH_DB)
             if self.cliff_gate:  # and the running max of "a cliff lies under it"
                 content = torch.cat([content, reach], dim=2)
-            seq = torch.cat([hold, content], dim=1)  # [C, hold - 1 + M, width]
+            seq = torch.cat([hold, content], dim=1)  # [C, cliff_hold - 1 + M, width]
             if self.hold_share < 1.0:  # empty now, and in at least hold_share of the hold's frames
                 share = F.avg_pool1d(seq.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, n_band]
                 fill_mask = (1.0 - content) * torch.sigmoid(((1.0 - share) - self.hold_share) / self.SHARE_WIDTH)
             else:
-                had = F.max_pool1d(seq.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, width]
-                fill_mask = 1.0 - had[..., :n_band]
-            if self.cliff_gate:  # (hold_share is 1 with a cliff gate)
-                fill_mask = fill_mask * had[..., n_band:]
-            new_hold = [seq[:, -(self.hold - 1):]]
+                recent = seq[:, self.cliff_hold - self.hold:, :n_band]  # the hold's frames
+                had = F.max_pool1d(recent.transpose(1, 2), self.hold, stride=1).transpose(1, 2)  # [C, M, n_band]
+                fill_mask = 1.0 - had
+            if self.cliff_gate:  # (hold_share is 1 with a cliff gate): a cliff within cliff_hold frames
+                cliff_seen = F.max_pool1d(seq[..., n_band:].transpose(1, 2), self.cliff_hold, stride=1).transpose(1, 2)
+                fill_mask = fill_mask * cliff_seen
+            new_hold = [seq[:, -(self.cliff_hold - 1):]]
         else:
             fill_mask = mask
         if self.cliff_db > 0:
@@ -584,15 +593,15 @@ def build_model(arch: str = "gru", hidden: int = 192, layers: int = 2, hop: int 
                 hold_ms: float = 0.0, over: bool = True, cliff_db: float = 0.0, cliff_gate: bool = False,
                 high_cutoff_hz: float = CutoffRestorer.HIGH_CUTOFF_HZ, hold_share: float = 1.0,
                 over_gate: bool = False, over_holes: bool = False, floor_db: float = 0.0,
-                floor_learned: bool = False) -> nn.Module:
+                floor_learned: bool = False, cliff_hold_ms: float = 0.0) -> nn.Module:
     """A model of ``arch`` (one of ``ARCHS``); ``layers`` applies to ``gru`` only,
     ``hold_ms``, ``over``, ``cliff_db``, ``cliff_gate``, ``high_cutoff_hz``, ``hold_share``, ``over_gate``, ``over_holes``
-    ``floor_db`` and ``floor_learned`` to ``cutoff`` only (see :class:`CutoffRestorer`)."""
+    ``floor_db``, ``floor_learned`` and ``cliff_hold_ms`` to ``cutoff`` only (see :class:`CutoffRestorer`)."""
     if arch == "gru":
         return Restorer(hidden, layers, hop)
     if arch == "cutoff":
         return CutoffRestorer(hidden, hop, hold_ms, over, cliff_db, cliff_gate, high_cutoff_hz, hold_share, over_gate,
-                              over_holes, floor_db, floor_learned)
+                              over_holes, floor_db, floor_learned, cliff_hold_ms)
     raise ValueError(f"unknown arch {arch!r}; allowed: {ARCHS}")
 
 

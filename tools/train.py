@@ -365,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--floor-db", type=float, default=0.0,
                         help="--arch cutoff: train with the floor rule on (the fold exciter's copy in band bins this "
                         "far, dB, under their source, under a cut-off; the learned gains add to it); 0: off")
+    parser.add_argument("--cliff-hold-ms", type=float, default=0.0,
+                        help="--arch cutoff with --cliff-gate: how long a cliff keeps the gate open (ms, hold-ms..4000; "
+                        "0: the hold)")
     parser.add_argument("--floor-learned", action="store_true",
                         help="--arch cutoff with --floor-db: scale the floor rule's copy per bin by a learned "
                         "factor in 0..2 (starts at 1)")
@@ -434,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the model checks its own options (hold_ms, cliff_db, cliff_gate, hidden)
         model = build_model(args.arch, args.hidden, args.layers, args.hop, args.hold_ms, not args.no_over,
                             args.cliff_db, args.cliff_gate, args.high_cutoff_hz, args.hold_share,
-                            args.over_gate, args.over_holes, args.floor_db, args.floor_learned).to(device)
+                            args.over_gate, args.over_holes, args.floor_db, args.floor_learned,
+                            args.cliff_hold_ms).to(device)
     except ValueError as e:
         parser.error(str(e))
     run = Path(args.run)

@@ -546,3 +546,57 @@ def test_a_learned_floor_scale_runs_from_the_full_copy_to_none_and_reads_back(tm
     back = export.checkpoint_from_onnx(path)
     assert back["config"]["floor_learned"] and back["config"]["floor_db"] == 6.0
     assert torch.equal(back["model"]["floor_out.weight"], model.floor_out.weight)
+
+
+def test_a_longer_cliff_memory_keeps_the_gate_open_and_then_forgets():
+    """``cliff_hold_ms``: after a codec's cliff drops from view (the music turns quiet, its top
+    still empty), the cliff gate keeps filling for that long, not only for the hold, and then
+    stops; the model streams as offline, fails without its state, and exports and reads back."""
+    hop = 128
+    n = hop * 700  # 2.0 s
+    codec = _lowpass(_noise(n, seed=16), 16000)
+    drop = hop * 200  # 0.58 s: then 50 dB quieter, with no cliff of 30 dB over the threshold
+    x = codec.clone()
+    x[:, drop:] *= 10 ** (-50 / 20)
+    models = {ms: _open(CutoffRestorer(hidden=24, hold_ms=HOLD_MS, over=False, cliff_db=30.0, cliff_gate=True,
+                                       cliff_hold_ms=ms)) for ms in (0.0, 900.0)}
+    assert models[900.0].cliff_hold == round(0.9 * 44100 / hop) and models[0.0].cliff_hold == models[0.0].hold
+    with torch.no_grad():
+        added = {ms: (train.run_offline(m, x) - x).numpy() for ms, m in models.items()}
+
+    def hf(d, a_s, b_s):
+        a, b = int(a_s * SR), int(b_s * SR)
+        return _band_energy(d[:, a:b], 17500, 21000) / _band_energy(x.numpy()[:, a:b], 10000, 15000)
+
+    # 0.45-0.75 s after the drop: past the hold, within the cliff memory
+    assert hf(added[900.0], 0.58 + 0.45, 0.58 + 0.75) > 1e-3
+    assert hf(added[0.0], 0.58 + 0.45, 0.58 + 0.75) < 1e-3 * hf(added[900.0], 0.58 + 0.45, 0.58 + 0.75)
+    # 1.0 s after the drop, both have forgotten the cliff
+    assert hf(added[900.0], 0.58 + 1.0, 2.0) < 1e-3 * hf(added[900.0], 0.58 + 0.45, 0.58 + 0.75)
+    model = models[900.0]
+    with torch.no_grad():
+        offline = model(x, *model.initial_state(2))[0]
+        for drop_hold in (False, True):
+            state, out = model.initial_state(2), []
+            for i in range(0, n, 8 * hop):
+                if drop_hold:
+                    state[model.state_names.index("hold")] = model.initial_state(2)[model.state_names.index("hold")]
+                y, *state = model(x[:, i:i + 8 * hop], *state)
+                out.append(y)
+            diff = float((torch.cat(out, 1) - offline).abs().max())
+            assert (diff > 1e-3) if drop_hold else (diff < 1e-4), (drop_hold, diff)
+    with pytest.raises(ValueError, match="cliff_hold_ms"):
+        CutoffRestorer(hidden=24, hold_ms=HOLD_MS, cliff_db=30.0, cliff_hold_ms=900.0)  # no cliff gate
+    with pytest.raises(ValueError, match="cliff_hold_ms"):
+        CutoffRestorer(hidden=24, hold_ms=HOLD_MS, cliff_db=30.0, cliff_gate=True, cliff_hold_ms=100.0)
+
+
+def test_a_cliff_memory_model_exports_and_reads_back(tmp_path):
+    model = _open(build_model("cutoff", hidden=16, hop=128, hold_ms=HOLD_MS, over=True, cliff_db=24.0,
+                              cliff_gate=True, over_gate=True, floor_db=6.0, cliff_hold_ms=900.0))
+    path = tmp_path / "m.onnx"
+    report = export.export_and_check(model, path, "tiny", export.describe(model, {"step": 1}))
+    assert max(report["parity"].values()) <= export.TOLERANCE
+    config = export.checkpoint_from_onnx(path)["config"]
+    assert config["hold_ms"] == HOLD_MS and abs(config["cliff_hold_ms"] - 900.0) < 1.5  # whole frames
+    assert config["cliff_gate"] and config["floor_db"] == 6.0
