@@ -468,6 +468,85 @@ def monitor_delay(rec: dict, factor: int = 4, segments: int = 5) -> tuple[float,
     return float(np.median(delays)), float(np.median(corrs))
 
 
+BREAK_CORR = 0.95
+"""A window of the input whose best match in the DAC's recording correlates no better than
+this is a break: a gap or broken audio there (the same bar as :func:`monitor_delay`'s)."""
+
+
+MERGE_BREAKS_S = 0.1
+"""Breaks this close to the one before are one (a gap's window and the one after it that
+still holds its edge)."""
+
+
+def _monotonic_fit(stamps: np.ndarray) -> tuple[float, float] | None:
+    """``time.monotonic()`` = t0 + index * period over a recorder's callbacks (its fourth
+    column; robust to callbacks that ran late); None for a recording without it."""
+    if stamps.ndim != 2 or stamps.shape[1] < 4 or len(stamps) < 8:
+        return None
+    idx, mono = stamps[:, 0], stamps[:, 3]
+    period, t0 = np.polyfit(idx, mono, 1)
+    for _ in range(3):  # a callback runs at or after its block arrived: keep the early ones
+        resid = mono - (t0 + period * idx)
+        keep = resid <= np.percentile(resid, 50)
+        period, t0 = np.polyfit(idx[keep], mono[keep], 1)
+    return float(t0 + np.min(mono - (t0 + period * idx))), float(period)
+
+
+def recording_breaks(rec: dict, factor: int = 4, win_s: float = 0.01) -> list[float] | None:
+    """Where in the DAC's recording the input's audio is missing: the ``time.monotonic()``
+    (on the clock of :mod:`tests.audio.stall_probe` and ``status``'s ``xrun_times``) at which
+    the DAC's monitor heard each run of windows of the input (``win_s`` each, over the
+    whole signal) whose best match correlates no better than :data:`BREAK_CORR` (runs
+    within :data:`MERGE_BREAKS_S` of each other as one).
+
+    Both sides are low-passed to 2 kHz (as in :func:`monitor_delay`). The lag is tracked
+    from window to window (searched within 1 ms of the last, since the drift control warps
+    time by up to a few thousand ppm while it settles); a window that matches no better
+    than the bar is searched within 0.3 s, so that a gap, which delays all that follows,
+    is a break where it is and not after it. None for a recording without the monotonic
+    stamps."""
+    ra, rb = int(rec["a_rate"]), int(rec["b_rate"])
+    assert rb == factor * ra
+    fit = _monotonic_fit(np.asarray(rec["b_stamps"]))
+    if fit is None:
+        return None
+    m0, mp = fit
+    a = _lowpass(rec["a"][:, 0].astype(np.float64), ra, 2000.0)
+    b = _lowpass(rec["b"][::factor, 0].astype(np.float64), ra, 2000.0)
+    on = np.flatnonzero(np.abs(rec["a"][:, 0]) > 0.02)
+    if not len(on):
+        return []
+    w, near, wide = int(win_s * ra), int(0.001 * ra), int(0.3 * ra)
+    first, last = int(on[0]) + int(0.3 * ra), int(on[-1]) - int(0.5 * ra)
+    seg = a[first:first + int(0.1 * ra)]
+    L, _ = _xcorr_lag(seg, b[: first + len(seg) + 4 * ra], first + 3 * ra)
+    lag = L - first  # B index / factor = A index + lag
+
+    def match(st: int, reach: int) -> tuple[float, float] | None:
+        lo = max(0, int(round(st + lag)) - reach)
+        bseg = b[lo:lo + w + 2 * reach]
+        if len(bseg) < w + reach:
+            return None
+        L, c = _xcorr_lag(a[st:st + w], bseg, len(bseg) - 1)
+        return lo + L - st, c
+
+    breaks, in_break = [], False
+    for st in range(first, last - w, w):
+        found = match(st, near)
+        if found is not None and found[1] <= BREAK_CORR:
+            found = match(st, wide)
+        if found is None:
+            break
+        if found[1] > BREAK_CORR:
+            lag, in_break = found[0], False
+        elif not in_break:
+            in_break = True
+            t = m0 + mp * factor * (st + lag)
+            if not breaks or t - breaks[-1] > MERGE_BREAKS_S:
+                breaks.append(t)
+    return breaks
+
+
 def catmull_rom(x: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """``x`` sampled at fractional positions ``pos`` (cubic Catmull-Rom)."""
     i = np.floor(pos).astype(np.int64)

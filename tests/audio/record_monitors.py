@@ -3,9 +3,11 @@
     python record_monitors.py OUT.npz SECONDS SOURCE_A RATE_A SOURCE_B RATE_B
 
 Both streams are opened in this one process through ALSA's ``pulse`` device, routed with
-PULSE_SOURCE; every callback stores where its block starts and PortAudio's
-``inputBufferAdcTime`` for it, so that the two recordings can be put on one clock (the
-delay between them is measured, not assumed). Prints ``READY`` once both streams run.
+PULSE_SOURCE; every callback stores where its block starts, PortAudio's
+``inputBufferAdcTime`` and ``currentTime`` for it, and ``time.monotonic()`` when it ran,
+so that the two recordings can be put on one clock (the delay between them is measured,
+not assumed) and a place in them on the clock of the stall probe and the daemon's
+``xrun_times``. Prints ``READY`` once both streams run.
 Input overflows of its own streams are counted and saved (``a_overflows``, ``b_overflows``):
 a gap in the recording must not be mistaken for one in the daemon's output. It runs at
 normal priority: at SCHED_FIFO, its PortAudio threads spun on both cores once the sound
@@ -30,7 +32,7 @@ def main() -> int:
     for k, (source, rate) in enumerate(specs):
         n = int((seconds + 5) * rate)
         buf = np.zeros((n, 2), np.float32)
-        st = np.zeros((int((seconds + 5) * 2000), 3), np.float64)
+        st = np.zeros((int((seconds + 5) * 2000), 4), np.float64)
         bufs.append(buf)
         stamps.append(st)
         pos.append([0, 0])
@@ -42,7 +44,7 @@ def main() -> int:
             i = p[0]
             if i + frames <= buf.shape[0] and p[1] < st.shape[0]:
                 buf[i:i + frames] = indata
-                st[p[1]] = (i, t.inputBufferAdcTime, t.currentTime)
+                st[p[1]] = (i, t.inputBufferAdcTime, t.currentTime, time.monotonic())
                 p[1] += 1
                 p[0] = i + frames
 

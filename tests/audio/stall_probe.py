@@ -108,10 +108,10 @@ class StallProbe:
             out.append(f"{t - prior[-1][0]:.2f}s/{prior[-1][2]:.1f}ms" if prior else "none")
         return out
 
-    def explains(self, xrun_times, n: int) -> str | None:
+    def explains(self, xrun_times, n: int, what: str = "the daemon counted xruns") -> str | None:
         """Why the last ``n`` xruns came, if the newest of ``xrun_times`` (``status``'s:
         ``[monotonic, count]``) that account for them each followed a stall of the machine;
-        else None."""
+        else None. ``what`` names the times in the answer."""
         if not self.running or n <= 0 or not xrun_times:
             return None
         matched = 0
@@ -123,7 +123,7 @@ class StallProbe:
             matched += count
             worst.append(max(near))
             if matched >= n:
-                return (f"each of the {len(worst)} times the daemon counted xruns came right after a stall "
+                return (f"each of the {len(worst)} times {what} came right after a stall "
                         f"of the whole machine (a FIFO-99 probe woke {', '.join(f'{w:.1f}' for w in worst)} ms late)")
         return None
 

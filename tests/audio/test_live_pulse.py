@@ -30,6 +30,7 @@ from tests.audio.pulse_harness import (
     max_step,
     monitor_delay,
     noise_signal,
+    recording_breaks,
     sine,
 )
 from tests.audio.stall_probe import PROBE
@@ -95,26 +96,25 @@ def assert_no_xruns(server, xruns: dict, before: int, causes: dict | None = None
                     f"at {times}; the last stall before each: {PROBE.before_each(times)}; {PROBE.summary(PROBE.test_started)})")
 
 
-LONG_STALL_MS = 10.0
-"""How long a stall of the machine must be to excuse a low correlation with no xrun counted
-(see :func:`assert_correlated`; a weak rule: such stalls come about once a minute here)."""
-
-
 def assert_correlated(server, corr: float, xruns: dict, before: int, causes: dict | None = None,
-                      last: str | None = None, times: list | None = None) -> None:
+                      last: str | None = None, times: list | None = None, rec: dict | None = None) -> None:
     """The recording at the DAC matches the input (correlation over 0.95). A gap at the DAC
     shifts the audio behind it by its length, and no single delay fits: a low correlation
-    checks the counted xruns first (see :func:`assert_no_xruns`). With none counted, a stall
-    of the machine of ``LONG_STALL_MS`` or more in the test is reported as the expected
-    failure (seen on the PortAudio backend, through ALSA's pulse plugin, which reports no
-    underflow)."""
+    checks the counted xruns first (see :func:`assert_no_xruns`). With none counted (the
+    PortAudio backend, through ALSA's pulse plugin, reports no underflow), the breaks are
+    located in the recording ``rec`` (:func:`recording_breaks`, on the monotonic clock), and
+    the window is the expected failure only if each came right after a stall of the
+    machine (:meth:`StallProbe.explains`)."""
     if corr <= 0.95:
         assert_no_xruns(server, xruns, before, causes, last, times)
-        long = [s for s in PROBE.stalls_since(PROBE.test_started) if s[2] >= LONG_STALL_MS]
-        if PROBE.running and long:
-            pytest.xfail(f"correlation {corr:.3f} with no xrun counted, after {len(long)} stalls of the machine "
-                         f">= {LONG_STALL_MS:g} ms (longest {max(x[2] for x in long):.1f} ms)")
-    assert corr > 0.95, (corr, PROBE.summary(PROBE.test_started))
+        breaks = recording_breaks(rec) if rec is not None else None
+        if breaks:
+            why = PROBE.explains([[t, 1] for t in breaks], len(breaks), what="the DAC's recording breaks")
+            if why:
+                pytest.xfail(f"correlation {corr:.3f} with no xrun counted: {why}; {PROBE.summary(PROBE.test_started)}")
+        assert corr > 0.95, (f"correlation {corr:.3f} with no xrun counted; the recording breaks at "
+                             f"{breaks} (monotonic), the last stall before each: "
+                             f"{PROBE.before_each([[t, 1] for t in breaks or ()])}; {PROBE.summary(PROBE.test_started)}")
 
 
 def tolerance_ms(server, measured_ms: float) -> float:
@@ -213,7 +213,8 @@ def test_sixty_seconds_equal_file_mode_no_xruns_latency_as_reported(sound_server
     print("rings", st["rings"])
     reported = lat["total_ms"] - lat["sink_ms"]
     print(f"measured delay {1e3 * delay:.2f} ms (corr {corr:.4f}); status {lat}")
-    assert_correlated(sound_server, corr, st["xruns"], before, st.get("output_underflow_causes"), times=st.get("xrun_times"))
+    assert_correlated(sound_server, corr, st["xruns"], before, st.get("output_underflow_causes"), times=st.get("xrun_times"),
+                      rec=data)
     assert abs(1e3 * delay - reported) <= tolerance_ms(sound_server, 1e3 * delay), (1e3 * delay, lat)
 
     # status and bypass from the CLI
@@ -323,7 +324,8 @@ def _latency_setting(
         st = d.status()  # before the recorder leaves (see RECORDER)
         finish(rec)
         reopened = st["recoveries"] - recoveries
-        delay, corr = monitor_delay(recorded(tmp_path / "rec.npz"))
+        data = recorded(tmp_path / "rec.npz")
+        delay, corr = monitor_delay(data)
         print(
             f"{label}: measured {1e3 * delay:.2f} ms (corr {corr:.4f}); status {st['latency_ms']}; xruns {st['xruns']}; "
             f"audio path reopened {st['recoveries'] - rec_before} times ({reopened} in the window); "
@@ -335,7 +337,7 @@ def _latency_setting(
         assert reopened == 0, f"the audio path was reopened {reopened} times in the measured window"
         break
     assert_correlated(sound_server, corr, st["xruns"], before, st.get("output_underflow_causes"),
-                      st.get("last_output_underflow"), st.get("xrun_times"))
+                      st.get("last_output_underflow"), st.get("xrun_times"), rec=data)
     no_xruns = lambda: assert_no_xruns(sound_server, st["xruns"], before, st.get("output_underflow_causes"),  # noqa: E731
                                        st.get("last_output_underflow"), st.get("xrun_times"))
     if sound_server.name != "pipewire":
