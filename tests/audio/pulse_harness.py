@@ -387,9 +387,10 @@ def sine(seconds: float, rate: int, freq: float = 997.0, amp: float = 0.5) -> np
 
 
 # ---------------------------------------------------------------------- measuring
-def _clock_fit(stamps: np.ndarray) -> tuple[float, float]:
-    """Fit adc_time = t0 + index * period over the callbacks (robust to a few late ones)."""
-    idx, adc = stamps[:, 0], stamps[:, 1]
+def _clock_fit(stamps: np.ndarray, column: int = 1) -> tuple[float, float]:
+    """Fit time = t0 + index * period over a recorder's callbacks (robust to a few late
+    ones); ``column`` 1 is PortAudio's ADC time, 3 ``time.monotonic()`` in the callback."""
+    idx, adc = stamps[:, 0], stamps[:, column]
     ok = adc > 0
     idx, adc = idx[ok], adc[ok]
     period, t0 = np.polyfit(idx, adc, 1)
@@ -478,20 +479,6 @@ MERGE_BREAKS_S = 0.1
 still holds its edge)."""
 
 
-def _monotonic_fit(stamps: np.ndarray) -> tuple[float, float] | None:
-    """``time.monotonic()`` = t0 + index * period over a recorder's callbacks (its fourth
-    column; robust to callbacks that ran late); None for a recording without it."""
-    if stamps.ndim != 2 or stamps.shape[1] < 4 or len(stamps) < 8:
-        return None
-    idx, mono = stamps[:, 0], stamps[:, 3]
-    period, t0 = np.polyfit(idx, mono, 1)
-    for _ in range(3):  # a callback runs at or after its block arrived: keep the early ones
-        resid = mono - (t0 + period * idx)
-        keep = resid <= np.percentile(resid, 50)
-        period, t0 = np.polyfit(idx[keep], mono[keep], 1)
-    return float(t0 + np.min(mono - (t0 + period * idx))), float(period)
-
-
 def recording_breaks(rec: dict, factor: int = 4, win_s: float = 0.01) -> list[float] | None:
     """Where in the DAC's recording the input's audio is missing: the ``time.monotonic()``
     (on the clock of :mod:`tests.audio.stall_probe` and ``status``'s ``xrun_times``) at which
@@ -507,10 +494,10 @@ def recording_breaks(rec: dict, factor: int = 4, win_s: float = 0.01) -> list[fl
     stamps."""
     ra, rb = int(rec["a_rate"]), int(rec["b_rate"])
     assert rb == factor * ra
-    fit = _monotonic_fit(np.asarray(rec["b_stamps"]))
-    if fit is None:
+    stamps = np.asarray(rec["b_stamps"])
+    if stamps.ndim != 2 or stamps.shape[1] < 4:
         return None
-    m0, mp = fit
+    m0, mp = _clock_fit(stamps, column=3)
     a = _lowpass(rec["a"][:, 0].astype(np.float64), ra, 2000.0)
     b = _lowpass(rec["b"][::factor, 0].astype(np.float64), ra, 2000.0)
     on = np.flatnonzero(np.abs(rec["a"][:, 0]) > 0.02)
