@@ -295,6 +295,31 @@ def list_app_streams() -> list[AppStream]:
     return out
 
 
+def list_monitor_readers(sink: str) -> list[AppStream]:
+    """The recording streams on ``sink``'s monitor (a recorder, a level meter, a visualiser),
+    each as an :class:`AppStream` whose ``sink`` is ``sink``. On PipeWire they run in the
+    sink's graph and hold its rate as a player does."""
+    monitors = {str(src.index) for src in list_sources() if src.monitor_of == sink}
+    if not monitors:
+        return []
+    rows = _pactl("list", "source-outputs")
+    assert isinstance(rows, list)
+    out = []
+    for r in rows:
+        if str(r.get("source")) not in monitors:
+            continue
+        p = r.get("properties", {}) or {}
+        pid = p.get("application.process.id")
+        out.append(AppStream(
+            index=int(r["index"]), sink=sink,
+            app=str(p.get("application.name") or p.get("application.process.binary") or ""),
+            pid=int(pid) if str(pid or "").isdigit() else None,
+            media=str(p.get("media.name", "")), node=str(p.get("node.name", "")),
+            rate=_spec_rate(r.get("sample_specification")), corked=bool(r.get("corked", False)),
+        ))
+    return out
+
+
 def move_app_stream(index: int, sink: str) -> None:
     """Move playback stream ``index`` to sink ``sink``."""
     _pactl("move-sink-input", str(index), sink, json_out=False)

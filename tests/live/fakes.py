@@ -71,6 +71,9 @@ class FakeServer:
     def list_app_streams(self):
         return []
 
+    def list_monitor_readers(self, sink):
+        return []
+
     def move_app_stream(self, index, sink):
         raise self.SoundServerError("no such stream")
 

@@ -307,3 +307,61 @@ def test_the_sink_ahead_watch_restarts_when_the_sink_comes_back():
     assert w.update(0.05, 3.0) is None and w.over_since is None  # back under: forgotten
     assert w.update(0.5, 4.0) is None and w.update(0.5, 6.9) is None
     assert "for 3.0 s" in w.update(0.5, 7.0)
+
+
+def test_a_pipewire_graph_held_at_another_rate_is_reopened_only_while_that_can_help(tmp_path, monkeypatch, caplog):
+    """PipeWire keeps the DAC's graph at another rate while anything runs on it. A player on
+    the DAC or a recording of its monitor is named, and the playback is not reopened (each
+    reopen is a pause at the DAC). With nothing seen on it, the daemon reopens, but at most
+    ``REGRAPH_TRIES`` times in a row; a change in the server's streams lets it try again."""
+    import logging
+
+    from rtupscale.audio.pulse import AppStream
+    from rtupscale.live import daemon as daemon_mod
+
+    class Server(FakeServer):
+        streams: list = []
+        readers: list = []
+
+        def list_app_streams(self):
+            return list(self.streams)
+
+        def list_monitor_readers(self, sink):
+            return [a for a in self.readers if a.sink == sink]
+
+    def resampled(s, server):  # the DAC node runs at 48000 under our 176400 Hz stream
+        s.routing.dac_rate, s.routing.resampled = 48000, True
+        s.routing.advice = "another stream holds the DAC's graph at 48000 Hz (...)"
+
+    monkeypatch.setattr(daemon_mod, "check_playback_rate", resampled)
+    monkeypatch.setattr(daemon_mod, "REGRAPH_EVERY_S", 0.0)
+    server = Server()
+    d = Daemon(Config(), None, server=server, parts={
+        "open_streams": FakeStreams, "resolve_capture": resolve_capture, "resolve_playback": resolve_playback,
+        "choose_backend": lambda setting, c, p: "pulse",
+    })
+    d.control = type("Ctl", (), {"path": tmp_path / "c.sock"})()
+    d.session = d._start_session(d.config)
+    d.session.server = type("Info", (), {"is_pipewire": True})()
+    reopens = []
+    monkeypatch.setattr(d, "_reopen", lambda why: reopens.append(why))
+    caplog.set_level(logging.INFO, logger="rtupscale.daemon")
+    try:
+        server.readers = [AppStream(47, "dac", "parec", 4242, "record", "parec", 48000)]
+        d.check_rates()
+        assert reopens == [] and "held by parec (recording its monitor, stream 47)" in caplog.text
+        server.readers = []
+        server.streams = [AppStream(9, "dac", "pw-cat", None, "tone", "pw-cat", 48000)]
+        d.check_rates()
+        assert reopens == [] and "held by pw-cat (stream 9)" in caplog.text
+        server.streams = [AppStream(3, "other-sink", "player", 5151, "song", "", 44100)]  # not on the DAC
+        for _ in range(daemon_mod.REGRAPH_TRIES + 3):
+            d.check_rates()
+        assert len(reopens) == daemon_mod.REGRAPH_TRIES, reopens
+        assert caplog.text.count(f"through {daemon_mod.REGRAPH_TRIES} reopens") == 1
+        server.streams = []  # a stream left the server: worth another try
+        d.check_rates()
+        assert len(reopens) == daemon_mod.REGRAPH_TRIES + 1
+    finally:
+        d.session.close()
+        d.sink.remove()
