@@ -30,7 +30,7 @@ from rtupscale.audio.devices import DeviceError
 from rtupscale.audio.pipeline import Pipeline
 from rtupscale.live import reload as reload_plan
 from rtupscale.live.rates import capture_rate_change, check_playback_rate
-from rtupscale.live.routing import REATTACH_WINDOW_S, AllApps, OurApps
+from rtupscale.live.routing import REATTACH_WINDOW_S, AllApps, OurApps, others_streams
 from rtupscale.live.server import SoundServerClient
 from rtupscale.live.session import Backend, Session, SessionParts
 from rtupscale.live.sink import VirtualSink
@@ -430,12 +430,17 @@ class Daemon:
         self.apps.refresh()  # remember who plays to our sink now
         log.info("the apps on %s play at %d Hz: remaking it at %d Hz (playback at %d Hz)", a.virtual_sink, rate, rate, FACTOR * rate)
         park_module = None
+        parked: list = []
         t0 = time.monotonic()
         self._fade_out()  # first: the apps leaving our sink would be a step in what we capture
         try:
             park_module = self.server.load_null_sink(park, rate, a.channels)
             parked = self.apps.park(park)
-            log.info("%d app(s) wait on %s: %s", len(parked), park, ", ".join(x.app or x.node for x in parked))
+            # before our sink goes: a move still in flight then would take the app to the
+            # server's fallback sink, where it plays un-upscaled
+            _, _, left = self.apps.move_until_there({x.index for x in parked}, park, UNPARK_S)
+            log.info("%d app(s) wait on %s: %s%s", len(parked), park, ", ".join(x.app or x.node for x in parked),
+                     f" ({left} did not get there)" if left else "")
         except self.server.SoundServerError as e:
             log.warning("could not hold the apps on a silent sink while %s is remade (%s): they play on the "
                         "server's fallback sink meanwhile", a.virtual_sink, e)
@@ -449,7 +454,7 @@ class Daemon:
         finally:
             if park_module is not None:
                 if self.session is not None and self.session.sink_module is not None:
-                    self._unpark(park)
+                    self._unpark(park, {x.index for x in parked})
                 try:  # what is still parked goes to the fallback sink
                     self.server.unload_module(park_module)
                 except self.server.SoundServerError as e:
@@ -496,20 +501,16 @@ class Daemon:
             return
         self._log_start()
 
-    def _unpark(self, park: str) -> None:
-        """Move the apps waiting on ``park`` back to our sink, and make sure they went: a
-        PipeWire server accepts the move before its new sink can take streams, and the app
-        stays where it was; so the move is repeated until none is left there (for up to
-        ``UNPARK_S``)."""
-        deadline = time.monotonic() + UNPARK_S
-        moved = tries = 0
-        while True:
-            tries += 1
-            moved += self.apps.unpark(park)
-            time.sleep(0.1)
-            left = self.apps.count_on(park)
-            if not left or time.monotonic() > deadline:
-                break
+    def _unpark(self, park: str, parked: set[int]) -> None:
+        """Move the apps parked on ``park`` (the stream indices ``parked``, wherever they play
+        now) and any other app on it back to our sink, and make sure they went: a PipeWire
+        server accepts the move before its new sink can take streams, and the app stays where
+        it was; so the move is repeated until each is there (for up to ``UNPARK_S``)."""
+        try:
+            on_park = {a.index for a in others_streams(self.server) if a.sink == park}
+        except self.server.SoundServerError:
+            on_park = set()
+        moved, tries, left = self.apps.move_until_there(parked | on_park, self.apps.sink, UNPARK_S)
         if left:
             log.warning("%d app(s) did not move back from %s to %s: they go to the server's fallback sink",
                         left, park, self.config.audio.virtual_sink)

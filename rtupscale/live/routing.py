@@ -86,25 +86,30 @@ class OurApps:
                 log.info("could not move %s (stream %d) to %s: %s", a.app or a.node, a.index, sink, e)
         return moved
 
-    def count_on(self, sink: str) -> int:
-        """How many apps play to ``sink`` now (0 when the server is away)."""
-        try:
-            return sum(a.sink == sink for a in self._streams())
-        except self.server.SoundServerError:
-            return 0
-
-    def unpark(self, sink: str) -> int:
-        """Move every app on ``sink`` back to our sink; returns how many moved."""
-        n = 0
-        for a in self._streams():
-            if a.sink != sink:
-                continue
+    def move_until_there(self, indices: set[int], sink: str, limit_s: float) -> tuple[int, int, int]:
+        """Move the streams ``indices`` to ``sink`` until each plays there, wherever it is now,
+        for up to ``limit_s`` (a PipeWire server accepts a move before the new sink can take
+        streams, and the stream stays where it was; a stream whose sink is removed meanwhile
+        goes to the fallback sink). Streams that ended are left out. Returns ``(moves, tries,
+        left)``: the moves made, the rounds, and the streams still elsewhere at the end."""
+        deadline = time.monotonic() + limit_s
+        moves = tries = 0
+        while True:
+            tries += 1
             try:
-                self.server.move_app_stream(a.index, self.sink)
-                n += 1
-            except self.server.SoundServerError as e:
-                log.warning("could not move %s (stream %d) back to %s: %s", a.app or a.node, a.index, self.sink, e)
-        return n
+                now = {a.index: a for a in self._streams()}
+            except self.server.SoundServerError:
+                return moves, tries, len(indices)
+            todo = [now[i] for i in sorted(indices) if i in now and now[i].sink != sink]
+            if not todo or time.monotonic() > deadline:
+                return moves, tries, len(todo)
+            for a in todo:
+                try:
+                    self.server.move_app_stream(a.index, sink)
+                    moves += 1
+                except self.server.SoundServerError as e:
+                    log.info("could not move %s (stream %d) to %s: %s", a.app or a.node, a.index, sink, e)
+            time.sleep(0.1)
 
     def refresh(self) -> None:
         """Remember the streams on our sink now (and forget the ones that left it)."""

@@ -82,8 +82,55 @@ def test_apps_are_parked_on_another_sink_and_come_back():
     assert [a.index for a in apps.park("rtupscale-switching")] == [1]
     assert server.moves == [(1, "rtupscale-switching")]
     assert apps.rate((44100, 48000)) is None  # nothing on our sink now
-    assert apps.unpark("rtupscale-switching") == 1
+    assert apps.move_until_there({1}, "rtupscale", 1.0) == (1, 2, 0)  # a move, then a round that found it there
     assert [a.sink for a in server.streams] == ["rtupscale", "dac", "rtupscale"]
+
+
+class LaggingServer(RateServer):
+    """As PipeWire: a move is accepted at once and takes effect only at the next listing but
+    one, and a stream whose sink is removed goes to the fallback sink (``dac``)."""
+
+    def __init__(self, streams):
+        super().__init__(streams)
+        self.pending: dict[int, list] = {}  # index -> [sink, listings to go]
+
+    def list_app_streams(self):
+        for index, p in list(self.pending.items()):
+            p[1] -= 1
+            if p[1] < 0:
+                del self.pending[index]
+                super().move_app_stream(index, p[0])
+                self.moves.pop()
+        return list(self.streams)
+
+    def move_app_stream(self, index, sink):
+        self.moves.append((index, sink))
+        if self.pending.get(index, [None])[0] != sink:  # the same move again does not restart it
+            self.pending[index] = [sink, 1]
+
+    def remove_sink(self, name):
+        self.streams = [AppStream(a.index, "dac", a.app, a.pid, a.media, a.node, a.rate, a.corked)
+                        if a.sink == name else a for a in self.streams]
+
+
+def test_moves_are_repeated_until_each_stream_is_there_wherever_it_went():
+    """A move that had not landed when its sink went: the stream is found on the fallback
+    sink and moved back by its index."""
+    server = LaggingServer([_app(1, "rtupscale", 48000), _app(2, "dac", 44100, pid=5151)])
+    apps = OurApps(server, "rtupscale")
+    assert [a.index for a in apps.park("rtupscale-switching")] == [1]
+    assert server.streams[0].sink == "rtupscale"  # accepted, not yet done
+    moves, tries, left = apps.move_until_there({1}, "rtupscale-switching", 2.0)
+    assert left == 0 and tries >= 2 and server.streams[0].sink == "rtupscale-switching"
+    # the park sink goes before the move back lands: the app falls to the DAC
+    apps.server.move_app_stream(1, "rtupscale")
+    server.pending.clear()
+    server.remove_sink("rtupscale-switching")
+    assert server.streams[0].sink == "dac"
+    moves, tries, left = apps.move_until_there({1}, "rtupscale", 2.0)
+    assert left == 0 and moves >= 1 and server.streams[0].sink == "rtupscale"
+    assert server.streams[1].sink == "dac"  # the other app stays where it was
+    assert apps.move_until_there({1, 99}, "rtupscale", 1.0) == (0, 1, 0)  # an ended stream is left out
 
 
 def test_all_apps_takes_every_stream_once_leaves_excluded_ones_and_gives_them_back():
