@@ -70,6 +70,8 @@ REGRAPH_TRIES = 3
 stream listing shows holds it) before the daemon stops trying, until the server's streams
 change or :data:`REGRAPH_RETRY_S` has passed: each reopen is a fade and a pause at the DAC."""
 REGRAPH_RETRY_S = 600.0
+"""After giving up (:data:`REGRAPH_TRIES`), the daemon tries again this long later even if
+no stream came or went."""
 REGRAPH_AFTER_SWITCH_S = 2.0
 """The same, in the 15 s after ``audio.rate: auto`` changed the rate: the apps that moved
 back to our sink may hold the DAC's graph at their rate for a moment."""
