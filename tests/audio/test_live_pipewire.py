@@ -72,7 +72,8 @@ def test_a_48k_stream_holding_the_dac_at_start_is_reported_as_resampled(pipewire
         d = daemon_factory(make_config(model={"path": "none"}))
         st = _verdict_agrees_with_the_node(server, d, 48000)
         assert "another stream holds the DAC's graph at 48000 Hz" in st["playback"]["advice"], st["playback"]
-        assert "the DAC's graph is held by pw-cat" in d.log_text()
+        # logged after the verdict, once the streams on the DAC are listed
+        wait_until(lambda: "the DAC's graph is held by pw-cat" in d.log_text(), 5, "the log naming pw-cat")
     finally:
         other.kill()
         other.wait()
