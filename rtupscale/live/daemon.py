@@ -514,8 +514,8 @@ class Daemon:
             on_park = set()
         moved, tries, left = self.apps.move_until_there(parked | on_park, self.apps.sink, UNPARK_S)
         if left:
-            log.warning("%d app(s) did not move back from %s to %s: they go to the server's fallback sink",
-                        left, park, self.config.audio.virtual_sink)
+            log.warning("%d app(s) did not get back to %s from %s: they go to the server's fallback sink",
+                        left, self.config.audio.virtual_sink, park)
         else:
             log.info("app(s) moved back to %s (%d move(s), %d tries)", self.config.audio.virtual_sink, moved, tries)
 

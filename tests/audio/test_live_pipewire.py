@@ -56,55 +56,59 @@ def test_the_rate_verdict_follows_the_graph_when_it_is_forced_to_48k(pipewire_se
     assert checks["state"] == "running"
 
 
+def _held_at_48k_then_freed(server, make_config, daemon_factory, holder: list[str], named: str, while_held=None):
+    """``holder`` (a command) drives the DAC's graph at 48000 before the daemon starts: status
+    says RESAMPLED and why, and the log names the holder (``named``, written after the
+    verdict, once the streams on the DAC are listed); ``while_held(d)`` runs then. When the
+    holder stops, one reopen of our playback lets the graph switch, and the x4 rate reaches
+    the DAC."""
+    zero = open("/dev/zero", "rb")
+    p = subprocess.Popen(holder, stdin=zero, env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    zero.close()
+    try:
+        wait_until(lambda: server.node_rate("dac") == 48000, 5, f"{holder[0]} driving the DAC's graph at 48 kHz")
+        d = daemon_factory(make_config(model={"path": "none"}))
+        st = _verdict_agrees_with_the_node(server, d, 48000)
+        assert "another stream holds the DAC's graph at 48000 Hz" in st["playback"]["advice"], st["playback"]
+        wait_until(lambda: named in d.log_text(), 5, f"the log naming {holder[0]}")
+        if while_held is not None:
+            while_held(d)
+    finally:
+        p.kill()
+        p.wait()
+    st = _verdict_agrees_with_the_node(server, d, OUT_RATE, timeout=8.0)
+    assert "with only our stream on it: reopening the playback" in d.log_text()
+    assert st["state"] == "running" and st["recoveries"] == 1, st
+
+
 def test_a_48k_stream_holding_the_dac_at_start_is_reported_as_resampled(pipewire_server, make_config, daemon_factory):
     """Another app plays to the DAC at 48 kHz when the daemon starts: the graph runs at 48000
     (the old check read 176400 off ``clock.allowed-rates``). Status says RESAMPLED and why.
     When the app leaves, PipeWire keeps the graph at 48000 for as long as our stream plays:
     the daemon reopens its playback and the x4 rate reaches the DAC again."""
-    server = pipewire_server
-    zero = open("/dev/zero", "rb")
-    other = subprocess.Popen(["pw-cat", "--playback", "--rate", "48000", "--channels", "2", "--format", "f32",
-                              "--target", "dac", "-"], stdin=zero, env=server.env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    zero.close()
-    try:
-        wait_until(lambda: server.node_rate("dac") == 48000, 5, "the 48 kHz app driving the DAC")
-        d = daemon_factory(make_config(model={"path": "none"}))
-        st = _verdict_agrees_with_the_node(server, d, 48000)
-        assert "another stream holds the DAC's graph at 48000 Hz" in st["playback"]["advice"], st["playback"]
-        # logged after the verdict, once the streams on the DAC are listed
-        wait_until(lambda: "the DAC's graph is held by pw-cat" in d.log_text(), 5, "the log naming pw-cat")
-    finally:
-        other.kill()
-        other.wait()
-    st = _verdict_agrees_with_the_node(server, d, OUT_RATE, timeout=8.0)
-    assert "with only our stream on it: reopening the playback" in d.log_text()
-    assert st["state"] == "running" and st["recoveries"] == 1, st
+    _held_at_48k_then_freed(
+        pipewire_server, make_config, daemon_factory,
+        ["pw-cat", "--playback", "--rate", "48000", "--channels", "2", "--format", "f32", "--target", "dac", "-"],
+        "the DAC's graph is held by pw-cat (stream",
+    )
 
 
 def test_a_recording_of_the_dacs_monitor_holds_the_graph_without_reopens(pipewire_server, make_config, daemon_factory):
     """A recording of the DAC's monitor at 48 kHz (a level meter, a visualiser) runs in the
     DAC's graph and holds it at 48000 as a player does. The daemon names it and does not
     reopen its playback (each reopen fades out and pauses the music: before, it reopened on
-    its first rate check, and every 2-10 s after). When the recording stops, one reopen
-    lets the graph switch, and 176400 Hz reaches the DAC."""
-    server = pipewire_server
-    rec = subprocess.Popen(["parec", "--raw", "--rate=48000", "--channels=2", "--format=float32le", "-d", "dac.monitor"],
-                           env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_until(lambda: server.node_rate("dac") == 48000, 5, "the 48 kHz recording driving the DAC's graph")
-        d = daemon_factory(make_config(model={"path": "none"}))
-        st = _verdict_agrees_with_the_node(server, d, 48000)
-        assert "another stream holds the DAC's graph at 48000 Hz" in st["playback"]["advice"], st["playback"]
-        wait_until(lambda: "(recording its monitor, stream" in d.log_text(), 5, "the log naming the recording")
-        time.sleep(3.0)  # rate checks go on (the graph stays resampled): no reopen
+    its first rate check, and again every few seconds). When the recording stops, one
+    reopen lets the graph switch, and 176400 Hz reaches the DAC."""
+
+    def no_reopen(d):
+        time.sleep(3.0)  # rate checks go on (the graph stays resampled)
         assert d.status()["recoveries"] == 0 and "with only our stream on it" not in d.log_text(), d.log_text()
-    finally:
-        rec.kill()
-        rec.wait()
-    st = _verdict_agrees_with_the_node(server, d, OUT_RATE, timeout=8.0)
-    assert "with only our stream on it: reopening the playback" in d.log_text()
-    assert st["state"] == "running" and st["recoveries"] == 1, st
+
+    _held_at_48k_then_freed(
+        pipewire_server, make_config, daemon_factory,
+        ["parec", "--raw", "--rate=48000", "--channels=2", "--format=float32le", "-d", "dac.monitor"],
+        "the DAC's graph is held by parec (recording its monitor, stream", no_reopen,
+    )
 
 
 def test_an_app_on_rtupscale_is_ours_again_within_5_s_of_a_pipewire_pulse_restart(pipewire_server, make_config, daemon_factory):
