@@ -327,13 +327,15 @@ def _latency_setting(
         wav = tmp_path / "in.wav"
         sf.write(wav, sig, RATE, subtype="FLOAT")
         time.sleep(2.5)
-        before_recorder = d.status()["xruns"]["total"]
+        st0 = d.status()
+        before_recorder, causes_recorder = st0["xruns"]["total"], dict(st0.get("output_underflow_causes") or {})
         rec = record(sound_server, tmp_path / "rec.npz", seconds + 5.0)
         time.sleep(2.0)  # the recorder's streams joined the DAC sink: count xruns from here on
         if retry_after_recovery:
             _settled(d)
         recoveries = d.status()["recoveries"]
-        before = d.status()["xruns"]["total"]
+        st0 = d.status()
+        before, causes_before = st0["xruns"]["total"], dict(st0.get("output_underflow_causes") or {})
         paplay(sound_server, wav).wait(40)
         st = d.status()  # before the recorder leaves (see RECORDER)
         finish(rec)
@@ -357,9 +359,10 @@ def _latency_setting(
             print(f"{label}: window {window} was not clean: measuring another")
             continue
         break
-    assert_correlated(sound_server, corr, st["xruns"], before, st.get("output_underflow_causes"),
+    causes = _causes_since(st, causes_before)  # the window's own, not the daemon's since it started
+    assert_correlated(sound_server, corr, st["xruns"], before, causes,
                       st.get("last_output_underflow"), st.get("xrun_times"), rec=data)
-    no_xruns = lambda: assert_no_xruns(sound_server, st["xruns"], before, st.get("output_underflow_causes"),  # noqa: E731
+    no_xruns = lambda: assert_no_xruns(sound_server, st["xruns"], before, causes,  # noqa: E731
                                        st.get("last_output_underflow"), st.get("xrun_times"))
     if sound_server.name != "pipewire":
         no_xruns()
@@ -371,10 +374,16 @@ def _latency_setting(
     # before the window; likely the recorder's arrival changing the graph's quantum).
     assert abs(1e3 * delay - (st["latency_ms"]["total_ms"] - st["latency_ms"]["sink_ms"])) <= tolerance_ms(sound_server, 1e3 * delay)
     if 1e3 * delay > target_ms:
-        assert_no_xruns(sound_server, st["xruns"], before_recorder, st.get("output_underflow_causes"),
+        assert_no_xruns(sound_server, st["xruns"], before_recorder, _causes_since(st, causes_recorder),
                         st.get("last_output_underflow"), st.get("xrun_times"))
     assert 1e3 * delay <= target_ms
     no_xruns()
+
+
+def _causes_since(st: dict, earlier: dict) -> dict:
+    """The output underflows by cause counted since ``earlier`` (``status``'s counts then)."""
+    now = st.get("output_underflow_causes") or {}
+    return {k: v - earlier.get(k, 0) for k, v in now.items() if v > earlier.get(k, 0)}
 
 
 def _settled(d, quiet_s: float = 2.0, limit_s: float = 20.0) -> None:
