@@ -76,7 +76,9 @@ def assert_no_xruns(server, xruns: dict, before: int, causes: dict | None = None
 
     - every xrun came right after a stall of the whole machine (``times``: ``status``'s
       ``xrun_times``; see :mod:`tests.audio.stall_probe`): these shared 2-core VMs stop
-      all their threads for 5-28 ms, at busy hours several times a minute;
+      all their threads for 5-28 ms, at busy hours several times a minute, or their
+      hypervisor takes a share of the CPUs' time in slices too short to see one by one
+      (steal);
     - on PipeWire, gaps the DAC played because pipewire-pulse's data thread missed a graph
       cycle (``dac_gaps``, *server late*): a recording of the DAC's monitor shows zero runs
       of one or two quanta as often (docs/measurements/2026-12-05-pipewire.md)."""
@@ -348,7 +350,8 @@ def _latency_setting(
             f"xruns {st['xruns']} ({n} in the window, at {st.get('xrun_times')}; the last stall before each: "
             f"{PROBE.before_each(st.get('xrun_times'))}); audio path reopened {st['recoveries'] - rec_before} times "
             f"({reopened} in the window); underflow causes {st.get('output_underflow_causes')}, "
-            f"last: {st.get('last_output_underflow')}; {PROBE.summary(PROBE.test_started)}"
+            f"last: {st.get('last_output_underflow')}; worker time per block {st.get('processing_ms')}; "
+            f"worker woken late {st.get('worker_late_wakes')}; {PROBE.summary(PROBE.test_started)}"
         )
         if reopened and reopens_allowed:
             reopens_allowed -= 1

@@ -9,17 +9,27 @@ import time
 
 import pytest
 
-from tests.audio.stall_probe import MATCH_BEFORE_S, StallProbe
+from tests.audio.stall_probe import MATCH_BEFORE_S, STEAL_FRACTION, STEAL_PERIOD_S, StallProbe, read_steal
 
 
 class Given(StallProbe):
-    """A probe with the stalls given (no processes)."""
+    """A probe with the stalls given (no processes), and ``steal``: the hypervisor's share of
+    the CPUs' time from each given time to the next, sampled every STEAL_PERIOD_S."""
 
     running = True
 
-    def __init__(self, stalls):
+    def __init__(self, stalls, steal=()):
         super().__init__()
         self.stalls = [(t, 0, ms) for t, ms in stalls]
+        ticks = 20  # two CPUs, 100 ticks a second, one sample each 0.1 s
+        stolen = total = 0
+        for (t0, share), (t1, _) in zip(steal, list(steal[1:]) + [(steal[-1][0] + 1.0, 0)] if steal else ()):
+            t = t0
+            while t < t1:
+                self.steal.append((t, stolen, total))
+                stolen += round(share * ticks)
+                total += ticks
+                t += STEAL_PERIOD_S
 
 
 def test_an_xrun_right_after_a_stall_is_put_down_to_it():
@@ -40,6 +50,29 @@ def test_only_the_newest_times_that_account_for_the_window_count():
     p = Given([(100.0, 12.0)])
     assert p.explains([[50.0, 2], [100.1, 3]], 3) is not None
     assert p.explains([[50.0, 2], [100.1, 3]], 4) is None
+
+
+def test_an_xrun_while_the_hypervisor_took_the_cpus_is_put_down_to_it():
+    """No stall long enough for the probe, but a fifth of the CPUs' time stolen around the
+    xrun: the hypervisor slowed every thread."""
+    p = Given([], steal=[(90.0, 0.004), (99.0, 0.20), (101.0, 0.004)])
+    why = p.explains([[100.5, 2]], 2)
+    assert why is not None and "the hypervisor took" in why, why
+    assert 0.16 <= p.steal_between(99.0, 101.0) <= 0.20
+
+
+def test_an_xrun_on_a_machine_with_its_usual_steal_is_not():
+    p = Given([], steal=[(90.0, 0.013), (110.0, 0.013)])  # the median under the live tests
+    assert p.steal_between(99.0, 101.0) < STEAL_FRACTION
+    assert p.explains([[100.5, 2]], 2) is None
+    # stolen time long before the xrun does not explain it
+    p = Given([], steal=[(90.0, 0.3), (95.0, 0.0)])
+    assert p.explains([[100.5, 1]], 1) is None
+
+
+def test_steal_is_read_from_the_kernel():
+    steal, total = read_steal(os.sched_getaffinity(0))
+    assert total > 0 and 0 <= steal <= total
 
 
 def test_no_probe_no_explanation():
