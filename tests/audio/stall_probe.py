@@ -16,13 +16,17 @@ with the stalls, and any other xrun fails the test.
 A hypervisor may also take a CPU in slices too short for the probe to see (a steady share
 of each few milliseconds): every thread then runs that much slower, and the worker's
 deadline at a short block passes without any one long stall. The kernel counts that time as
-*steal* (``/proc/stat``); the probe samples it every :data:`STEAL_PERIOD_S`, and an xrun
+*steal* (``/proc/stat``); a sampler process writes it to a file every
+:data:`STEAL_PERIOD_S` (read only when asked: nothing in the test process allocates
+meanwhile, which the tests of the worker's allocations rely on), and an xrun
 that came while the hypervisor took :data:`STEAL_FRACTION` or more of the CPUs' time is put
 down to it as to a stall.
 
 Run as a script (``stall_probe.py CPU STALL_MS``) it is one probe: it prints ``READY`` and
 then one line per stall, ``<monotonic time at the wake> <ms late>``; or ``NO-RT <why>`` and
-exits where it may not run at real-time priority (then no xrun is explained).
+exits where it may not run at real-time priority (then no xrun is explained). As
+``stall_probe.py steal FILE CPU[,CPU...]`` it is the steal sampler: it appends
+``<monotonic time> <steal ticks> <all ticks>`` to FILE every :data:`STEAL_PERIOD_S`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -94,14 +99,16 @@ class StallProbe:
         self.error: str | None = None
         self.test_started = 0.0
         self.steal: list[tuple[float, int, int]] = []  # (monotonic, steal ticks, all ticks)
+        self._steal_file: str | None = None
+        self._steal_read = 0  # bytes of the file parsed into ``steal``
         self._lock = threading.Lock()
-        self._stop = threading.Event()
 
     def start(self) -> None:
-        self._stop.clear()
-        cpus = set(os.sched_getaffinity(0))
-        threading.Thread(target=self._sample_steal, args=(cpus,), daemon=True).start()
-        for cpu in sorted(cpus):
+        cpus = sorted(os.sched_getaffinity(0))
+        fd, self._steal_file = tempfile.mkstemp(prefix="rtupscale-steal-", suffix=".txt")
+        os.close(fd)
+        self._steal_read = 0
+        for cpu in cpus:
             p = subprocess.Popen([sys.executable, __file__, str(cpu), str(self.stall_ms)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self.procs.append(p)
@@ -111,6 +118,8 @@ class StallProbe:
                 self.stop()
                 return
             threading.Thread(target=self._read, args=(p, cpu), daemon=True).start()
+        self.procs.append(subprocess.Popen([sys.executable, __file__, "steal", self._steal_file, ",".join(map(str, cpus))],
+                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     def _read(self, p: subprocess.Popen, cpu: int) -> None:
         for line in p.stdout:
@@ -118,17 +127,27 @@ class StallProbe:
             with self._lock:
                 self.stalls.append((float(t), cpu, float(ms)))
 
-    def _sample_steal(self, cpus) -> None:
-        while not self._stop.wait(STEAL_PERIOD_S):
-            steal, total = read_steal(cpus)
-            if total:
-                with self._lock:
-                    self.steal.append((time.monotonic(), steal, total))
+    def _read_steal_file(self) -> None:
+        """Parse what the sampler wrote since the last call (whole lines only)."""
+        if not self._steal_file:
+            return
+        try:
+            with open(self._steal_file, "rb") as f:
+                f.seek(self._steal_read)
+                chunk = f.read()
+        except OSError:
+            return
+        end = chunk.rfind(b"\n") + 1
+        self._steal_read += end
+        for line in chunk[:end].decode().splitlines():
+            t, steal, total = line.split()
+            self.steal.append((float(t), int(steal), int(total)))
 
     def steal_between(self, t0: float, t1: float) -> float | None:
         """The share of the CPUs' time the hypervisor took from ``t0`` to ``t1`` (the samples
         around them); None without two samples there."""
         with self._lock:
+            self._read_steal_file()
             inside = [s for s in self.steal if t0 - STEAL_PERIOD_S <= s[0] <= t1 + STEAL_PERIOD_S]
         if len(inside) < 2 or inside[-1][2] <= inside[0][2]:
             return None
@@ -139,12 +158,17 @@ class StallProbe:
         return bool(self.procs) and self.error is None and all(p.poll() is None for p in self.procs)
 
     def stop(self) -> None:
-        self._stop.set()
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
             p.wait(5)
         self.procs = []
+        if self._steal_file:
+            try:
+                os.unlink(self._steal_file)
+            except OSError:
+                pass
+            self._steal_file = None
 
     def stalls_since(self, t0: float) -> list[tuple[float, int, float]]:
         with self._lock:
@@ -219,5 +243,17 @@ def probe(cpu: int, stall_ms: float) -> None:
         prev = now
 
 
+def sample_steal(path: str, cpus: set[int]) -> None:
+    with open(path, "a", buffering=1) as f:
+        while True:
+            steal, total = read_steal(cpus)
+            if total:
+                f.write(f"{time.monotonic():.4f} {steal} {total}\n")
+            time.sleep(STEAL_PERIOD_S)
+
+
 if __name__ == "__main__":
-    probe(int(sys.argv[1]), float(sys.argv[2]))
+    if sys.argv[1] == "steal":
+        sample_steal(sys.argv[2], {int(c) for c in sys.argv[3].split(",")})
+    else:
+        probe(int(sys.argv[1]), float(sys.argv[2]))

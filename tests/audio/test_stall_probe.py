@@ -107,3 +107,24 @@ def test_the_probe_sees_a_stall_of_its_cpu():
     finally:
         p.stop()
     assert not p.running
+
+
+def test_the_sampler_writes_the_steal_and_the_test_process_reads_it_when_asked():
+    """The steal sampler is a process of its own: between reads, nothing in this process
+    allocates for it (the worker's allocation tests run beside the session's probe)."""
+    p = StallProbe()
+    p.start()
+    if p.error and "NO-RT" in p.error:
+        pytest.skip(p.error)
+    try:
+        t0 = time.monotonic()
+        time.sleep(10 * STEAL_PERIOD_S)
+        assert p.steal == []  # nothing read yet
+        share = p.steal_between(t0, time.monotonic())
+        assert share is not None and 0.0 <= share <= 1.0, (share, p.steal)
+        assert len(p.steal) >= 5 and all(b[0] > a[0] and b[2] >= a[2] for a, b in zip(p.steal, p.steal[1:]))
+        n = len(p.steal)
+        p.steal_between(t0, time.monotonic())
+        assert len(p.steal) - n <= 2  # read on from where it stopped, no line twice
+    finally:
+        p.stop()
