@@ -16,12 +16,14 @@ from tests.audio.pulse_harness import noise_signal, wait_until
 pytestmark = pytest.mark.pulse
 
 
-def _play(server, path, rate: int, media: str) -> subprocess.Popen:
-    """A PulseAudio-protocol app playing ``path`` (float32 stereo) to ``rtupscale`` at ``rate``."""
+def _play(server, path, rate: int, media: str, log=subprocess.DEVNULL) -> subprocess.Popen:
+    """A PulseAudio-protocol app playing ``path`` (float32 stereo) to ``rtupscale`` at ``rate``;
+    with ``log`` (a file), pacat reports its stream's events there, underruns among them."""
     return subprocess.Popen(
         ["pacat", "--playback", "--raw", "--format=float32le", f"--rate={rate}", "--channels=2",
-         "--latency-msec=20", f"--property=media.name={media}", "-d", "rtupscale", str(path)],
-        env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         "--latency-msec=20", f"--property=media.name={media}", "-d", "rtupscale", str(path)]
+        + (["-v"] if log is not subprocess.DEVNULL else []),
+        env=server.env, stdout=subprocess.DEVNULL, stderr=log,
     )
 
 
@@ -121,7 +123,12 @@ def test_a_rate_switch_fades_out_and_in_without_a_click(sound_server, make_confi
     of a 0.5 tone is a step many times larger). On PipeWire the recording of the DAC's
     monitor at 176.4 kHz holds the DAC's graph there, so our 192 kHz stream is resampled
     after the switch (and the daemon does not reopen to change that: see
-    test_live_pipewire's recording test)."""
+    test_live_pipewire's recording test).
+
+    A short gap away from the switch is the app's own when pacat reported as many underruns
+    of its stream: its 20 ms buffer ran dry on the way to our virtual sink, before the daemon
+    (a plain pacat to a null sink at 48 kHz, no daemon, did it too: 3 mid-stream underruns in
+    8 runs of 6 s, docs/measurements/2026-12-07-steal.md)."""
     server = sound_server
     d = daemon_factory(make_config(audio={"rate": "auto"}, model={"path": "none"}), keep_alive=False)
     tone = tmp_path / "tone48.raw"
@@ -133,13 +140,16 @@ def test_a_rate_switch_fades_out_and_in_without_a_click(sound_server, make_confi
                                 "--latency-msec=20", "-d", "dac.monitor"], env=server.env, stdout=out,
                                stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        app = _play(server, tone, 48000, "tone48")
+        xruns_before = d.status()["xruns"]["total"]  # a start into a sink that ran ahead drops silence
+        app_log = open(tmp_path / "pacat.log", "w")
+        app = _play(server, tone, 48000, "tone48", log=app_log)
         try:
             wait_until(lambda: _at(d, 48000), 10.0, "the daemon at 48000 in, 192000 out")
             time.sleep(4.0)
         finally:
             app.kill()
             app.wait()
+            app_log.close()
             time.sleep(0.3)
             rec.kill()
             rec.wait()
@@ -163,12 +173,18 @@ def test_a_rate_switch_fades_out_and_in_without_a_click(sound_server, make_confi
     worst = int(np.argmax(steps))
     print(f"largest step {steps[worst]:.4f} at {worst / 176400:.3f} s (the tone's own: {own:.4f})")
     xruns = d.status()["xruns"]
-    if steps[worst] > 2.5 * own and xruns["total"]:
+    if steps[worst] > 2.5 * own and xruns["total"] > xruns_before:
         # an underflow or a gap at the DAC (this shared machine under load) is a step of its
         # own, counted as such; the switch itself is what this test is about
-        pytest.xfail(f"a counted glitch ({xruns}) during the recording")
+        pytest.xfail(f"a counted glitch ({xruns}, {xruns['total'] - xruns_before} since the app started) during the recording")
     cuts = np.flatnonzero(steps > 2.5 * own)
     margin = int(0.05 * 176400)
+    gaps = [(a, b) for a, b in runs if b - a > 176 and (a, b) != tuple(pause_at)]
+    app_underruns = (tmp_path / "pacat.log").read_text(errors="replace").count("Stream underrun")
+    if cuts.size and gaps and len(gaps) <= app_underruns \
+            and not np.any((cuts >= pause_at[0] - margin) & (cuts <= pause_at[1] + margin)):
+        pytest.xfail(f"the app's own underruns: {len(gaps)} gaps at the DAC away from the switch (at "
+                     f"{[round(float(a) / 176400, 3) for a, _ in gaps]} s), pacat reported {app_underruns} underruns of its stream")
     if cuts.size and server.name == "pipewire" and not np.any((cuts >= pause_at[0] - margin) & (cuts <= pause_at[1] + margin)):
         # PipeWire: the DAC's graph went on without our stream for a quantum, away from the
         # switch, and the daemon's gap check did not find it (it finds most, not all:
