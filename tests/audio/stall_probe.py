@@ -58,7 +58,7 @@ MATCH_AFTER_S = 0.05
 
 
 STEAL_PERIOD_S = 0.1
-"""How often the probe reads the CPUs' steal time."""
+"""How often the sampler process reads the CPUs' steal time."""
 
 STEAL_FRACTION = 0.10
 """A share of the CPUs' time taken by the hypervisor (steal) from which an xrun in the same
