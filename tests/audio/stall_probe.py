@@ -17,14 +17,18 @@ A hypervisor may also take a CPU in slices too short for the probe to see (a ste
 of each few milliseconds): every thread then runs that much slower, and the worker's
 deadline at a short block passes without any one long stall. The kernel counts that time as
 *steal* (``/proc/stat``); a sampler process writes it to a file every
-:data:`STEAL_PERIOD_S` (read only when asked: nothing in the test process allocates
-meanwhile, which the tests of the worker's allocations rely on), and an xrun
+:data:`STEAL_PERIOD_S`, and an xrun
 that came while the hypervisor took :data:`STEAL_FRACTION` or more of the CPUs' time is put
 down to it as to a stall.
 
-Run as a script (``stall_probe.py CPU STALL_MS``) it is one probe: it prints ``READY`` and
-then one line per stall, ``<monotonic time at the wake> <ms late>``; or ``NO-RT <why>`` and
-exits where it may not run at real-time priority (then no xrun is explained). As
+The probes and the sampler write to files that the test process reads only when asked: no
+thread of the test process reads or allocates meanwhile, which the tests of the worker's
+allocations (tracemalloc sees every thread) rely on.
+
+Run as a script (``stall_probe.py CPU STALL_MS FILE``) it is one probe: it prints ``READY``
+and then appends one line per stall to FILE, ``<monotonic time at the wake> <ms late>``; or
+prints ``NO-RT <why>`` and exits where it may not run at real-time priority (then no xrun is
+explained). As
 ``stall_probe.py steal FILE CPU[,CPU...]`` it is the steal sampler: it appends
 ``<monotonic time> <steal ticks> <all ticks>`` to FILE every :data:`STEAL_PERIOD_S`.
 """
@@ -99,17 +103,19 @@ class StallProbe:
         self.error: str | None = None
         self.test_started = 0.0
         self.steal: list[tuple[float, int, int]] = []  # (monotonic, steal ticks, all ticks)
-        self._steal_file: str | None = None
-        self._steal_read = 0  # bytes of the file parsed into ``steal``
+        self._files: dict[str, list] = {}  # path -> [bytes parsed, cpu (None: the steal sampler)]
         self._lock = threading.Lock()
+
+    def _new_file(self, cpu: int | None) -> str:
+        fd, path = tempfile.mkstemp(prefix="rtupscale-stalls-", suffix=".txt")
+        os.close(fd)
+        self._files[path] = [0, cpu]
+        return path
 
     def start(self) -> None:
         cpus = sorted(os.sched_getaffinity(0))
-        fd, self._steal_file = tempfile.mkstemp(prefix="rtupscale-steal-", suffix=".txt")
-        os.close(fd)
-        self._steal_read = 0
         for cpu in cpus:
-            p = subprocess.Popen([sys.executable, __file__, str(cpu), str(self.stall_ms)],
+            p = subprocess.Popen([sys.executable, __file__, str(cpu), str(self.stall_ms), self._new_file(cpu)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             self.procs.append(p)
             line = p.stdout.readline().strip()
@@ -117,37 +123,34 @@ class StallProbe:
                 self.error = f"the stall probe on CPU {cpu} did not start: {line or p.stderr.read().strip()}"
                 self.stop()
                 return
-            threading.Thread(target=self._read, args=(p, cpu), daemon=True).start()
-        self.procs.append(subprocess.Popen([sys.executable, __file__, "steal", self._steal_file, ",".join(map(str, cpus))],
+        self.procs.append(subprocess.Popen([sys.executable, __file__, "steal", self._new_file(None), ",".join(map(str, cpus))],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
-    def _read(self, p: subprocess.Popen, cpu: int) -> None:
-        for line in p.stdout:
-            t, ms = line.split()
-            with self._lock:
-                self.stalls.append((float(t), cpu, float(ms)))
-
-    def _read_steal_file(self) -> None:
-        """Parse what the sampler wrote since the last call (whole lines only)."""
-        if not self._steal_file:
-            return
-        try:
-            with open(self._steal_file, "rb") as f:
-                f.seek(self._steal_read)
-                chunk = f.read()
-        except OSError:
-            return
-        end = chunk.rfind(b"\n") + 1
-        self._steal_read += end
-        for line in chunk[:end].decode().splitlines():
-            t, steal, total = line.split()
-            self.steal.append((float(t), int(steal), int(total)))
+    def _read_files(self) -> None:
+        """Parse what the probes and the sampler wrote since the last call (whole lines only;
+        under the lock)."""
+        for path, where in self._files.items():
+            try:
+                with open(path, "rb") as f:
+                    f.seek(where[0])
+                    chunk = f.read()
+            except OSError:
+                continue
+            end = chunk.rfind(b"\n") + 1
+            where[0] += end
+            for line in chunk[:end].decode().splitlines():
+                if where[1] is None:
+                    t, steal, total = line.split()
+                    self.steal.append((float(t), int(steal), int(total)))
+                else:
+                    t, ms = line.split()
+                    self.stalls.append((float(t), where[1], float(ms)))
 
     def steal_between(self, t0: float, t1: float) -> float | None:
         """The share of the CPUs' time the hypervisor took from ``t0`` to ``t1`` (the samples
         around them); None without two samples there."""
         with self._lock:
-            self._read_steal_file()
+            self._read_files()
             inside = [s for s in self.steal if t0 - STEAL_PERIOD_S <= s[0] <= t1 + STEAL_PERIOD_S]
         if len(inside) < 2 or inside[-1][2] <= inside[0][2]:
             return None
@@ -163,15 +166,18 @@ class StallProbe:
                 p.kill()
             p.wait(5)
         self.procs = []
-        if self._steal_file:
-            try:
-                os.unlink(self._steal_file)
-            except OSError:
-                pass
-            self._steal_file = None
+        with self._lock:
+            self._read_files()  # what they wrote stays in ``stalls`` and ``steal``
+            for path in self._files:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+            self._files = {}
 
     def stalls_since(self, t0: float) -> list[tuple[float, int, float]]:
         with self._lock:
+            self._read_files()
             return [s for s in self.stalls if s[0] >= t0]
 
     def summary(self, t0: float) -> str:
@@ -189,6 +195,7 @@ class StallProbe:
         """For each xrun time, the last stall before it: ``"<s before>s/<ms late>ms"``."""
         out = []
         with self._lock:
+            self._read_files()
             stalls = list(self.stalls)
         for t, _ in xrun_times or ():
             prior = [x for x in stalls if x[0] <= t + MATCH_AFTER_S]
@@ -224,13 +231,14 @@ PROBE = StallProbe()
 """The test session's probe (started by the ``stall_probe`` fixture of tests/audio/conftest.py)."""
 
 
-def probe(cpu: int, stall_ms: float) -> None:
+def probe(cpu: int, stall_ms: float, path: str) -> None:
     os.sched_setaffinity(0, {cpu})
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(99))
     except OSError as e:
         print(f"NO-RT {e}", flush=True)
         return
+    out = open(path, "a", buffering=1)
     print("READY", flush=True)
     limit = stall_ms / 1e3
     prev = time.monotonic()
@@ -239,7 +247,7 @@ def probe(cpu: int, stall_ms: float) -> None:
         now = time.monotonic()
         late = now - prev - PERIOD_S
         if late >= limit:
-            print(f"{now:.4f} {1e3 * late:.2f}", flush=True)
+            out.write(f"{now:.4f} {1e3 * late:.2f}\n")
         prev = now
 
 
@@ -256,4 +264,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "steal":
         sample_steal(sys.argv[2], {int(c) for c in sys.argv[3].split(",")})
     else:
-        probe(int(sys.argv[1]), float(sys.argv[2]))
+        probe(int(sys.argv[1]), float(sys.argv[2]), sys.argv[3])

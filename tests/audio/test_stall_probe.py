@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+import tracemalloc
 
 import pytest
 
@@ -126,5 +128,33 @@ def test_the_sampler_writes_the_steal_and_the_test_process_reads_it_when_asked()
         n = len(p.steal)
         p.steal_between(t0, time.monotonic())
         assert len(p.steal) - n <= 2  # read on from where it stopped, no line twice
+    finally:
+        p.stop()
+
+
+def test_the_test_process_allocates_nothing_while_the_probe_reports():
+    """A stall reported while the worker's allocation tests measure must not show in their
+    tracemalloc peak (it sees every thread of this process): the probes write to files, and
+    this process reads them only when asked."""
+    threads = threading.active_count()
+    p = StallProbe()
+    p.start()
+    if p.error and "NO-RT" in p.error:
+        pytest.skip(p.error)
+    try:
+        assert threading.active_count() == threads  # no reader thread
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        tracemalloc.start()
+        try:
+            os.kill(p.procs[0].pid, signal.SIGSTOP)
+            time.sleep(0.05)
+            os.kill(p.procs[0].pid, signal.SIGCONT)
+            time.sleep(0.3)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 1024, peak
+        assert [x for x in p.stalls_since(t0) if x[2] >= 40.0], p.stalls_since(t0)  # reported all the same
     finally:
         p.stop()
